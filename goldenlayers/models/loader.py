@@ -1,0 +1,105 @@
+"""One loader for any Hugging Face causal LM, plus the project's embedded default models.
+
+`load_model` wraps `AutoModelForCausalLM` / `AutoTokenizer` with the project's safety rules
+(safetensors only, `trust_remote_code` off unless asked), resolves the architecture adapter, and knows
+the names of the embedded default models shipped inside the package ("default-gpt2", "default-llama").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from goldenlayers.models.adapters import ArchAdapter, get_adapter
+
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
+DEFAULT_MODEL_NAMES = ("default-gpt2", "default-llama")
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+}
+
+
+@dataclass
+class LoadedModel:
+    """A model, its tokenizer and its adapter, plus the name it was loaded by (for cache keys)."""
+
+    model: nn.Module
+    tokenizer: object
+    adapter: ArchAdapter
+    name: str
+
+    def __iter__(self):  # allows `model, tok, adapter = load_model(...)`-style unpacking of the first three
+        return iter((self.model, self.tokenizer, self.adapter))
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return None
+    try:
+        return _DTYPES[dtype.lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(set(_DTYPES))} or 'auto'") from None
+
+
+def resolve_model_path(name_or_path: str | Path) -> str:
+    """Map an embedded default name to its folder inside the package; pass anything else through."""
+    name = str(name_or_path)
+    if name in DEFAULT_MODEL_NAMES:
+        path = DEFAULT_MODELS_DIR / name
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(
+                f"embedded default model {name!r} is missing at {path}; re-create it with `goldenlayers train-world`"
+            )
+        return str(path)
+    return name
+
+
+def load_model(
+    name_or_path: str | Path,
+    dtype: str | torch.dtype | None = "float32",
+    device: str | torch.device | None = None,
+    device_map: str | dict | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer and resolve its adapter.
+
+    `device_map` (e.g. "auto") spreads a model too large for one device with accelerate; otherwise the
+    model goes to `device` (default: CUDA when available, else CPU). Weights load from safetensors only.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(name_or_path)
+    torch_dtype = resolve_dtype(dtype)
+    kwargs = dict(trust_remote_code=trust_remote_code, use_safetensors=True)
+    if torch_dtype is not None:
+        kwargs["dtype"] = torch_dtype
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    adapter = get_adapter(model)  # fail early, before the tokenizer, on an unknown architecture
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    prepare_tokenizer(tok)
+    if device_map is None:
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    return LoadedModel(model, tok, adapter, str(name_or_path))
+
+
+def prepare_tokenizer(tok) -> None:
+    """Give the tokenizer a pad token (EOS when it has none). Padding side never matters to our code."""
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
