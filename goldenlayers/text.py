@@ -64,7 +64,9 @@ def encode_answers(tok, prompts: list[str], answers: list[str], max_length: int 
         enc = tok(text, return_offsets_mapping=True)
         ids, offs = enc["input_ids"], enc["offset_mapping"]
         cut = len(p.rstrip())
-        is_ans = [e > s and e > cut and s >= cut for s, e in offs]
+        # An answer token starts at or after the prompt's end. Zero-width tokens there count too (a byte-level
+        # BPE with trimmed offsets gives a standalone space token the span (cut, cut)); (0, 0) is a special token.
+        is_ans = [s >= cut and (s, e) != (0, 0) for s, e in offs]
         if not any(is_ans):
             raise ValueError(f"answer {a!r} produced no token after prompt {p!r}")
         first = is_ans.index(True)
