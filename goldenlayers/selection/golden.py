@@ -1,0 +1,282 @@
+"""Golden layers vs sample-wise optimal layers, and proxy-to-test transfer (REFERENCE.md section 2; paper
+section 4.1 / Table 1, section 4.2 / Figures 1-2, Appendix B.2 / Tables 3-8).
+
+Input is a per-metric score matrix (cases x layers), built from brute-force rows (case_id, layer, metric,
+value) by `ScoreMatrix.from_rows`. Definitions, for a matrix V (N cases x L layers):
+- sample-wise optimal layer of case i: argbest_l V[i, l], the FIRST tied layer on ties (as the paper reports);
+- golden layer: argbest_l mean_i V[i, l] (first on ties); "best" is max, or min for a lower-is-better metric;
+- golden vs optimal: the two per-case vectors V[i, opt_i] and V[i, golden], mean ± std, Student's t-test
+  (paired over cases by default, scipy.stats.ttest_rel; "independent" = ttest_ind with equal variances as a
+  setting) and the verdict "Yes" (statistically different, p < alpha) / "No". Identical vectors give p = 1.
+- transfer: the golden layer of the proxy matrix scored on the test matrix, vs the test matrix's own golden
+  layer; gap = |test best mean - test mean at the proxy layer| (>= 0). Proxy union: one golden layer from the
+  pooled proxy cases of several datasets, scored on each dataset's test matrix (`proxy_union`), and the
+  dataset x layer gap matrix that Figure 2 plots (`gap_matrix`).
+Ties are decided with an absolute tolerance of 1e-12 so float rounding of equal means cannot reorder layers.
+Nothing here prints; results are small dataclasses with `row()` dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import stats
+
+TIE_ATOL = 1e-12
+
+
+def argbest(values, higher_is_better: bool = True, atol: float = TIE_ATOL) -> int:
+    """Index of the best entry of a 1-D array, the first one among entries within `atol` of the best."""
+    v = np.asarray(values, dtype=np.float64)
+    best = v.max() if higher_is_better else v.min()
+    close = v >= best - atol if higher_is_better else v <= best + atol
+    return int(np.flatnonzero(close)[0])
+
+
+@dataclass
+class ScoreMatrix:
+    """One metric's per-case, per-layer scores. values: (N, L) float64; case_ids: N labels; layers: L ascending.
+    dropped: case_id -> reason for cases left out (a layer missing, e.g. a failed edit)."""
+
+    metric: str
+    case_ids: list[str]
+    layers: list[int]
+    values: np.ndarray
+    dataset: str = "-"
+    model: str = "-"
+    dropped: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.values = np.asarray(self.values, dtype=np.float64)
+        if self.values.shape != (len(self.case_ids), len(self.layers)):
+            raise ValueError(f"{self.metric}: values of shape {self.values.shape} for {len(self.case_ids)} cases "
+                             f"x {len(self.layers)} layers")
+        if not self.case_ids:
+            raise ValueError(f"{self.metric} ({self.dataset}): no cases ({len(self.dropped)} dropped for lacking "
+                             "a score at some layer)")
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Mapping], metric: str, *, dataset: str = "-", model: str = "-") -> ScoreMatrix:
+        """Pivot long rows (case_id, layer, metric, value) of `metric` into a matrix. Layers are the union seen;
+        a case missing any of them is dropped (listed in `dropped`); a repeated (case, layer) is an error."""
+        cells: dict[str, dict[int, float]] = {}
+        for r in rows:
+            if r["metric"] != metric:
+                continue
+            per_case = cells.setdefault(str(r["case_id"]), {})
+            layer = int(r["layer"])
+            if layer in per_case:
+                raise ValueError(f"case {r['case_id']!r}: two {metric!r} values at layer {layer}")
+            per_case[layer] = float(r["value"])
+        if not cells:
+            raise ValueError(f"no rows of metric {metric!r}")
+        layers = sorted({layer for per_case in cells.values() for layer in per_case})
+        kept = [c for c in cells if len(cells[c]) == len(layers)]
+        dropped = {c: f"no {metric!r} value at layers {sorted(set(layers) - set(cells[c]))}"
+                   for c in cells if len(cells[c]) != len(layers)}
+        values = np.array([[cells[c][layer] for layer in layers] for c in kept]).reshape(len(kept), len(layers))
+        return cls(metric, kept, layers, values, dataset=dataset, model=model, dropped=dropped)
+
+    @classmethod
+    def from_table(cls, table, metric: str | None = None) -> ScoreMatrix:
+        """From a LayerScores with a per-case matrix (e.g. `bruteforce_scores`; metric from its meta)."""
+        if table.per_case is None or table.case_ids is None:
+            raise ValueError(f"{table.selector}: the table has no per-case matrix with case ids")
+        return cls(metric or table.meta.get("metric", table.selector), list(table.case_ids), table.layers,
+                   table.per_case, dataset=table.dataset, model=table.model, dropped=dict(table.skipped))
+
+    def subset(self, case_ids: Iterable[str], dataset: str | None = None) -> ScoreMatrix:
+        """The rows of `case_ids` (in that order; ids not in the matrix are skipped, e.g. dropped cases)."""
+        index = {c: i for i, c in enumerate(self.case_ids)}
+        keep = [c for c in case_ids if c in index]
+        rows = self.values[[index[c] for c in keep]].reshape(len(keep), len(self.layers))
+        return ScoreMatrix(self.metric, keep, self.layers, rows, dataset=dataset or self.dataset, model=self.model)
+
+    def means(self) -> np.ndarray:
+        """(L,) mean over cases of every layer."""
+        return self.values.mean(axis=0)
+
+
+def sample_wise_optimal(m: ScoreMatrix, higher_is_better: bool = True) -> list[dict]:
+    """Per case: {case_id, layer (first tied best), score}."""
+    return [dict(case_id=c, layer=m.layers[(j := argbest(row, higher_is_better))], score=float(row[j]))
+            for c, row in zip(m.case_ids, m.values, strict=True)]
+
+
+def golden_layer(m: ScoreMatrix, higher_is_better: bool = True) -> int:
+    """The layer with the best mean over cases (first on ties)."""
+    return m.layers[argbest(m.means(), higher_is_better)]
+
+
+class CompareSettings(BaseModel):
+    """alpha: significance level; test: paired (ttest_rel) or independent Student (ttest_ind, equal variances);
+    ddof: of the reported stds (1 = sample std)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    alpha: float = Field(0.05, gt=0, lt=1)
+    test: Literal["paired", "independent"] = "paired"
+    ddof: int = Field(1, ge=0)
+    higher_is_better: bool = True
+
+
+def mean_std(mean: float, std: float, digits: int = 4) -> str:
+    """The paper's "0.9993±0.0135" cell."""
+    return f"{mean:.{digits}f}±{std:.{digits}f}"
+
+
+@dataclass(frozen=True)
+class GoldenComparison:
+    """Golden layer vs sample-wise optimal layers of one metric on one case set (a column of Table 1)."""
+
+    metric: str
+    dataset: str
+    model: str
+    golden_layer: int
+    n: int
+    optimal_mean: float
+    optimal_std: float
+    golden_mean: float
+    golden_std: float
+    t: float
+    p: float
+    alpha: float
+    test: str
+
+    @property
+    def different(self) -> bool:
+        return self.p < self.alpha
+
+    @property
+    def verdict(self) -> str:
+        return "Yes" if self.different else "No"
+
+    def row(self, digits: int = 4) -> dict:
+        return dict(model=self.model, dataset=self.dataset, metric=self.metric, golden_layer=self.golden_layer,
+                    cases=self.n, sample_wise_optimal=mean_std(self.optimal_mean, self.optimal_std, digits),
+                    golden=mean_std(self.golden_mean, self.golden_std, digits),
+                    statistical_difference=self.verdict, t=self.t, p=self.p, test=self.test, alpha=self.alpha)
+
+
+def compare_golden(m: ScoreMatrix, settings: CompareSettings | None = None, **overrides) -> GoldenComparison:
+    """Golden vs sample-wise optimal on `m` (keyword overrides of CompareSettings allowed: alpha=0.01, ...)."""
+    s = CompareSettings(**{**(settings.model_dump() if settings else {}), **overrides})
+    if len(m.case_ids) < 2:
+        raise ValueError(f"{m.metric} ({m.dataset}): a t-test needs at least 2 cases, got {len(m.case_ids)}")
+    opt = np.array([r["score"] for r in sample_wise_optimal(m, s.higher_is_better)])
+    g = golden_layer(m, s.higher_is_better)
+    gold = m.values[:, m.layers.index(g)]
+    if np.array_equal(opt, gold):
+        t, p = 0.0, 1.0
+    else:
+        res = stats.ttest_rel(opt, gold) if s.test == "paired" else stats.ttest_ind(opt, gold, equal_var=True)
+        t, p = float(res.statistic), float(res.pvalue)
+    return GoldenComparison(m.metric, m.dataset, m.model, g, len(opt), float(opt.mean()), float(opt.std(ddof=s.ddof)),
+                            float(gold.mean()), float(gold.std(ddof=s.ddof)), t, p, s.alpha, s.test)
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """Golden layer found on a proxy set, scored on the test set, vs the test set's own golden layer."""
+
+    metric: str
+    dataset: str
+    model: str
+    proxy_layer: int
+    proxy_score: float  # test-set mean at proxy_layer
+    test_layer: int
+    test_score: float  # test-set mean at test_layer (the best)
+    gap: float  # |test_score - proxy_score| >= 0
+
+    def rows(self) -> list[dict]:
+        """Two rows in the shape of Tables 3-8: set "Proxy" and set "Test", both scored on the test set."""
+        base = dict(model=self.model, dataset=self.dataset, metric=self.metric)
+        return [dict(base, set="Proxy", layer=self.proxy_layer, score=self.proxy_score, gap=self.gap),
+                dict(base, set="Test", layer=self.test_layer, score=self.test_score, gap=0.0)]
+
+
+def _check_layers(a: ScoreMatrix, b: ScoreMatrix) -> None:
+    if a.layers != b.layers:
+        raise ValueError(f"{a.metric}: proxy layers {a.layers} differ from test layers {b.layers} ({b.dataset})")
+
+
+def transfer_at(layer: int, test: ScoreMatrix, higher_is_better: bool = True) -> Transfer:
+    """A chosen layer (from any proxy or selector) scored on `test` against the test set's golden layer."""
+    means = test.means()
+    best = argbest(means, higher_is_better)
+    at = float(means[test.layers.index(layer)])
+    return Transfer(test.metric, test.dataset, test.model, layer, at, test.layers[best], float(means[best]),
+                    abs(float(means[best]) - at))
+
+
+def proxy_transfer(proxy: ScoreMatrix, test: ScoreMatrix, higher_is_better: bool = True) -> Transfer:
+    """Golden layer of `proxy` scored on `test` (one cell pair of Tables 3-8)."""
+    _check_layers(proxy, test)
+    return transfer_at(golden_layer(proxy, higher_is_better), test, higher_is_better)
+
+
+def pooled(matrices: Iterable[ScoreMatrix], dataset: str | None = None) -> ScoreMatrix:
+    """Stack several matrices of the same metric and layers (e.g. the five proxy sets -> the proxy union).
+    Case ids are prefixed with their dataset so equal ids from different datasets stay distinct."""
+    ms = list(matrices)
+    for m in ms[1:]:
+        _check_layers(ms[0], m)
+        if m.metric != ms[0].metric:
+            raise ValueError(f"cannot pool metrics {ms[0].metric!r} and {m.metric!r}")
+    label = dataset or "+".join(sorted({m.dataset for m in ms}))
+    ids = [f"{m.dataset}/{c}" for m in ms for c in m.case_ids]
+    return ScoreMatrix(ms[0].metric, ids, ms[0].layers, np.vstack([m.values for m in ms]), dataset=label,
+                       model=ms[0].model)
+
+
+@dataclass(frozen=True)
+class UnionTransfer:
+    """One golden layer from the pooled proxies (`layer`, its pooled mean `score`) and its transfer per dataset."""
+
+    layer: int
+    score: float
+    transfers: list[Transfer]
+
+
+def proxy_union(proxies: Mapping[str, ScoreMatrix], tests: Mapping[str, ScoreMatrix],
+                higher_is_better: bool = True) -> UnionTransfer:
+    """Golden layer of the union of the proxies, scored on each dataset's test matrix (keys: dataset names)."""
+    missing = sorted(set(proxies) ^ set(tests))
+    if missing:
+        raise ValueError(f"proxy and test matrices must cover the same datasets; unmatched: {missing}")
+    union = pooled(proxies.values())
+    layer = golden_layer(union, higher_is_better)
+    return UnionTransfer(layer, float(union.means()[union.layers.index(layer)]),
+                         [transfer_at(layer, tests[d], higher_is_better) for d in tests])
+
+
+@dataclass(frozen=True)
+class GapMatrix:
+    """Figure 2: gaps (D, L) = |best test mean of dataset d - test mean at layer l|; optimal[d] = every layer
+    within the tie tolerance of the best (the stars); union_layer = the proxy-union golden layer (the band)."""
+
+    datasets: list[str]
+    layers: list[int]
+    gaps: np.ndarray
+    optimal: dict[str, list[int]]
+    union_layer: int | None = None
+
+
+def gap_matrix(tests: Mapping[str, ScoreMatrix], higher_is_better: bool = True,
+               union_layer: int | None = None) -> GapMatrix:
+    """The dataset x layer matrix of the gap to each test set's best layer."""
+    ms = list(tests.values())
+    for m in ms[1:]:
+        _check_layers(ms[0], m)
+    gaps, optimal = [], {}
+    for d, m in tests.items():
+        means = m.means()
+        best = means[argbest(means, higher_is_better)]
+        gap = np.abs(best - means)
+        gaps.append(gap)
+        optimal[d] = [layer for layer, g in zip(m.layers, gap, strict=True) if g <= TIE_ATOL]
+    return GapMatrix(list(tests), ms[0].layers, np.vstack(gaps), optimal, union_layer)
