@@ -1,0 +1,126 @@
+"""`goldenlayers run`, `goldenlayers report`, `goldenlayers export`: thin shells over goldenlayers.runs and
+goldenlayers.report (docs/runs.md, docs/report.md).
+
+`run CONFIG` validates the config, creates or resumes its run directory, lists the jobs (done / failed / to do)
+and executes them with the project's engine (goldenlayers.runs.plan.default_engine); while no engine is wired it
+says what would be executed and stops. Bad input (invalid config, changed config on resume, not a run
+directory) prints a clear message and exits with status 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def run_cmd(
+    config: Path = typer.Argument(..., help="experiment config (YAML), e.g. configs/default.yaml"),
+    root: Path | None = typer.Option(None, help="parent directory of the run (default: the config's output_dir)"),
+    force: bool = typer.Option(False, "--force", help="resume even though the config changed (keeps the old one)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="create/resume the run directory and list the jobs only"),
+) -> None:
+    """Create or resume the run directory of CONFIG and execute its jobs (resumable: run it again to go on)."""
+    from rich.table import Table
+
+    from goldenlayers.runs import (
+        ConfigError,
+        ConfigMismatchError,
+        RunDir,
+        default_engine,
+        execute,
+        load_config,
+        plan,
+    )
+
+    con = _console()
+    try:
+        cfg = load_config(config)
+        run = RunDir.create_or_resume(cfg, root, force=force, command=f"goldenlayers run {config}")
+    except (ConfigError, ConfigMismatchError) as e:
+        con.print(f"[red]error:[/red] {_esc(e)}")
+        raise typer.Exit(2) from None
+    jobs, status = plan(cfg), run.store.jobs()
+    table = Table(title=f"{run.path}: {len(jobs)} jobs")
+    for col in ("#", "job", "status"):
+        table.add_column(col)
+    for i, job in enumerate(jobs):
+        table.add_row(str(i), job.describe(), status.get(job.key, {}).get("status", "to do"))
+    con.print(table)
+    engine = None if dry_run else default_engine()
+    if engine is None:
+        todo = sum(status.get(j.key, {}).get("status") != "done" for j in jobs)
+        why = "--dry-run" if dry_run else "the execution engine is not wired yet (goldenlayers.runs.engine)"
+        con.print(f"{why}: nothing executed; {todo} job(s) would run, writing to {run.path / 'store.sqlite'}")
+        run.close()
+        return
+    summary = execute(run, engine, jobs)
+    con.print(f"done {len(summary.done)}, skipped (finished before) {len(summary.skipped)}, "
+              f"failed {len(summary.failed)}")
+    for key, reason in summary.failed.items():
+        con.print(f"  [red]failed[/red] {_esc(key)}: {_esc(reason)}")
+    run.close()
+
+
+def _esc(x) -> str:
+    from rich.markup import escape
+
+    return escape(str(x))
+
+
+def report_cmd(
+    run_dir: Path = typer.Argument(..., help="a run directory (holds config.yaml and store.sqlite)"),
+    out: Path | None = typer.Option(None, help="output directory (default: RUN_DIR/report)"),
+    method: str = typer.Option("r-rome", help="editing method of Table 1, Tables 3-8 and Figures 1-3"),
+    overall: str = typer.Option("minmax", help="Overall normalisation: minmax | raw"),
+    table1_split: str = typer.Option("test", help="cases of Table 1: test | all"),
+) -> None:
+    """Write the paper-style tables and figures of a run as report.md and a self-contained report.html."""
+    from pydantic import ValidationError
+
+    from goldenlayers.report import ReportSettings, report
+    from goldenlayers.runs import ConfigError
+
+    con = _console()
+    try:
+        settings = ReportSettings(method=method, overall=overall, table1_split=table1_split)
+        result = report(run_dir, out, settings)
+    except (FileNotFoundError, ConfigError, ValidationError) as e:
+        con.print(f"[red]error:[/red] {_esc(e)}")
+        raise typer.Exit(2) from None
+    con.print(f"{len(result.tables)} tables, {len(result.figures)} figures -> {result.html}")
+    for line in result.left_out:
+        con.print(f"  left out: {_esc(line)}")
+
+
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="a run directory"),
+    fmt: str = typer.Option("csv", "--format", help="csv | parquet (parquet needs pyarrow)"),
+    dest: Path | None = typer.Option(None, help="output directory (default: RUN_DIR/exports)"),
+) -> None:
+    """Export the run store's results, selectors and failures tables."""
+    from goldenlayers.runs import RunDir
+    from goldenlayers.runs.export import MissingDependencyError
+
+    con = _console()
+    try:
+        with RunDir.open(run_dir) as run:
+            run.merge_shards()
+            paths = run.export(fmt, dest)
+    except (FileNotFoundError, ValueError, MissingDependencyError) as e:
+        con.print(f"[red]error:[/red] {_esc(e)}")
+        raise typer.Exit(2) from None
+    for p in paths:
+        con.print(str(p))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_cmd)
+    app.command("report")(report_cmd)
+    app.command("export")(export_cmd)

@@ -1,0 +1,240 @@
+"""What the report reads from a run store, aggregated in SQL (so large runs never load every row), the display
+names of datasets, methods, selectors and metrics, and the Overall score (REFERENCE.md section 4).
+
+Overall: the mean over a dataset's available metrics of each metric normalised over the compared rows (layers
+of a curve, or the method x selector rows of a table). Schemes (`OVERALL_SCHEMES`, stated under every table):
+- "minmax" (default, REFERENCE.md): every metric min-max scaled to [0, 1] over the compared rows, fluency
+  negated first (the paper marks it lower-is-better); a metric equal on every compared row separates nothing
+  and is left out of the mean (as goldenlayers.evaluation.overall does); no metric left: NaN.
+- "raw": accuracy-type metrics kept as they are (they already lie in [0, 1]); fluency min-max scaled over the
+  compared rows and negated (1 - scaled; left out when equal on every row). This reproduces the paper's ROME
+  Overall numbers in Table 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from goldenlayers.runs.config import DATASETS, METHODS
+from goldenlayers.runs.schema import HIGHER_IS_BETTER, METRICS
+from goldenlayers.runs.store import Store
+
+DATASET_LABELS = dict(zsre="ZsRE", wikibio="WikiBio", wiki_counterfact="WikiCounterfact", wiki_recent="WikiRecent",
+                      counterfact="Counterfact", world="World")
+METHOD_LABELS = {"rome": "ROME", "r-rome": "R-ROME", "emmet": "EMMET", "memit": "MEMIT"}
+METRIC_ABBR = dict(rewrite="RwA", rephrase="RpA", locality="LOC", portability="PRT", fluency="FLC", overall="OV")
+OVERALL_SCHEMES = {
+    "minmax": "Overall = mean of the available metrics, each min-max normalised over the compared {what} "
+              "(fluency negated first; a metric equal on all of them is left out).",
+    "raw": "Overall = mean of the available metrics: accuracies as measured, fluency min-max normalised over the "
+           "compared {what} and negated (1 - x; left out when equal on all of them).",
+}
+BRUTEFORCE = "bruteforce"
+
+
+class Unavailable(RuntimeError):
+    """A table or figure that cannot be built from this run; the message says why (shown in the report)."""
+
+
+def golden_module():
+    """goldenlayers.selection.golden (statistics of golden vs sample-wise optimal layers), imported lazily."""
+    try:
+        from goldenlayers.selection import golden
+    except ImportError as e:
+        raise Unavailable(f"goldenlayers.selection.golden is not available ({e})") from None
+    return golden
+
+
+def _order(names, canonical) -> list[str]:
+    names = set(names)
+    return [n for n in canonical if n in names] + sorted(names - set(canonical))
+
+
+def dataset_label(d: str) -> str:
+    return DATASET_LABELS.get(d, d)
+
+
+def method_label(m: str) -> str:
+    return METHOD_LABELS.get(m, m)
+
+
+def selector_label(s: str) -> str:
+    """"lga" -> "LGA", "cma-mlp-w10" -> "CMA (mlp-w10)", "bruteforce" -> "BF"."""
+    if s == BRUTEFORCE:
+        return "BF"
+    family, _, rest = s.partition("-")
+    return family.upper() + (f" ({rest})" if rest else "")
+
+
+def selector_family(s: str) -> str:
+    return "bruteforce" if s == BRUTEFORCE else s.partition("-")[0]
+
+
+def overall(rows: Mapping[object, Mapping[str, float]], scheme: str = "minmax") -> dict[object, float]:
+    """Overall of each compared row {label: {metric: mean}}; metrics missing on any row are left out."""
+    if scheme not in OVERALL_SCHEMES:
+        raise ValueError(f"unknown overall scheme {scheme!r}; choose one of {sorted(OVERALL_SCHEMES)}")
+    labels = list(rows)
+    metrics = [m for m in METRICS if m != "overall" and all(m in rows[k] for k in labels)]
+    if not labels or not metrics:
+        return {k: float("nan") for k in labels}
+    cols = []
+    for m in metrics:
+        v = np.array([rows[k][m] for k in labels], dtype=np.float64)
+        if scheme == "raw" and HIGHER_IS_BETTER[m]:
+            cols.append(v)
+            continue
+        v = v if HIGHER_IS_BETTER[m] else -v
+        span = v.max() - v.min()
+        if span > 0:
+            cols.append((v - v.min()) / span)
+    if not cols:
+        return {k: float("nan") for k in labels}
+    return dict(zip(labels, np.mean(cols, axis=0).tolist(), strict=True))
+
+
+class RunData:
+    """Read access to one run store for the report."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._matrices: dict[tuple, object] = {}
+
+    def _q(self, sql: str, *params) -> list[tuple]:
+        return self.store.query(sql, params)
+
+    def models(self) -> list[str]:
+        return sorted({r[0] for r in self._q("SELECT DISTINCT model FROM results UNION "
+                                             "SELECT DISTINCT model FROM selectors")})
+
+    def datasets(self, model: str | None = None) -> list[str]:
+        q = "SELECT DISTINCT dataset FROM results" + (" WHERE model = ?" if model else "")
+        return _order((r[0] for r in self._q(q, *([model] if model else []))), DATASETS)
+
+    def methods(self, model: str, selector: str = BRUTEFORCE) -> list[str]:
+        q = "SELECT DISTINCT method FROM results WHERE model = ? AND selector = ?"
+        return _order((r[0] for r in self._q(q, model, selector)), METHODS)
+
+    def metrics(self, model: str, dataset: str, method: str, selector: str = BRUTEFORCE) -> list[str]:
+        q = "SELECT DISTINCT metric FROM results WHERE model=? AND dataset=? AND method=? AND selector=?"
+        return _order((r[0] for r in self._q(q, model, dataset, method, selector)), METRICS)
+
+    def matrix(self, model: str, dataset: str, method: str, metric: str, split: str | None = None):
+        """Brute-force ScoreMatrix (cases x layers) of one metric; split None = every case. None when empty.
+        Cached: the tables and figures ask for the same matrices several times."""
+        key = (model, dataset, method, metric, split)
+        if key not in self._matrices:
+            self._matrices[key] = self._matrix(*key)
+        return self._matrices[key]
+
+    def _matrix(self, model: str, dataset: str, method: str, metric: str, split: str | None):
+        q = ("SELECT case_id, layer, value FROM results WHERE model=? AND dataset=? AND method=? AND selector=? "
+             "AND metric=?" + (" AND split=?" if split else ""))
+        rows = self._q(q, model, dataset, method, BRUTEFORCE, metric, *([split] if split else []))
+        if not rows:
+            return None
+        golden = golden_module()
+        return golden.ScoreMatrix.from_rows(
+            [dict(case_id=c, layer=layer, metric=metric, value=v) for c, layer, v in rows], metric,
+            dataset=dataset, model=model)
+
+    def picks(self, model: str, dataset: str) -> list[tuple[str, str]]:
+        """(method, selector) pairs with test rows edited at a selector's chosen layer."""
+        q = ("SELECT DISTINCT method, selector FROM results WHERE model=? AND dataset=? AND selector != ? "
+             "AND split = 'test'")
+        pairs = self._q(q, model, dataset, BRUTEFORCE)
+        return sorted(pairs, key=lambda p: (METHODS.index(p[0]) if p[0] in METHODS else len(METHODS), p))
+
+    def means(self, model: str, dataset: str, method: str, selector: str, split: str = "test",
+              layer: int | None = None) -> tuple[dict[str, float], list[int], int]:
+        """({metric: mean value}, layers seen, cases) of the rows of one (method, selector) on a split."""
+        cond = "model=? AND dataset=? AND method=? AND selector=? AND split=?" + (" AND layer=?" if layer is not None
+                                                                                 else "")
+        params = (model, dataset, method, selector, split, *([layer] if layer is not None else []))
+        means = {m: float(v) for m, v in self._q(f"SELECT metric, AVG(value) FROM results WHERE {cond} "
+                                                 "GROUP BY metric", *params)}
+        layers = sorted(r[0] for r in self._q(f"SELECT DISTINCT layer FROM results WHERE {cond}", *params))
+        n = self._q(f"SELECT COUNT(DISTINCT case_id) FROM results WHERE {cond}", *params)[0][0]
+        return {m: means[m] for m in _order(means, METRICS)}, layers, int(n)
+
+    def runtimes(self, model: str) -> dict[str, dict[str, float]]:
+        """{dataset: {selector family: seconds}}: a selector's run time from its selector rows; brute force from
+        its own selector rows when written, else the summed seconds of its distinct proxy (case, layer) cells
+        of the first swept method (the cost of finding the golden layer by brute force on the proxy set)."""
+        out: dict[str, dict[str, float]] = {}
+        for sel, ds, sec in self._q("SELECT selector, dataset, MAX(seconds) FROM selectors WHERE model=? "
+                                    "GROUP BY selector, dataset", model):
+            out.setdefault(ds, {})[selector_family(sel)] = float(sec)
+        methods = self.methods(model)
+        for ds in self.datasets(model):
+            if methods and BRUTEFORCE not in out.get(ds, {}):
+                (sec,) = self._q("SELECT SUM(s) FROM (SELECT MAX(seconds) AS s FROM results WHERE model=? AND "
+                                 "dataset=? AND method=? AND selector=? AND split='proxy' GROUP BY case_id, layer)",
+                                 model, ds, methods[0], BRUTEFORCE)[0]
+                if sec is not None:
+                    out.setdefault(ds, {})[BRUTEFORCE] = float(sec)
+        return {ds: out[ds] for ds in _order(out, DATASETS)}
+
+    def counts(self) -> dict[str, int]:
+        return {t: self.store.count(t) for t in ("results", "selectors", "failures")}
+
+
+@dataclass
+class Curves:
+    """Per-layer means of one metric on the proxy and test splits (Figure 1, Tables 3-8).
+
+    layers: (L,); test: (L,) test means; proxy: (L,) proxy means or None (no proxy rows); test_layer /
+    proxy_layer: the golden layer of each split; test_score / proxy_score: the TEST mean at those layers.
+    """
+
+    metric: str
+    layers: list[int]
+    test: np.ndarray
+    test_layer: int
+    test_score: float
+    proxy: np.ndarray | None = None
+    proxy_layer: int | None = None
+    proxy_score: float | None = None
+
+
+def _curves(metric: str, layers: list[int], test: np.ndarray, proxy: np.ndarray | None) -> Curves:
+    golden = golden_module()
+    hib = HIGHER_IS_BETTER[metric]
+    t = golden.argbest(test, hib)
+    c = Curves(metric, layers, test, layers[t], float(test[t]), proxy)
+    if proxy is not None:
+        p = golden.argbest(proxy, hib)
+        c.proxy_layer, c.proxy_score = layers[p], float(test[p])
+    return c
+
+
+def metric_curves(data: RunData, model: str, dataset: str, method: str, scheme: str = "minmax") -> dict[str, Curves]:
+    """{metric: Curves} for every brute-force metric of (model, dataset, method), plus "overall" computed per
+    layer with `overall(..., scheme)` over the layers (when at least one metric has curves)."""
+    out: dict[str, Curves] = {}
+    for metric in data.metrics(model, dataset, method):
+        if metric == "overall":
+            continue
+        test = data.matrix(model, dataset, method, metric, "test")
+        if test is None:
+            continue
+        proxy = data.matrix(model, dataset, method, metric, "proxy")
+        pm = None
+        if proxy is not None and proxy.layers == test.layers:
+            pm = proxy.means()
+        out[metric] = _curves(metric, test.layers, test.means(), pm)
+    if out:
+        layers = sorted(set.intersection(*(set(c.layers) for c in out.values())))
+        def per_layer(split: str) -> np.ndarray:
+            rows = {layer: {m: float(getattr(c, split)[c.layers.index(layer)]) for m, c in out.items()}
+                    for layer in layers}
+            return np.array(list(overall(rows, scheme).values()))
+        test = per_layer("test")
+        proxy = per_layer("proxy") if all(c.proxy is not None for c in out.values()) else None
+        if np.isfinite(test).all():  # NaN: every metric is constant over the layers
+            out["overall"] = _curves("overall", layers, test,
+                                     proxy if proxy is not None and np.isfinite(proxy).all() else None)
+    return out

@@ -1,0 +1,215 @@
+"""Report tables in the paper's shapes, rendered as markdown and HTML.
+
+- Table 1 (paper section 4.1): per model, sample-wise optimal vs golden layer (mean ± std over test cases of a
+  metric, rewrite by default) and "Statistical Difference" (Student t-test, goldenlayers.selection.golden).
+- Tables 2 / 9 (section 5.2.1, Appendix B.3): per model and dataset, rows editing method x layer selector (the
+  layer LGA or CMA chose; "BF (proxy golden)": brute force's golden layer on the proxy set, `golden_metric`,
+  rewrite by default, as the paper defines golden layers by Rewrite Accuracy), columns RwA, RpA,
+  LOC, PRT, FLC and OV on the test set; Table 10: rows model x selector for one method.
+- Tables 3-8 (Appendix B.2): per metric, the proxy golden layer and the test golden layer with the test-set
+  score at each, per model and dataset.
+Overall is normalised as `goldenlayers.report.data.overall` says; the scheme is stated under each table.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+from goldenlayers.report.data import (
+    BRUTEFORCE,
+    METRIC_ABBR,
+    OVERALL_SCHEMES,
+    RunData,
+    Unavailable,
+    dataset_label,
+    golden_module,
+    method_label,
+    metric_curves,
+    overall,
+    selector_label,
+)
+from goldenlayers.runs.schema import HIGHER_IS_BETTER, METRICS
+
+DASH = "—"
+
+
+@dataclass
+class Table:
+    """columns: flat header; groups: optional (label, span) header row above it (HTML colspans; markdown
+    prefixes the label to the spanned column names); rows: cells already formatted as strings."""
+
+    key: str
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    groups: list[tuple[str, int]] | None = None
+    note: str = ""
+
+    def _flat_columns(self) -> list[str]:
+        if not self.groups:
+            return list(self.columns)
+        labels = [g for g, span in self.groups for _ in range(span)]
+        return [f"{g} {c}".strip() for g, c in zip(labels, self.columns, strict=True)]
+
+    def markdown(self) -> str:
+        cols = self._flat_columns()
+        lines = [f"**{self.title}**", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(r) + " |" for r in self.rows]
+        return "\n".join(lines + ([f"\n_{self.note}_"] if self.note else []))
+
+    def html(self) -> str:
+        e = html.escape
+        head = ""
+        if self.groups:
+            head += "<tr>" + "".join(f'<th colspan="{span}">{e(g)}</th>' for g, span in self.groups) + "</tr>"
+        head += "<tr>" + "".join(f"<th>{e(c)}</th>" for c in self.columns) + "</tr>"
+        body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in self.rows)
+        note = f'<p class="note">{e(self.note)}</p>' if self.note else ""
+        return (f'<table id="{e(self.key)}"><caption>{e(self.title)}</caption><thead>{head}</thead>'
+                f"<tbody>{body}</tbody></table>{note}")
+
+
+def num(v: float | None, digits: int = 4) -> str:
+    return DASH if v is None else f"{v:.{digits}f}"
+
+
+def header(metric: str) -> str:
+    return f"{METRIC_ABBR[metric]}({'↑' if HIGHER_IS_BETTER[metric] else '↓'})"
+
+
+def pick_method(data: RunData, model: str, wanted: str) -> str:
+    """`wanted` when the model has brute-force rows for it, else the first swept method."""
+    methods = data.methods(model)
+    if not methods:
+        raise Unavailable(f"{model}: no brute-force rows")
+    return wanted if wanted in methods else methods[0]
+
+
+def _ms(golden, c, which: str, digits: int) -> str:
+    """The paper's "mean±std" cell of a GoldenComparison (which: optimal | golden)."""
+    return DASH if c is None else golden.mean_std(getattr(c, f"{which}_mean"), getattr(c, f"{which}_std"), digits)
+
+
+def table1(data: RunData, method: str = "r-rome", metric: str = "rewrite", split: str | None = "test",
+           alpha: float = 0.05, test: str = "paired", digits: int = 4) -> Table:
+    golden = golden_module()
+    models = [m for m in data.models() if data.methods(m)]
+    if not models:
+        raise Unavailable("needs brute-force rows (selector 'bruteforce'); the run has none")
+    datasets = [d for d in data.datasets() if any(d in data.datasets(m) for m in models)]
+    rows, used = [], set()
+    for model in models:
+        meth = pick_method(data, model, method)
+        used.add(meth)
+        cells = []
+        for ds in datasets:
+            m = data.matrix(model, ds, meth, metric, split)
+            try:
+                cells.append(None if m is None else golden.compare_golden(
+                    m, alpha=alpha, test=test, higher_is_better=HIGHER_IS_BETTER[metric]))
+            except ValueError:  # fewer than 2 complete cases
+                cells.append(None)
+        rows += [
+            [model, "Sample-Wise Optimal Layer", *(_ms(golden, c, "optimal", digits) for c in cells)],
+            ["", "Golden Layer", *(_ms(golden, c, "golden", digits) for c in cells)],
+            ["", "Golden layer index", *(DASH if c is None else str(c.golden_layer) for c in cells)],
+            ["", "Statistical Difference", *(DASH if c is None else f"{c.verdict} (p={c.p:.3g}, n={c.n})"
+                                              for c in cells)],
+        ]
+    note = (f"{METRIC_ABBR[metric]} of {', '.join(sorted(map(method_label, used)))} edits on the "
+            f"{split or 'full'} set, mean±std over cases; {test} Student t-test, alpha={alpha}.")
+    return Table("table1", f"Table 1: golden vs sample-wise optimal layer ({metric})",
+                 ["Model", "", *map(dataset_label, datasets)], rows, note=note)
+
+
+def transfer_tables(data: RunData, method: str = "r-rome", scheme: str = "minmax", digits: int = 4) -> list[Table]:
+    """Tables 3-8: one per metric with data; a dataset column pair (Layer, score) where the metric exists."""
+    models = [m for m in data.models() if data.methods(m)]
+    if not models:
+        raise Unavailable("need brute-force rows (selector 'bruteforce'); the run has none")
+    curves = {(model, ds): metric_curves(data, model, ds, pick_method(data, model, method), scheme)
+              for model in models for ds in data.datasets(model)}
+    tables = []
+    for number, metric in enumerate(METRICS, start=3):
+        datasets = [d for d in data.datasets() if any(metric in c for (m, dd), c in curves.items() if dd == d)]
+        if not datasets:
+            continue
+        rows = []
+        for model in models:
+            for set_name in ("Proxy", "Test"):
+                row = [model if set_name == "Proxy" else "", set_name]
+                for ds in datasets:
+                    c = curves.get((model, ds), {}).get(metric)
+                    layer, score = (None, None) if c is None else (
+                        (c.proxy_layer, c.proxy_score) if set_name == "Proxy" else (c.test_layer, c.test_score))
+                    row += [DASH if layer is None else str(layer), num(score, digits)]
+                rows.append(row)
+        note = "Both rows scored on the test set: at the proxy set's golden layer and at the test set's own."
+        if metric == "overall":
+            note += " " + OVERALL_SCHEMES[scheme].format(what="layers")
+        tables.append(Table(f"table{number}", f"Table {number}: proxy vs test golden layer ({metric})",
+                            ["Model", "Set", *[x for _ in datasets for x in ("Layer", metric.capitalize())]],
+                            rows, groups=[("", 2), *[(dataset_label(d), 2) for d in datasets]], note=note))
+    return tables
+
+
+def selector_means(data: RunData, model: str, ds: str, golden_metric: str = "rewrite",
+                   scheme: str = "minmax") -> dict[tuple[str, str], tuple[str, dict[str, float]]]:
+    """{(method, selector): (layers text, {metric: test mean})} for one model and dataset: the rows edited at a
+    selector's chosen layer, and for each swept method "bruteforce" = its brute-force rows at the proxy set's
+    golden layer of `golden_metric`."""
+    out = {}
+    for method, selector in data.picks(model, ds):
+        means, layers, _ = data.means(model, ds, method, selector, "test")
+        out[(method, selector)] = (",".join(map(str, layers)), means)
+    for method in data.methods(model):
+        c = metric_curves(data, model, ds, method, scheme).get(golden_metric)
+        if c is not None and c.proxy_layer is not None:
+            means, _, _ = data.means(model, ds, method, BRUTEFORCE, "test", c.proxy_layer)
+            out[(method, BRUTEFORCE)] = (str(c.proxy_layer), means)
+    return out
+
+
+def _row_label(selector: str) -> str:
+    return "BF (proxy golden)" if selector == BRUTEFORCE else selector_label(selector)
+
+
+def _selector_table(key: str, title: str, first: str, rows: dict, scheme: str, digits: int) -> Table:
+    """rows: {(group label, selector): (layers text, means)}."""
+    metrics = [m for m in METRICS if m != "overall" and any(m in means for _, means in rows.values())]
+    ov = overall({k: means for k, (_, means) in rows.items()}, scheme)
+    groups = list(dict.fromkeys(g for g, _ in rows))  # keep group order; brute force last within a group
+    ordered = sorted(rows.items(), key=lambda kv: (groups.index(kv[0][0]), kv[0][1] == BRUTEFORCE))
+    body, last = [], None
+    for (group, selector), (layers, means) in ordered:
+        body.append([group if group != last else "", _row_label(selector), layers,
+                     *(num(means.get(m), digits) for m in metrics), num(ov[(group, selector)], digits)])
+        last = group
+    return Table(key, title, [first, "Selection", "Layer", *map(header, metrics), header("overall")], body,
+                 note="Test-set means. " + OVERALL_SCHEMES[scheme].format(what="rows of this table"))
+
+
+def selector_tables(data: RunData, method: str = "r-rome", golden_metric: str = "rewrite", scheme: str = "minmax",
+                    digits: int = 4) -> list[Table]:
+    """Tables 2/9 (per model and dataset: method x selector) and, with several models, Table 10 (per dataset:
+    model x selector for `method`)."""
+    tables, by_ds = [], {}
+    for model in data.models():
+        for ds in data.datasets(model):
+            rows = selector_means(data, model, ds, golden_metric, scheme)
+            if not rows:
+                continue
+            by_ds.setdefault(ds, {}).update({(model, sel): v for (m, sel), v in rows.items() if m == method})
+            rows = {(method_label(m), sel): v for (m, sel), v in rows.items()}
+            number = 9 if ds == "counterfact" else 2  # the paper puts Counterfact's in Appendix B.3
+            tables.append(_selector_table(f"table2-{model}-{ds}", f"Table {number}: {model} on {dataset_label(ds)}, "
+                                          "editing method x layer selection", "Edit", rows, scheme, digits))
+    if len(data.models()) > 1:
+        tables += [_selector_table(f"table10-{ds}", f"Table 10: {method_label(method)} on {dataset_label(ds)}, "
+                                   "model x layer selection", "Model", rows, scheme, digits)
+                   for ds, rows in by_ds.items() if rows]
+    if not tables:
+        raise Unavailable("need test rows edited at a selector's layer, or brute-force rows with "
+                          "a proxy split; the run has neither")
+    return tables

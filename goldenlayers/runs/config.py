@@ -1,0 +1,213 @@
+"""Experiment configs: the YAML grid of models x datasets x editing methods x layer selectors (paper section 4
+and Appendix A: five datasets, a 10% proxy / 90% test split, R-ROME, EMMET and ROME, LGA vs CMA vs brute force).
+
+Every section is a pydantic model with extra="forbid": an unknown key is an error that names its path
+("selectors.lga.kk: unknown key; allowed: ... (did you mean 'k'?)"). `load_config(path)` reads and validates a
+file, `dump_config(config)` writes the resolved config (every default filled in) with the command that runs it.
+Dataset files follow REFERENCE.md section 5; a relative `file` is read from the config's `data_dir`. Method
+`hparams` are overrides on the editor's per-model presets (goldenlayers.editing.hparams), checked by the editor
+when the run executes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from goldenlayers.runs.errors import ConfigError, problems
+from goldenlayers.runs.schema import METRICS
+
+DATASETS = ("zsre", "wikibio", "wiki_counterfact", "wiki_recent", "counterfact", "world")
+METHODS = ("r-rome", "emmet", "rome", "memit")  # the paper's order
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _known(value: str, allowed: tuple[str, ...], what: str) -> str:
+    if value not in allowed:
+        near = difflib.get_close_matches(value, allowed, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ValueError(f"unknown {what} {value!r}{hint}; known: {', '.join(allowed)}")
+    return value
+
+
+class ModelSpec(_Strict):
+    """name: the label in every row (and the HF id or embedded default when `path` is unset)."""
+
+    name: str = Field(min_length=1)
+    path: str | None = None
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    device: str | None = None  # None: CUDA when available, else CPU
+    device_map: str | None = None  # e.g. "auto" to spread a large model over GPUs
+
+    @property
+    def source(self) -> str:
+        return self.path or self.name
+
+
+class DatasetSpec(_Strict):
+    """name: one of DATASETS; file: the benchmark file (optional only for "world": without one the embedded
+    synthetic world's cases are used, with one its export); limit: keep the first N cases."""
+
+    name: str
+    file: str | None = None
+    limit: int | None = Field(None, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _known(v, DATASETS, "dataset")
+
+    @model_validator(mode="after")
+    def _file(self) -> DatasetSpec:
+        if self.name != "world" and not self.file:
+            raise ValueError(f"dataset {self.name!r} needs a 'file' (REFERENCE.md section 5 names them)")
+        return self
+
+
+class SplitSpec(_Strict):
+    proxy_fraction: float = Field(0.1, gt=0, lt=1)
+    seed: int = 0
+
+
+class MethodSpec(_Strict):
+    name: str
+    hparams: dict[str, typing.Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _known(v, METHODS, "editing method")
+
+
+class LGASpec(_Strict):
+    """LGA variant (dot | cosine), per-case normalisation, sign; k: Tukey fence factor; top: ranking length."""
+
+    variant: Literal["dot", "cosine"] = "dot"
+    normalize: Literal["none", "max", "zscore"] = "none"
+    sign: Literal[1, -1] = 1
+    k: float = Field(1.5, ge=0)
+    top: int = Field(5, ge=1)
+
+
+class CMASpec(_Strict):
+    """window: 10 = ROME's window centre, 1 = a single layer; samples: noise draws per case."""
+
+    kind: Literal["mlp", "attn", "residual"] = "mlp"
+    window: int = Field(10, ge=1)
+    samples: int = Field(10, ge=1)
+    noise_scale: float = Field(3.0, gt=0)
+
+
+class BruteForceSpec(_Strict):
+    """layers: "all" or explicit indices; methods: which editing methods to sweep (None: every method)."""
+
+    layers: Literal["all"] | list[int] = "all"
+    methods: list[str] | None = None
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else [_known(m, METHODS, "editing method") for m in v]
+
+
+class SelectorsSpec(_Strict):
+    lga: LGASpec | None = None
+    cma: CMASpec | None = None
+    bruteforce: BruteForceSpec | None = None
+
+    def names(self) -> list[str]:
+        return [n for n in ("lga", "cma", "bruteforce") if getattr(self, n) is not None]
+
+
+class BatchSpec(_Strict):
+    edit: int = Field(16, ge=1)
+    select: int = Field(16, ge=1)
+    evaluate: int = Field(32, ge=1)
+
+
+class SeedSpec(_Strict):
+    """torch: global seed; templates: context-template sampling; fluency: generation sampling."""
+
+    torch: int = 0
+    templates: int = 0
+    fluency: int = 0
+
+
+class ExperimentConfig(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    description: str = ""
+    models: list[ModelSpec] = Field(min_length=1)
+    datasets: list[DatasetSpec] = Field(min_length=1)
+    split: SplitSpec = SplitSpec()
+    methods: list[MethodSpec] = Field(min_length=1)
+    selectors: SelectorsSpec = SelectorsSpec()
+    metrics: list[str] = Field(default_factory=lambda: [m for m in METRICS if m != "overall"])
+    seeds: SeedSpec = SeedSpec()
+    batch: BatchSpec = BatchSpec()
+    data_dir: str = "data"
+    output_dir: str = "runs"
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v: list[str]) -> list[str]:
+        return [_known(m, METRICS, "metric") for m in v]
+
+    @model_validator(mode="after")
+    def _unique(self) -> ExperimentConfig:
+        for section in ("models", "datasets", "methods"):
+            names = [item.name for item in getattr(self, section)]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"{section}: names must be unique, repeated: {dup}")
+        bf = self.selectors.bruteforce
+        missing = sorted(set(bf.methods or []) - {m.name for m in self.methods}) if bf else []
+        if missing:
+            raise ValueError(f"selectors.bruteforce.methods {missing} are not among the configured methods")
+        return self
+
+    def dataset_file(self, dataset: DatasetSpec, base: str | Path = ".") -> Path | None:
+        """The dataset's file: absolute as given, else under `data_dir` (itself relative to `base`)."""
+        if dataset.file is None:
+            return None
+        f = Path(dataset.file)
+        return f if f.is_absolute() else Path(base) / self.data_dir / f
+
+
+def validate_config(data: dict, source: str = "config") -> ExperimentConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"(top level): expected a mapping of sections, got {type(data).__name__}"])
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(source, problems(e, ExperimentConfig)) from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate a YAML experiment config (errors: ConfigError naming each bad key's path)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), ["file not found"])
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(str(path), [f"not valid YAML: {e}"]) from None
+    return validate_config(data, str(path))
+
+
+def resolved(config: ExperimentConfig) -> dict:
+    """The config with every default filled in, as plain data (what a run directory stores and compares)."""
+    return config.model_dump(mode="json")
+
+
+def dump_config(config: ExperimentConfig, command: str | None = None) -> str:
+    """YAML of the resolved config, starting with a comment showing the command that runs it."""
+    head = f"# {command or 'goldenlayers run ' + config.name + '.yaml'}\n"
+    return head + yaml.safe_dump(resolved(config), sort_keys=False, default_flow_style=None, width=110)

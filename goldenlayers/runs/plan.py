@@ -1,0 +1,106 @@
+"""What a run executes: the job list of a config and the `execute(run_dir, engine)` seam (DESIGN.md "The flow").
+
+For every model and dataset, in this order:
+1. `select`: each configured layer selector (lga, cma) scores every layer on the proxy split;
+2. `bruteforce`: each swept editing method edits every case (proxy and test) at every layer;
+3. `evaluate`: each editing method edits the test cases at each selector's chosen layer.
+The engine (editor + evaluator + selectors, wired in `goldenlayers/runs/engine.py` exposing `make_engine()`)
+runs one job at a time and writes rows to the run's store; it resumes inside a job with `store.done_keys`.
+`execute` records each finished job in the store's jobs table, so a resumed run skips finished jobs, and a
+failing job is recorded with its error and the run goes on to the next one.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from goldenlayers.runs.config import ExperimentConfig
+
+if TYPE_CHECKING:
+    from goldenlayers.runs.rundir import RunDir
+
+JobKind = Literal["select", "bruteforce", "evaluate"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work. split: the cases it touches ("proxy", "test" or "all")."""
+
+    kind: JobKind
+    model: str
+    dataset: str
+    split: str
+    method: str | None = None
+    selector: str | None = None
+
+    @property
+    def key(self) -> str:
+        return "/".join((self.model, self.dataset, self.kind, self.method or "-", self.selector or "-"))
+
+    def describe(self) -> str:
+        what = {"select": f"score every layer with {self.selector}",
+                "bruteforce": f"edit with {self.method} at every layer",
+                "evaluate": f"edit with {self.method} at the layer {self.selector} picks"}[self.kind]
+        return f"{self.model} / {self.dataset}: {what} ({self.split} cases)"
+
+
+def plan(config: ExperimentConfig) -> list[Job]:
+    """The jobs of a config, in execution order (see the module docstring)."""
+    sel = config.selectors
+    pickers = [n for n in ("lga", "cma") if getattr(sel, n) is not None]
+    swept = (sel.bruteforce.methods or [m.name for m in config.methods]) if sel.bruteforce else []
+    jobs = []
+    for model in config.models:
+        for ds in config.datasets:
+            jobs += [Job("select", model.name, ds.name, "proxy", selector=s) for s in pickers]
+            jobs += [Job("bruteforce", model.name, ds.name, "all", method=m, selector="bruteforce") for m in swept]
+            jobs += [Job("evaluate", model.name, ds.name, "test", method=m.name, selector=s)
+                     for m in config.methods for s in pickers]
+    return jobs
+
+
+class Engine(Protocol):
+    """Runs one job against a run directory, writing its rows through `run.store` (or a worker shard)."""
+
+    def run_job(self, job: Job, run: RunDir) -> None: ...
+
+
+@dataclass
+class ExecuteSummary:
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # finished in an earlier session
+    failed: dict[str, str] = field(default_factory=dict)  # job key -> error
+
+
+def execute(run: RunDir, engine: Engine, jobs: list[Job] | None = None, retry_failed: bool = True) -> ExecuteSummary:
+    """Run `jobs` (default: the whole plan) with `engine`, skipping jobs finished before; jobs that failed
+    before run again unless retry_failed=False. KeyboardInterrupt stops the run (resume it later)."""
+    summary, status = ExecuteSummary(), run.store.jobs()
+    for job in plan(run.config) if jobs is None else jobs:
+        prev = status.get(job.key, {}).get("status")
+        if prev == "done" or (prev == "failed" and not retry_failed):
+            summary.skipped.append(job.key)
+            continue
+        try:
+            engine.run_job(job, run)
+        except Exception as e:
+            reason = f"{type(e).__name__}: {e}"
+            run.store.mark_job(job.key, "failed", reason)
+            summary.failed[job.key] = reason
+            continue
+        run.store.mark_job(job.key, "done")
+        summary.done.append(job.key)
+    return summary
+
+
+def default_engine() -> Engine | None:
+    """The project's engine from goldenlayers.runs.engine.make_engine(), or None while it is not built."""
+    try:
+        mod = importlib.import_module("goldenlayers.runs.engine")
+    except ModuleNotFoundError as e:
+        if e.name == "goldenlayers.runs.engine":
+            return None
+        raise
+    return mod.make_engine()
