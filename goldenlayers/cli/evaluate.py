@@ -1,0 +1,147 @@
+"""`goldenlayers evaluate`: load a model and a benchmark file, edit each case, print the metrics table.
+
+A thin shell over `goldenlayers.datasets.load_dataset` and `goldenlayers.evaluation.evaluate` (REFERENCE.md
+sections 4 and 5): a progress bar while it runs, then a rich table with one row per (dataset, method, layer),
+post-edit means with the unedited model's value in parentheses, Overall and its normalisation, and the skipped
+records / failed cases. `--out FILE.json` writes the rows, the table and the failures. Bad input (unknown dataset,
+unreadable file, bad layer list) prints one clear line and exits with status 2. Adds "datasets" and "metrics" to
+`goldenlayers ls`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+
+import typer
+
+
+def _parse_layers(text: str | None) -> list[int] | int | None:
+    if text is None:
+        return None
+    try:
+        layers = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--layer expects an int or a comma-separated list of ints, got {text!r}") from None
+    return layers[0] if len(layers) == 1 else layers
+
+
+def _parse_settings(pairs: list[str]) -> dict | None:
+    out = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"--set expects key=value, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out or None
+
+
+def _json_safe(x):
+    """NaN (a metric no case had) as null, so the file is strict JSON."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def _fmt(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def render_table(result, title: str):
+    """A rich Table of `result.table()`: post mean (pre mean) per metric, Overall, and the normalisation note."""
+    from rich.table import Table
+
+    rows = result.table()
+    metrics = result.metrics()
+    t = Table(title=title)
+    for col in ("dataset", "method", "layer", "cases", "failed", *metrics, "overall"):
+        t.add_column(col, justify="left" if col in ("dataset", "method") else "right")
+    for r in rows:
+        cells = [str(r["dataset"]), str(r["method"]), str(r["layer"]), str(r["cases"]), str(r["failures"])]
+        for m in metrics:
+            pre = r[f"{m}_pre"]
+            cells.append(_fmt(r[m]) + ("" if math.isnan(pre) else f" ({_fmt(pre)})"))
+        cells.append(_fmt(r["overall"]))
+        t.add_row(*cells)
+    notes = dict.fromkeys(f"{r['dataset']}: {r['normalisation']}" for r in rows)
+    t.caption = "post-edit mean (unedited model); Overall = " + " | ".join(notes)
+    return t
+
+
+def evaluate_command(
+    model: str = typer.Option("default-gpt2", help="embedded default name or a local Hugging Face model folder"),
+    dataset: str = typer.Option(..., help="dataset name (see `goldenlayers ls`): zsre, wikibio, wiki_counterfact, ..."),
+    data_file: str = typer.Option(..., help="the benchmark JSON file, or a folder holding its usual file name"),
+    method: str = typer.Option("r-rome", help="editing method (see `goldenlayers ls`), or 'none' for no edit"),
+    layer: str | None = typer.Option(None, help="layer to edit, or a comma-separated list to compare, e.g. 3,5,7"),
+    limit: int | None = typer.Option(None, help="evaluate only the first K cases (after --shuffle-seed)"),
+    shuffle_seed: int | None = typer.Option(None, help="shuffle the cases (seeded) before --limit"),
+    metrics: str = typer.Option(",".join(("rewrite", "rephrase", "locality", "portability", "fluency")),
+                                help="comma-separated metrics"),
+    no_fluency: bool = typer.Option(False, "--no-fluency", help="skip the (slow) fluency generation"),
+    batch_size: int = typer.Option(16, help="teacher-forced prompts per forward pass"),
+    seed: int = typer.Option(0, help="seed of the fluency samples"),
+    set_: list[str] = typer.Option([], "--set", help="override an editing setting: key=value (repeatable)"),
+    dtype: str = typer.Option("float32", help="float32, bfloat16, float16 or auto"),
+    device: str | None = typer.Option(None, help="cuda or cpu (default: cuda when available)"),
+    out: str | None = typer.Option(None, help="write rows, table and failures to this JSON file"),
+) -> None:
+    """Edit each case of a benchmark file at a layer and report rewrite, rephrase, locality, portability, fluency."""
+    from rich.console import Console
+
+    from goldenlayers.datasets import DatasetFileError, load_dataset
+    from goldenlayers.evaluation import evaluate
+    from goldenlayers.models.loader import load_model
+
+    con = Console()
+    try:
+        data = load_dataset(dataset, data_file, limit=limit, shuffle_seed=shuffle_seed)
+        layers = _parse_layers(layer)
+        hparams = _parse_settings(set_)
+    except (KeyError, DatasetFileError, ValueError, typer.BadParameter) as e:
+        con.print(f"[red]error:[/red] {e.args[0] if isinstance(e, KeyError) else e}")
+        raise typer.Exit(2) from None
+    con.print(data.report.summary())
+    for s in data.report.skipped[:10]:
+        con.print(f"  skipped {s}")
+    if len(data.report.skipped) > 10:
+        con.print(f"  ... and {len(data.report.skipped) - 10} more")
+    if not data.cases:
+        con.print("[red]error:[/red] no usable case in the file")
+        raise typer.Exit(2)
+    lm = load_model(model, dtype=dtype, device=device)
+    editor = None if method == "none" else method
+    try:
+        result = evaluate(lm.model, lm.tokenizer, data.cases, editor=editor, layer=layers,
+                          hparams=hparams if editor else None, metrics=tuple(m.strip() for m in metrics.split(",")),
+                          batch_size=batch_size, fluency=not no_fluency, seed=seed, progress=True)
+    except ValueError as e:
+        con.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    con.print(render_table(result, f"{lm.name} on {dataset} ({len(data.cases)} cases, {result.seconds:.1f} s)"))
+    for f in result.failures[:10]:
+        con.print(f"  failed case {f.case_id!r} at layer {f.layer} ({f.stage}): {f.reason}")
+    if out:
+        with open(out, "w", encoding="utf-8") as fh:
+            json.dump(_json_safe({"rows": [r.as_dict() for r in result.rows], "table": result.table(),
+                                  "failures": [asdict(f) for f in result.failures],
+                                  "skipped": [asdict(s) for s in data.report.skipped]}), fh, indent=1)
+        con.print(f"wrote {out}")
+
+
+def register(app: typer.Typer) -> None:
+    from goldenlayers.cli import LISTINGS
+    from goldenlayers.datasets import available_datasets
+    from goldenlayers.evaluation.metrics import METRICS
+
+    app.command("evaluate")(evaluate_command)
+    LISTINGS["datasets"] = available_datasets
+    LISTINGS["metrics"] = lambda: list(METRICS)

@@ -1,0 +1,143 @@
+"""Dataset registry and `load_dataset` (REFERENCE.md section 5; DESIGN.md house style 3: explicit registries).
+
+Names: zsre, wikibio, wiki_counterfact, wiki_recent (KnowEdit), counterfact (ROME), and world (the synthetic
+world's exports: its exporter writes the KnowEdit wiki_counterfact shape or the CounterFact shape, and the
+reader picks by the first record, so `goldenlayers.datasets.synthetic` is never imported to read them).
+
+`load_dataset(name, path)` reads a file (or finds the usual file name inside a directory, e.g. the unzipped
+KnowEdit folder), skips malformed records into the LoadReport, then optionally shuffles (seeded, see
+goldenlayers.datasets.split.shuffle_cases) and keeps the first `limit` cases.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from goldenlayers.cases import EditCase
+from goldenlayers.datasets.counterfact import read_counterfact
+from goldenlayers.datasets.knowedit import read_knowedit
+from goldenlayers.datasets.loading import DatasetFileError, LoadReport, read_json_list
+from goldenlayers.datasets.split import Split, shuffle_cases, split_cases
+
+Reader = Callable[[Path, str], tuple[list[EditCase], LoadReport]]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: its reader(path, name) and the file names it is published under (test split first)."""
+
+    name: str
+    description: str
+    reader: Reader
+    files: tuple[str, ...] = ()
+
+
+@dataclass
+class LoadedDataset:
+    """The cases of one file plus the report of what was skipped. Iterates and indexes like the case list."""
+
+    name: str
+    path: str
+    cases: list[EditCase]
+    report: LoadReport
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __iter__(self):
+        return iter(self.cases)
+
+    def __getitem__(self, i):
+        return self.cases[i]
+
+    def split(self, proxy_fraction: float = 0.1, seed: int = 0) -> Split:
+        """Proxy/test split of these cases (hash-based, stable when the file grows)."""
+        return split_cases(self.cases, proxy_fraction, seed)
+
+
+_REGISTRY: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(spec: DatasetSpec, *, replace: bool = False) -> DatasetSpec:
+    if spec.name in _REGISTRY and not replace:
+        raise ValueError(f"dataset {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def available_datasets() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise KeyError(f"unknown dataset {name!r}{hint} (available: {', '.join(available_datasets())})")
+    return _REGISTRY[name]
+
+
+def _resolve_path(spec: DatasetSpec, path: str | Path | None) -> Path:
+    if path is None:
+        raise DatasetFileError(f"dataset {spec.name!r} needs a file: pass its path (published as "
+                               f"{' or '.join(spec.files) or 'a JSON list'}; nothing is downloaded)")
+    p = Path(path)
+    if p.is_dir():
+        for fname in spec.files:
+            hits = sorted(p.rglob(fname))
+            if hits:
+                return hits[0]
+        raise DatasetFileError(f"no {' / '.join(spec.files)} found under directory {str(p)!r} for dataset {spec.name!r}")
+    return p
+
+
+def load_dataset(name: str, path: str | Path | None, limit: int | None = None,
+                 shuffle_seed: int | None = None) -> LoadedDataset:
+    """Read dataset `name` from `path` (a file, or a directory holding its usual file name) as EditCases.
+
+    shuffle_seed: order the cases by a seeded hash first (deterministic); limit: keep the first `limit` cases
+    after that. Malformed records are skipped and listed in `.report`; a file that is not a JSON list raises
+    DatasetFileError naming it.
+    """
+    spec = get_dataset(name)
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    p = _resolve_path(spec, path)
+    cases, report = spec.reader(p, name)
+    if shuffle_seed is not None:
+        cases = shuffle_cases(cases, shuffle_seed)
+    if limit is not None:
+        cases = cases[:limit]
+    return LoadedDataset(name, str(p), cases, report)
+
+
+def _read_world(path: Path, name: str) -> tuple[list[EditCase], LoadReport]:
+    """The synthetic world's export: CounterFact shape when the first record has `requested_rewrite`, else KnowEdit."""
+    data = read_json_list(path)
+    if data and isinstance(data[0], dict) and "requested_rewrite" in data[0]:
+        return read_counterfact(path, name)
+    return read_knowedit(path, "wiki_counterfact", name)
+
+
+def _knowedit(shape: str) -> Reader:
+    return lambda path, name: read_knowedit(path, shape, name)
+
+
+for _spec in (
+    DatasetSpec("zsre", "KnowEdit ZsRE (question answering; rephrase, locality, portability)", _knowedit("zsre"),
+                ("ZsRE-test-all.json",)),
+    DatasetSpec("wikibio", "KnowEdit WikiBio (hallucination; passage continuation, locality)", _knowedit("wikibio"),
+                ("wikibio-test-all.json",)),
+    DatasetSpec("wiki_counterfact", "KnowEdit WikiData_counterfact (locality, portability)",
+                _knowedit("wiki_counterfact"), ("test_cf.json",)),
+    DatasetSpec("wiki_recent", "KnowEdit WikiData_recent (insertion; locality, portability)",
+                _knowedit("wiki_recent"), ("recent_test.json",)),
+    DatasetSpec("counterfact", "ROME CounterFact (paraphrase, neighborhood locality)", read_counterfact,
+                ("counterfact.json", "multi_counterfact.json")),
+    DatasetSpec("world", "the synthetic world's exported cases (KnowEdit wiki_counterfact or CounterFact shape)",
+                _read_world, ("test_cf.json", "counterfact.json")),
+):
+    register_dataset(_spec)

@@ -1,0 +1,80 @@
+"""Teacher-forced metrics: rewrite, rephrase, locality, portability (REFERENCE.md section 4; EasyEdit conventions).
+
+Every metric scores an answer after a prompt, teacher forced: `prompt + " " + answer` is encoded once by
+goldenlayers.text.encode_answers (right padding, answer tokens found by character offsets), and the argmax of the
+logits at each position that predicts an answer token is compared with that token.
+
+- rewrite:     fraction of target_new tokens predicted correctly after the prompt (partial credit).
+- rephrase:    the same after each rephrased prompt, averaged over the case's rephrasings.
+- portability: the same for each portability probe's answer (its first alias).
+- locality:    for each locality probe, the fraction of answer positions whose argmax TOKEN ID is the same for
+               the unedited and the edited model (agreement with the model, not with the answer).
+Portability and locality average within each probe category of a case, then over its categories (KnowEdit);
+a case without probes has no value for that metric (it is skipped, not counted as 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from goldenlayers.models.loader import model_device
+from goldenlayers.text import encode_answers, model_max_length
+
+METRICS = ("rewrite", "rephrase", "locality", "portability", "fluency")
+LOWER_IS_BETTER = frozenset({"fluency"})  # the paper negates fluency before normalising (REFERENCE.md section 4)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One teacher-forced prompt+answer: argmax token ids at the answer positions and the answer's token ids (A,)."""
+
+    predicted: tuple[int, ...]
+    gold: tuple[int, ...]
+
+    @property
+    def accuracy(self) -> float:
+        return sum(p == g for p, g in zip(self.predicted, self.gold)) / len(self.gold)
+
+    def agreement(self, other: Scored) -> float:
+        """Fraction of answer positions where both predictions are the same token id (locality)."""
+        if other.gold != self.gold:
+            raise ValueError("agreement needs the same prompt+answer tokens on both sides")
+        return sum(a == b for a, b in zip(self.predicted, other.predicted)) / len(self.gold)
+
+
+def check_pair(tok, prompt: str, answer: str, max_length: int | None) -> None:
+    """Raise the encoding error a prompt+answer pair would cause (empty answer, no prompt token, too long)."""
+    encode_answers(tok, [prompt], [answer], max_length)
+
+
+@torch.no_grad()
+def teacher_forced(model, tok, pairs: Sequence[tuple[str, str]], batch_size: int = 16) -> list[Scored]:
+    """Score (prompt, answer) pairs in batches of `batch_size`; one forward (B, T) -> logits (B, T, V) per batch.
+
+    Results do not depend on batch size or padding: positions come from the answer mask of each row.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device, max_len = model_device(model), model_max_length(model)
+    out: list[Scored] = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start: start + batch_size]
+        b = encode_answers(tok, [p for p, _ in chunk], [a for _, a in chunk], max_len, device)
+        pred = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits.argmax(-1)  # (B, T)
+        predict = b.predict_mask
+        for i in range(len(chunk)):
+            out.append(Scored(tuple(pred[i][predict[i]].tolist()), tuple(b.input_ids[i][b.answer_mask[i]].tolist())))
+    return out
+
+
+def category_mean(values: Iterable[tuple[str, float]]) -> float | None:
+    """KnowEdit averaging inside one case: mean within each category, then mean over categories (None if empty)."""
+    groups: dict[str, list[float]] = {}
+    for category, v in values:
+        groups.setdefault(category, []).append(v)
+    if not groups:
+        return None
+    return sum(sum(g) / len(g) for g in groups.values()) / len(groups)

@@ -1,0 +1,111 @@
+"""EvalResult: per-case metric rows, failures, and the aggregate table (REFERENCE.md section 4).
+
+Rows have the columns ROW_COLUMNS: one row per case and metric (pre: the unedited model's value, None for
+locality; post: the edited model's value). `table()` aggregates the KnowEdit way: a case's portability/locality
+value is already the mean over its categories (goldenlayers.evaluation.metrics), and the table averages each metric
+over the cases that have it (cases without that kind of probe are skipped), one row per (dataset, method, layer).
+Overall is computed per dataset over that dataset's rows (the layers or methods compared), with the normalisation
+stated in the `normalisation` column (goldenlayers.evaluation.overall). `combine()` merges results of several
+runs (e.g. one per layer or method) so that their rows are compared in one table.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from goldenlayers.evaluation.metrics import METRICS
+from goldenlayers.evaluation.overall import overall
+
+ROW_COLUMNS = ("case_id", "dataset", "metric", "pre", "post", "layer", "method")
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    case_id: str
+    dataset: str
+    metric: str
+    pre: float | None
+    post: float
+    layer: int | None
+    method: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EvalFailure:
+    """A case that produced no rows at a layer. stage: pre | edit | score."""
+
+    case_id: str
+    dataset: str
+    method: str
+    layer: int | None
+    stage: str
+    reason: str
+
+    @classmethod
+    def of(cls, case, method: str, layer: int | None, stage: str, error: BaseException) -> EvalFailure:
+        return cls(case.case_id, case.dataset, method, layer, stage, f"{type(error).__name__}: {error}")
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+@dataclass
+class EvalResult:
+    model: str
+    rows: list[EvalRow] = field(default_factory=list)
+    failures: list[EvalFailure] = field(default_factory=list)
+    seconds: float = 0.0
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+    def metrics(self) -> list[str]:
+        present = {r.metric for r in self.rows}
+        return [m for m in METRICS if m in present]
+
+    def table(self) -> list[dict]:
+        """One dict per (dataset, method, layer) with rows: cases, failures, each metric's post mean and `<metric>_pre` mean,
+        overall and normalisation (Overall compares the rows of the same dataset)."""
+        groups: dict[tuple, list[EvalRow]] = {}
+        for r in self.rows:
+            groups.setdefault((r.dataset, r.method, r.layer), []).append(r)
+        metrics = self.metrics()
+        table = []
+        for (dataset, method, layer), rows in groups.items():
+            entry = dict(dataset=dataset, method=method, layer=layer, cases=len({r.case_id for r in rows}),
+                         failures=sum((f.dataset, f.method, f.layer) == (dataset, method, layer) for f in self.failures))
+            for m in metrics:
+                mine = [r for r in rows if r.metric == m]
+                entry[m] = _mean([r.post for r in mine])
+                entry[f"{m}_pre"] = _mean([r.pre for r in mine if r.pre is not None])
+            table.append(entry)
+        for dataset in dict.fromkeys(e["dataset"] for e in table):
+            mine = [e for e in table if e["dataset"] == dataset]
+            o = overall([{m: e[m] for m in metrics} for e in mine])
+            for e, v in zip(mine, o.values):
+                e["overall"], e["normalisation"] = v, o.normalisation
+        return table
+
+    def failure_summary(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for f in self.failures:
+            out[f.stage] = out.get(f.stage, 0) + 1
+        return out
+
+
+def combine(*results: EvalResult) -> EvalResult:
+    """One result holding the rows and failures of several runs (their tables then compare all of them)."""
+    if not results:
+        raise ValueError("nothing to combine")
+    out = EvalResult(model="+".join(dict.fromkeys(r.model for r in results)))
+    for r in results:
+        out.rows += r.rows
+        out.failures += r.failures
+        out.seconds += r.seconds
+        out.cache_hits += r.cache_hits
+        out.cache_misses += r.cache_misses
+    return out
