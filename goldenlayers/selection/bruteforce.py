@@ -231,6 +231,9 @@ def bruteforce_scores(rows: Iterable[Mapping], metric: str, *, model: str = "-",
                                      meta=dict(metric=metric, higher_is_better=higher_is_better))
 
 
+SWEEP_METRICS = ("rewrite", "rephrase", "locality", "portability")
+
+
 @dataclass
 class SweepFns:
     """The callables `sweep` needs, wired to the real editor and evaluator: `sweep(cases, layers, **fns.kwargs())`."""
@@ -274,8 +277,10 @@ class _Batch:
 def make_default_fns(model, tok, method: str = "r-rome", hparams=None, *, stats=None, metrics=None,
                      name: str | None = None) -> SweepFns:
     """Wire `sweep` to goldenlayers.editing (`edit_each` / `edit` of `method`, `hparams`, key `stats`) and to
-    goldenlayers.evaluation (`pre_edit_cache(model, tok, case, metrics)` on the unedited model and
-    `case_metrics(model, tok, case, pre, metrics) -> {metric: float}` on the edited one). Imports are lazy."""
+    goldenlayers.evaluation's CaseScorer (`pre(case)` on the unedited model, cached; `score(case, pre)` ->
+    {metric: float} on the edited one). `metrics` defaults to SWEEP_METRICS (fluency, which samples 100 tokens
+    per case and layer, only when asked)."""
+    from goldenlayers.evaluation.scorer import CaseScorer, EvalSettings
     from goldenlayers.models.adapters import get_adapter
 
     adapter = get_adapter(model)
@@ -289,14 +294,12 @@ def make_default_fns(model, tok, method: str = "r-rome", hparams=None, *, stats=
         batch, case = item
         return batch.apply(case)
 
-    def pre_fn(case):
-        from goldenlayers.evaluation import pre_edit_cache
+    scorer = CaseScorer(model, tok, EvalSettings(metrics=tuple(metrics or SWEEP_METRICS)))
 
-        return pre_edit_cache(model, tok, case, metrics)
+    def pre_fn(case):
+        return scorer.pre(case)
 
     def score_fn(case, pre):
-        from goldenlayers.evaluation import case_metrics
-
-        return case_metrics(model, tok, case, pre, metrics)
+        return scorer.score(case, pre)
 
     return SweepFns(prepare_fn, apply_fn, pre_fn, score_fn, lambda layer: [adapter.weight_param(model, layer)])
