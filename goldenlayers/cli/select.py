@@ -1,0 +1,100 @@
+"""`goldenlayers select` (one selector's layer ranking) and `goldenlayers compare` (LGA vs CMA vs brute force,
+Table 2 of the paper). Thin shells over goldenlayers.selection.compare."""
+
+from __future__ import annotations
+
+import math
+
+import typer
+
+from goldenlayers.cli.common import console, fail, load_cases
+
+
+def _fmt(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def select_command(
+    model: str = typer.Option("default-gpt2", help="embedded default name or a local Hugging Face model folder"),
+    method: str = typer.Option("lga", help="selector: lga, cma or bruteforce"),
+    dataset: str = typer.Option("world", help="dataset name (see `goldenlayers ls`)"),
+    data_file: str | None = typer.Option(None, help="benchmark file (not needed for --dataset world)"),
+    limit: int | None = typer.Option(20, help="number of proxy cases"),
+    editor: str = typer.Option("r-rome", help="editing method for brute force"),
+    metric: str = typer.Option("rewrite", help="brute-force metric whose golden layer is chosen"),
+    tukey_k: float = typer.Option(1.5, help="Tukey fence factor for LGA"),
+    top: int = typer.Option(5, help="how many ranked layers to print"),
+    device: str | None = typer.Option(None, help="cuda or cpu (default: cuda when available)"),
+) -> None:
+    """Rank the layers of a model for editing with one selector and print the chosen layer and the time spent."""
+    from goldenlayers.models.loader import load_model
+    from goldenlayers.selection.compare import select_layer
+
+    cases = load_cases(dataset, data_file, limit, model)
+    lm = load_model(model, device=device)
+    try:
+        sel = select_layer(lm.model, lm.tokenizer, cases, method, editor=editor, metric=metric, tukey_k=tukey_k,
+                           model_name=lm.name)
+    except ValueError as e:
+        fail(str(e))
+    ranking = sel.table.ranking()[:top]
+    console.print(f"[bold]{sel.selector}[/bold] on {len(cases)} {dataset} cases ({sel.table.cases} used): "
+                  f"chosen layer [bold]{sel.layer}[/bold] in {sel.seconds:.2f} s")
+    console.print("ranking: " + ", ".join(f"{layer} ({sel.table.score_of(layer):.4g})" for layer in ranking))
+    if sel.pick is not None:
+        f = sel.pick.fences
+        console.print(f"Tukey fences (k={sel.pick.k}): [{f.lower:.4g}, {f.upper:.4g}]; excluded layers: "
+                      f"{sel.pick.excluded or 'none'}")
+    for cid, why in list(sel.table.skipped.items())[:5]:
+        console.print(f"  skipped {cid}: {why}")
+
+
+def render_comparison(cmp, title: str):
+    from rich.table import Table
+
+    t = Table(title=title)
+    cols = ("method", "selector", "layer", "rewrite", "rephrase", "locality", "portability", "fluency", "overall",
+            "seconds", "speedup_vs_bruteforce")
+    for c in cols:
+        t.add_column(c.replace("speedup_vs_bruteforce", "x faster than BF"), justify="right")
+    for r in cmp.rows:
+        t.add_row(*(str(r[c]) if c in ("method", "selector", "layer") else _fmt(r[c]) for c in cols))
+    t.caption = f"Overall: {cmp.normalisation}; fluency is lower-is-better"
+    return t
+
+
+def compare_command(
+    model: str = typer.Option("default-gpt2", help="embedded default name or a local Hugging Face model folder"),
+    dataset: str = typer.Option("world"),
+    data_file: str | None = typer.Option(None),
+    limit: int | None = typer.Option(200, help="cases in all (proxy + test)"),
+    proxy_fraction: float = typer.Option(0.1, help="share of the cases used as the proxy set"),
+    editor: str = typer.Option("r-rome", help="editing method"),
+    selectors: str = typer.Option("lga,cma,bruteforce", help="comma-separated selectors"),
+    no_fluency: bool = typer.Option(False, "--no-fluency", help="skip the fluency generation"),
+    seed: int = typer.Option(0, help="seed of the proxy/test split"),
+    device: str | None = typer.Option(None),
+) -> None:
+    """Find a layer with each selector on a proxy set, edit the test set there, and print Table 2 with wall times."""
+    from goldenlayers.datasets.split import split_cases
+    from goldenlayers.models.loader import load_model
+    from goldenlayers.selection.compare import compare_selectors
+
+    cases = load_cases(dataset, data_file, limit, model)
+    split = split_cases(cases, proxy_fraction=proxy_fraction, seed=seed)
+    if not split.proxy or not split.test:
+        fail(f"the split left an empty side ({len(split.proxy)} proxy, {len(split.test)} test): use more cases")
+    lm = load_model(model, device=device)
+    cmp = compare_selectors(lm.model, lm.tokenizer, split.proxy, split.test, editor=editor,
+                            selectors=[s.strip() for s in selectors.split(",")], fluency=not no_fluency,
+                            model_name=lm.name)
+    console.print(render_comparison(cmp, f"{lm.name}: {len(split.proxy)} proxy / {len(split.test)} test cases"))
+
+
+def register(app: typer.Typer) -> None:
+    from goldenlayers.cli import LISTINGS
+    from goldenlayers.selection.compare import SELECTORS
+
+    app.command("select")(select_command)
+    app.command("compare")(compare_command)
+    LISTINGS["selectors"] = lambda: list(SELECTORS)
