@@ -9,14 +9,14 @@ carries the KnowEdit category it came from so that metrics can be averaged the K
 The fact token (the last token of the subject inside the prompt, "subject_last") is found from the
 tokenizer's character offsets, never by re-tokenising substrings, so BOS tokens, leading spaces and
 subjects at the start of the prompt all work. A subject that is not in the prompt raises
-`CaseError` naming the case and the field.
+`CaseError` naming the case and the field; so does any other invalid field of `EditCase(**fields)`.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class CaseError(ValueError):
@@ -68,6 +68,13 @@ class EditCase(BaseModel):
     portability: list[Probe] = Field(default_factory=list)
     relation: str | None = None
 
+    def __init__(self, **fields) -> None:
+        """Validate; any problem (including pydantic's own: missing field, wrong type) raises CaseError."""
+        try:
+            super().__init__(**fields)
+        except ValidationError as e:
+            raise case_error_from(e, fields.get("case_id")) from None
+
     def model_post_init(self, __context) -> None:  # noqa: D401 - validation with case-aware messages
         if not self.subject.strip():
             raise CaseError(self.case_id, "subject", "subject is empty")
@@ -87,15 +94,31 @@ class EditCase(BaseModel):
         return self.ground_truth[0] if self.ground_truth else None
 
 
+def case_error_from(error: ValidationError, case_id=None) -> CaseError:
+    """The CaseError behind a pydantic ValidationError (which wraps errors raised in validators), or one
+    built from its first error's location and message."""
+    err = error.errors()[0]
+    inner = (err.get("ctx") or {}).get("error")
+    if isinstance(inner, CaseError):
+        return inner
+    loc = ".".join(str(x) for x in err.get("loc", ())) or "?"
+    return CaseError(str(case_id if case_id is not None else "?"), loc, err.get("msg", str(error)))
+
+
 SubjectOccurrence = Literal["first", "last"]
 
 
 def subject_char_span(case_id: str, prompt: str, subject: str, occurrence: SubjectOccurrence = "first") -> tuple[int, int]:
-    """Character span [start, end) of `subject` in `prompt` (the first occurrence by default, as ROME's templates do)."""
+    """Character span [start, end) of `subject` in `prompt` (the first occurrence by default, as ROME's templates do).
+
+    Whitespace at either end of `subject` is matched but left out of the span, so that a subject given as
+    "Paris " does not pull in the next word's token (byte-level BPE tokens carry their leading space).
+    """
     start = prompt.find(subject) if occurrence == "first" else prompt.rfind(subject)
-    if start < 0 or not subject:
+    if start < 0 or not subject.strip():
         raise CaseError(case_id, "subject", f"subject {subject!r} does not occur in prompt {prompt!r}")
-    return start, start + len(subject)
+    end = start + len(subject.rstrip())
+    return start + len(subject) - len(subject.lstrip()), end
 
 
 def tokens_in_span(offsets: list[tuple[int, int]], start: int, end: int) -> list[int]:

@@ -97,7 +97,15 @@ class ArchAdapter:
         return self.decoder(model).get_submodule(self.embed)
 
     def lm_head_module(self, model: nn.Module) -> nn.Module:
-        return model.get_submodule(self.lm_head)
+        """The output projection at `lm_head`; else the model's own output embeddings (attribute names move
+        between transformers versions, e.g. GPT-NeoX's `embed_out` became `lm_head` in transformers 5)."""
+        try:
+            return model.get_submodule(self.lm_head)
+        except AttributeError:
+            head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+            if head is None:
+                raise
+            return head
 
     def down_proj_name(self, model: nn.Module, layer: int) -> str:
         """Full parameter path of the edited weight (for reports and state dicts)."""
@@ -212,7 +220,6 @@ for _a in (
         attn="attention",
         final_norm="final_layer_norm",
         embed="embed_in",
-        lm_head="embed_out",
     ),
     ArchAdapter(
         model_type="opt",

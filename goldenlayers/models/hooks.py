@@ -25,10 +25,22 @@ def replace_first(x, new: torch.Tensor):
     return new
 
 
+def _first_tensor_kwarg(kwargs: dict) -> torch.Tensor:
+    if isinstance(kwargs.get("hidden_states"), torch.Tensor):
+        return kwargs["hidden_states"]
+    for v in kwargs.values():
+        if isinstance(v, torch.Tensor):
+            return v
+    raise ValueError(f"module called without a tensor input (keywords: {sorted(kwargs)})")
+
+
 @contextmanager
 def record(modules: dict[str, nn.Module], inputs: bool = True, outputs: bool = True, detach: bool = True
            ) -> Iterator[dict[str, dict[str, torch.Tensor]]]:
-    """Record each module's first positional input (`"in"`) and first output tensor (`"out"`).
+    """Record each module's first input (`"in"`) and first output tensor (`"out"`).
+
+    The first input is the first positional argument, or, for modules called with keywords only (attention
+    modules in recent transformers), the `hidden_states` keyword (else the first tensor keyword).
 
     Yields `{name: {"in": (B, T, d_in), "out": (B, T, d_out)}}`, filled during the forward passes inside the
     block (the last forward wins). `detach=False` keeps the graph (LGA needs the outputs' gradients).
@@ -37,9 +49,9 @@ def record(modules: dict[str, nn.Module], inputs: bool = True, outputs: bool = T
     handles = []
 
     def make(name: str):
-        def hook(_mod, args, out):
+        def hook(_mod, args, kwargs, out):
             if inputs:
-                x = args[0]
+                x = args[0] if args else _first_tensor_kwarg(kwargs)
                 store[name]["in"] = x.detach() if detach else x
             if outputs:
                 y = first_tensor(out)
@@ -48,7 +60,7 @@ def record(modules: dict[str, nn.Module], inputs: bool = True, outputs: bool = T
 
     try:
         for name, mod in modules.items():
-            handles.append(mod.register_forward_hook(make(name)))
+            handles.append(mod.register_forward_hook(make(name), with_kwargs=True))
         yield store
     finally:
         for h in handles:

@@ -7,6 +7,7 @@ the names of the embedded default models shipped inside the package ("default-gp
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +79,7 @@ def load_model(
 
     path = resolve_model_path(name_or_path)
     torch_dtype = resolve_dtype(dtype)
+    check_local_folder(path)
     kwargs = dict(trust_remote_code=trust_remote_code, use_safetensors=True)
     if torch_dtype is not None:
         kwargs["dtype"] = torch_dtype
@@ -93,6 +95,29 @@ def load_model(
     model.eval()
     model.requires_grad_(False)
     return LoadedModel(model, tok, adapter, str(name_or_path))
+
+
+def check_local_folder(path: str) -> None:
+    """Refuse a local model folder early and clearly: no config, pickle-only weights, or an architecture
+    without an adapter (checked from config.json before any weight is read)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return  # a hub name: transformers resolves it (offline: from the local cache)
+    config = folder / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"model folder {folder} has no config.json; is it a saved Hugging Face model?")
+    if not any(folder.glob("*.safetensors")):
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        found = f"only pickle weights ({', '.join(pickles)})" if pickles else "no weight files"
+        raise FileNotFoundError(
+            f"model folder {folder} has {found}: goldenlayers loads safetensors only (pickle files can run code). "
+            "Convert once with `AutoModelForCausalLM.from_pretrained(folder).save_pretrained(folder)` in a "
+            "session you trust."
+        )
+    model_type = json.loads(config.read_text()).get("model_type")
+    if model_type is None:
+        raise ValueError(f"{config} has no model_type")
+    get_adapter(model_type)
 
 
 def prepare_tokenizer(tok) -> None:

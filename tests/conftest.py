@@ -1,0 +1,44 @@
+"""Shared test setup: offline Hugging Face, 2 torch threads, tiny models and tokenizers built in-process.
+
+Fixtures:
+    tok, tok_bos        tiny fast byte-level BPE tokenizers without / with a BOS token (session-wide, read-only)
+    tok_for             tok_for(model_type): the one of them that matches the architecture's real tokenizer
+    tiny_arch           parametrised over every TINY_ARCHITECTURES entry: (model_type, fresh float64 model)
+"""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+
+from goldenlayers.models.tiny import TINY_ARCHITECTURES, tiny_model, tiny_tokenizer
+
+torch.set_num_threads(2)
+
+# Architectures whose real tokenizers add a BOS token (LLaMA, Mistral, Gemma, ...); GPT-2-like ones do not.
+NO_BOS_ARCHITECTURES = frozenset({"gpt2", "gptj", "gpt_neox", "opt"})
+
+
+@pytest.fixture(scope="session")
+def tok():
+    return tiny_tokenizer(add_bos=False)
+
+
+@pytest.fixture(scope="session")
+def tok_bos():
+    return tiny_tokenizer(add_bos=True)
+
+
+@pytest.fixture(scope="session")
+def tok_for(tok, tok_bos):
+    """tok_for(model_type): BOS-adding tokenizer for LLaMA/Gemma-like architectures, the plain one otherwise."""
+    return lambda model_type: tok if model_type in NO_BOS_ARCHITECTURES else tok_bos
+
+
+@pytest.fixture(params=TINY_ARCHITECTURES)
+def tiny_arch(request):
+    """(model_type, fresh tiny float64 model) for every covered architecture."""
+    return request.param, tiny_model(request.param, dtype=torch.float64)
