@@ -1,0 +1,108 @@
+"""`goldenlayers edit`: edit one fact into a model and show its greedy prediction before and after.
+
+A thin shell over `goldenlayers.editing.edit` (REFERENCE.md section 3): any HF causal LM path or the embedded
+defaults, any registered method, settings overridden with `--set key=value` (values parsed as JSON when they
+can be). Bad input (subject not in the prompt, empty target, layer out of range, unknown method, unusable
+statistics) prints one clear line and exits with status 2. Also lists the methods for `goldenlayers ls`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+
+def _methods() -> list[str]:
+    from goldenlayers.editing import available_methods
+
+    return available_methods()
+
+
+def _parse_settings(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--set expects key=value, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def greedy(model, tok, prompt: str, max_new_tokens: int) -> str:
+    """The model's greedy continuation of `prompt` (no sampling, no cache; short outputs only)."""
+    import torch
+
+    from goldenlayers.models.loader import model_device
+
+    ids = torch.tensor([tok(prompt)["input_ids"]], device=model_device(model))
+    start = ids.shape[1]
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            nxt = model(input_ids=ids, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
+            ids = torch.cat([ids, nxt], dim=1)
+            if tok.eos_token_id is not None and int(nxt) == tok.eos_token_id:
+                break
+    return tok.decode(ids[0, start:].tolist(), skip_special_tokens=True)
+
+
+def edit_command(
+    subject: str = typer.Option(..., help="the subject as it appears in the prompt"),
+    prompt: str = typer.Option(..., help="a prompt that mentions the subject, e.g. 'Ada Lovelace was born in'"),
+    target: str = typer.Option(..., help="the new answer"),
+    model: str = typer.Option("default-gpt2", help="embedded default name or any Hugging Face path"),
+    method: str = typer.Option("r-rome", help="editing method (see `goldenlayers ls`)"),
+    layer: int | None = typer.Option(None, help="layer to edit (ROME/R-ROME; default from the model's preset)"),
+    layers: str | None = typer.Option(None, help="comma-separated layer range for MEMIT/EMMET, e.g. 3,4,5"),
+    set_: list[str] = typer.Option([], "--set", help="override a setting: key=value (repeatable)"),
+    dtype: str = typer.Option("float32", help="float32, bfloat16, float16 or auto"),
+    device: str | None = typer.Option(None, help="cuda or cpu (default: cuda when available)"),
+    max_new_tokens: int = typer.Option(8, help="length of the greedy prediction shown"),
+) -> None:
+    """Edit one fact (subject, prompt, target) and print the greedy prediction before and after."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from goldenlayers.cases import CaseError, EditCase
+    from goldenlayers.editing import EditOrderError, StatsError, edit
+    from goldenlayers.models.loader import load_model
+
+    con = Console()
+    try:
+        case = EditCase(case_id="cli", dataset="cli", subject=subject, prompt=prompt, target_new=target)
+    except (CaseError, ValueError) as e:
+        con.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    lm = load_model(model, dtype=dtype, device=device)
+    before = greedy(lm.model, lm.tokenizer, prompt, max_new_tokens)
+    layer_list = [int(x) for x in layers.split(",")] if layers else None
+    try:
+        res = edit(lm.model, lm.tokenizer, case, method=method, layer=layer, layers=layer_list,
+                   hparams=_parse_settings(set_), adapter=lm.adapter, name=lm.name)
+    except (CaseError, StatsError, IndexError, KeyError, ValueError, EditOrderError) as e:
+        con.print(f"[red]error:[/red] {e.args[0] if isinstance(e, KeyError) else e}")
+        raise typer.Exit(2) from None
+    after = greedy(lm.model, lm.tokenizer, prompt, max_new_tokens)
+    d = res.diagnostics[0]
+    table = Table(title=f"{res.method} at layer(s) {res.layers} of {lm.name}")
+    table.add_column("")
+    table.add_column("value")
+    table.add_row("prompt", prompt)
+    table.add_row("before", before)
+    table.add_row("after", after)
+    table.add_row("target", target)
+    table.add_row("v* steps", f"{d.steps} (loss {d.losses[0]:.3f} -> {d.losses[-1]:.3f})")
+    table.add_row("||v* - v_init||", f"{d.delta_norm:.4g} (||v_init|| {d.v_init_norm:.4g})")
+    table.add_row("update norm", f"{res.delta.norm():.4g} (C: {res.covariance})")
+    table.add_row("seconds", f"v* {res.seconds['values']:.2f}, solve {res.seconds['solve']:.2f}")
+    con.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    from goldenlayers.cli import LISTINGS
+
+    app.command("edit")(edit_command)
+    LISTINGS["methods"] = _methods

@@ -1,0 +1,121 @@
+"""Batches of templated prompts for keys and v* (REFERENCE.md section 3): several cases, one forward.
+
+Every row is one case's prompt inside one context template ("<text>. {prompt}"), optionally followed by the
+target (teacher forcing through goldenlayers.text.encode_answers), or the KL prompt "{subject} is a". The fact
+token of a row is the last token of the subject *inside the prompt part* (its character span is shifted by the
+template prefix, so a subject that the generated prefix happens to contain is never picked) and is found from
+token offsets (goldenlayers.cases.tokens_in_span). Rows are right-padded; positions come from the offsets and
+the attention mask, never from the padding side. Bad inputs raise CaseError naming the case and the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+from goldenlayers.cases import CaseError, EditCase, subject_char_span, tokens_in_span
+from goldenlayers.text import PromptTooLongError, encode_answers, encode_prompts, join_prompt_answer
+
+KL_ROW = -1  # template index of a KL-prompt row
+
+
+@dataclass
+class Rows:
+    """input_ids, attention_mask: (R, T). fact, case, template: (R,) long (template KL_ROW marks KL rows).
+    predict_mask: (R, T) bool, True where the logits predict a target token; next_ids: (R, T) that token."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    fact: torch.Tensor
+    case: torch.Tensor
+    template: torch.Tensor
+    predict_mask: torch.Tensor
+    next_ids: torch.Tensor
+
+    def to(self, device) -> Rows:
+        return Rows(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+    def index(self, row_idx: torch.Tensor) -> Rows:
+        """The rows `row_idx` (R',) in that order."""
+        return Rows(*(getattr(self, f.name)[row_idx] for f in fields(self)))
+
+    def per_token(self, x: torch.Tensor) -> torch.Tensor:
+        """A module's input/output as (R, T, d): OPT's MLP sees the batch flattened to (R*T, d)."""
+        return x.reshape(*self.input_ids.shape, x.shape[-1])
+
+    def rows_of(self, case_idx: torch.Tensor) -> torch.Tensor:
+        """(R',) indices of the rows that belong to the cases `case_idx`."""
+        return torch.isin(self.case, case_idx.to(self.case.device)).nonzero().squeeze(1)
+
+
+def _fact_index(tok, text: str, span: tuple[int, int], case_id: str) -> int:
+    offsets = [tuple(o) for o in tok(text, return_offsets_mapping=True)["offset_mapping"]]
+    idx = tokens_in_span(offsets, *span)
+    if not idx:
+        raise CaseError(case_id, "subject", f"subject covers no token of {text!r}")
+    return idx[-1]
+
+
+def _encode(case: EditCase, field: str, fn, *args):
+    try:
+        return fn(*args)
+    except PromptTooLongError as e:
+        raise CaseError(case.case_id, field, f"{e}; shorten the prompt or use fewer/shorter context templates") from e
+    except ValueError as e:
+        raise CaseError(case.case_id, "target_new", str(e)) from e
+
+
+def check_case(case: EditCase) -> None:
+    """Re-check the fields the editors rely on (cases built with model_construct skip validation)."""
+    if not case.target_new or not case.target_new.strip():
+        raise CaseError(case.case_id, "target_new", "target is empty")
+    subject_char_span(case.case_id, case.prompt, case.subject)
+
+
+def build_rows(tok, cases: list[EditCase], templates: list[str], *, with_target: bool,
+               kl_prompt: str | None = None, max_length: int | None = None) -> Rows:
+    """Rows for every (case, template), case-major; then one KL row per case when `kl_prompt` is given."""
+    ids, answer, meta = [], [], []
+    for ci, case in enumerate(cases):
+        check_case(case)
+        start, end = subject_char_span(case.case_id, case.prompt, case.subject)
+        texts = [t.replace("{}", case.prompt, 1) for t in templates]
+        spans = [(t.index("{}") + start, t.index("{}") + end) for t in templates]
+        if with_target:
+            b = _encode(case, "prompt", encode_answers, tok, texts, [case.target_new] * len(texts), max_length)
+            full = [join_prompt_answer(t, case.target_new) for t in texts]
+            answer += [m[: int(n)].tolist() for m, n in zip(b.answer_mask, b.attention_mask.sum(1), strict=True)]
+        else:
+            b = _encode(case, "prompt", encode_prompts, tok, texts, max_length)
+            full = texts
+            answer += [[False] * int(n) for n in b.attention_mask.sum(1)]
+        ids += [r[: int(n)].tolist() for r, n in zip(b.input_ids, b.attention_mask.sum(1), strict=True)]
+        meta += [(_fact_index(tok, f, s, case.case_id), ci, ti) for ti, (f, s) in enumerate(zip(full, spans, strict=True))]
+    if kl_prompt is not None:
+        slot = kl_prompt.index("{}")
+        for ci, case in enumerate(cases):
+            text = kl_prompt.replace("{}", case.subject, 1)
+            row = _encode(case, "subject", encode_prompts, tok, [text], max_length).input_ids[0].tolist()
+            ids.append(row)
+            answer.append([False] * len(row))
+            meta.append((_fact_index(tok, text, (slot, slot + len(case.subject)), case.case_id), ci, KL_ROW))
+    return _pad(tok, ids, answer, meta)
+
+
+def _pad(tok, ids: list[list[int]], answer: list[list[bool]], meta: list[tuple[int, int, int]]) -> Rows:
+    R, T = len(ids), max(len(r) for r in ids)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    input_ids = torch.full((R, T), pad, dtype=torch.long)
+    attn = torch.zeros((R, T), dtype=torch.long)
+    ans = torch.zeros((R, T), dtype=torch.bool)
+    for i, (r, a) in enumerate(zip(ids, answer, strict=True)):
+        input_ids[i, : len(r)] = torch.tensor(r)
+        attn[i, : len(r)] = 1
+        ans[i, : len(a)] = torch.tensor(a, dtype=torch.bool)
+    predict = torch.zeros_like(ans)
+    predict[:, :-1] = ans[:, 1:]
+    next_ids = torch.zeros_like(input_ids)
+    next_ids[:, :-1] = input_ids[:, 1:]
+    fact, case, template = (torch.tensor(c, dtype=torch.long) for c in zip(*meta, strict=True))
+    return Rows(input_ids, attn, fact, case, template, predict, next_ids)

@@ -1,0 +1,97 @@
+"""WeightDelta: a reversible change of down-proj weights (REFERENCE.md section 3, "Edits must be reversible exactly").
+
+A WeightDelta keeps a copy of each weight it touches, taken before its first change, so `restore()` puts back
+bitwise the tensors that were there. Updates are computed in float64 as (d_out, d_in) matrices and added as
+`W_new = (W.double() + dW_total).to(W.dtype)`, so a layer touched several times by one delta rounds once.
+
+Deltas of one model form a stack (REFERENCE.md section 6: no silent accumulation, no silently restored model):
+a new delta goes on top, and only the top one may be restored, so sequential edits undo in LIFO order.
+Restoring twice, or applying to a restored delta, is an error rather than a no-op.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+from torch import nn
+
+from goldenlayers.models.adapters import ArchAdapter
+
+_STACKS: weakref.WeakKeyDictionary[nn.Module, list[WeightDelta]] = weakref.WeakKeyDictionary()
+
+
+class EditOrderError(RuntimeError):
+    """An edit was undone out of order, twice, or changed after being undone."""
+
+
+def active_deltas(model: nn.Module) -> list[WeightDelta]:
+    """The deltas currently applied to `model`, oldest first."""
+    return list(_STACKS.get(model, []))
+
+
+class WeightDelta:
+    """Changes to the down-proj weights of some layers of one model; undo with `restore()`.
+
+    originals: {layer: stored parameter tensor before this delta} (storage orientation, original dtype).
+    updates: {layer: dW (d_out, d_in) float64}, the total requested change per layer.
+    """
+
+    def __init__(self, model: nn.Module, adapter: ArchAdapter, label: str = "edit"):
+        self.model, self.adapter, self.label = model, adapter, label
+        self.originals: dict[int, torch.Tensor] = {}
+        self.updates: dict[int, torch.Tensor] = {}
+        self.restored = False
+
+    def __repr__(self) -> str:
+        state = "restored" if self.restored else "applied"
+        return f"WeightDelta({self.label!r}, layers={sorted(self.updates)}, {state})"
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.updates)
+
+    def apply(self, layer: int, dw: torch.Tensor) -> None:
+        """Add dW (d_out, d_in) to the down-proj weight of `layer`; the first change pushes this delta on the stack."""
+        if self.restored:
+            raise EditOrderError(f"{self!r} was restored; make a new edit instead of reusing it")
+        layer = self.adapter.check_layer(self.model, layer)
+        param = self.adapter.weight_param(self.model, layer)
+        d_out, d_in = self.adapter.weight(self.model, layer).shape
+        if tuple(dw.shape) != (d_out, d_in):
+            raise ValueError(f"update for layer {layer} has shape {tuple(dw.shape)}, expected {(d_out, d_in)}")
+        if not torch.isfinite(dw).all():
+            raise FloatingPointError(f"update for layer {layer} is not finite (NaN or inf); weights left unchanged")
+        stack = _STACKS.setdefault(self.model, [])
+        if not self.originals:
+            stack.append(self)
+        elif not stack or stack[-1] is not self:
+            raise EditOrderError(f"{self!r} is not the latest edit of this model; it can no longer change")
+        if layer not in self.originals:
+            self.originals[layer] = param.detach().clone()
+            self.updates[layer] = torch.zeros(d_out, d_in, dtype=torch.float64, device=param.device)
+        self.updates[layer] += dw.to(device=param.device, dtype=torch.float64)
+        base = self.adapter.to_storage(self.updates[layer]) + self.originals[layer].double()
+        with torch.no_grad():
+            param.copy_(base.to(param.dtype))
+
+    def norm(self, layer: int | None = None) -> float:
+        """Frobenius norm of the requested update of one layer (or of all layers together)."""
+        mats = [self.updates[layer]] if layer is not None else list(self.updates.values())
+        return float(torch.sqrt(sum((m.square().sum() for m in mats), torch.tensor(0.0, dtype=torch.float64))))
+
+    def restore(self) -> None:
+        """Put back bitwise the weights this delta changed. Only the latest applied delta may be restored."""
+        if self.restored:
+            raise EditOrderError(f"{self!r} was already restored")
+        stack = _STACKS.get(self.model, [])
+        if self.originals:
+            if not stack or stack[-1] is not self:
+                later = [d for d in stack[stack.index(self) + 1:]] if self in stack else []
+                raise EditOrderError(f"restore the later edits first (LIFO order): {later}")
+            with torch.no_grad():
+                for layer, orig in self.originals.items():
+                    self.adapter.weight_param(self.model, layer).copy_(orig)
+            stack.pop()
+        self.restored = True
+        self.originals.clear()

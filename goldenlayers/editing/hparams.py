@@ -1,0 +1,149 @@
+"""Editing settings (REFERENCE.md section 3, "Typical settings") and the presets that hold the reference values.
+
+`EditHParams` is one typed settings object for all four methods (extra keys are errors). Presets are keyed by a
+model family and a method family ("rome" for ROME/R-ROME, "memit", "emmet"):
+
+- gpt2-xl: the ROME/MEMIT papers' and EasyEdit's GPT-2 XL values (layer 17, 20 steps, lr 0.5, weight decay 0.5,
+  clamp 4, KL 0.0625; MEMIT layers 13-17, clamp 0.75, w 20000; EMMET clamp 0.75, w 1000 as the official code).
+- llama-2-7b: EasyEdit's values (layer 5, a copied convention; 25 steps, weight decay 1e-3, clamp 4; MEMIT
+  layers 4-8, w 15000; EMMET w 1 as the official code, EasyEdit uses 1e5).
+- gemma-3-12b: no reference implementation ships Gemma settings: LLaMA-2's optimiser values, no default layer
+  (choose one with a selector).
+- default-gpt2 / default-llama (the embedded synthetic-world models): the simpler settings TARGETS.md found
+  better for small models: only the bare "{}" template, no KL term, weight decay 1e-3, C = I unless key
+  statistics are passed (C from the training corpus is the measured-best variant: pass `stats`).
+- generic: the GPT-2 XL optimiser values with no default layer, for any other model.
+
+Model facts are not settings: the loss is always read at the model's own output (ROME's `v_loss_layer` is the
+last layer in every reference preset), layer indices are validated against the adapter.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MethodFamily = Literal["rome", "memit", "emmet"]
+
+
+class EditHParams(BaseModel):
+    """Settings of the v* optimisation and of the closed-form solves.
+
+    layers: default layer(s) to edit when `edit()` gets none (ROME/R-ROME take exactly one).
+    context_templates: (length in tokens, count) groups of model-generated prefixes "<text>. {}"; the bare
+        prompt "{}" is always the first template; [] gives "{}" only. ROME/EasyEdit: [(5, 10), (10, 10)].
+    kl_direction: REFERENCE.md writes KL(original || current); the ROME/MEMIT/EasyEdit code computes
+        `kl_div(init_log_probs, current_log_probs, log_target=True)`, i.e. KL(current || original).
+    mom2_adjustment: True requires key statistics C (`stats=`); C = I otherwise, or when stats are not needed.
+    mom2_update_weight: w in MEMIT's (w C + K K^T) and EMMET's C0 = w C.
+    emmet_ridge: "batch>1" adds emmet_lambda only for batches of more than one case (the official EMMET code);
+        "always" adds it for every batch (EasyEdit).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    layers: list[int] | None = None
+    v_num_grad_steps: int = Field(20, ge=1)
+    v_lr: float = Field(0.5, gt=0)
+    v_weight_decay: float = Field(0.5, ge=0)
+    clamp_norm_factor: float = Field(4.0, gt=0)
+    kl_factor: float = Field(0.0625, ge=0)
+    kl_direction: Literal["original||current", "current||original"] = "original||current"
+    kl_prompt: str = "{} is a"
+    early_stop_loss: float = Field(0.05, ge=0)
+    context_templates: list[tuple[int, int]] = Field(default_factory=lambda: [(5, 10), (10, 10)])
+    template_seed: int = 0
+    template_top_k: int = Field(5, ge=1)
+    mom2_adjustment: bool = False
+    mom2_update_weight: float = Field(15000.0, gt=0)
+    emmet_lambda: float = Field(0.1, ge=0)
+    emmet_ridge: Literal["batch>1", "always"] = "batch>1"
+
+    @field_validator("kl_prompt")
+    @classmethod
+    def _kl_prompt_has_slot(cls, v: str) -> str:
+        if v.count("{}") != 1:
+            raise ValueError(f"kl_prompt must contain '{{}}' exactly once (the subject's place), got {v!r}")
+        return v
+
+    @field_validator("context_templates")
+    @classmethod
+    def _positive_groups(cls, v: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        for length, count in v:
+            if length < 1 or count < 0:
+                raise ValueError(f"context template group (length={length}, count={count}) needs length >= 1, count >= 0")
+        return v
+
+    @field_validator("layers")
+    @classmethod
+    def _ascending(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or sorted(set(v)) != list(v)):
+            raise ValueError(f"layers must be a non-empty ascending list without repeats, got {v}")
+        return v
+
+
+_GPT2XL = dict(v_num_grad_steps=20, v_lr=0.5, v_weight_decay=0.5, kl_factor=0.0625, clamp_norm_factor=4.0)
+_LLAMA = dict(v_num_grad_steps=25, v_lr=0.5, v_weight_decay=1e-3, kl_factor=0.0625, clamp_norm_factor=4.0)
+_SMALL = dict(v_num_grad_steps=25, v_lr=0.5, v_weight_decay=1e-3, kl_factor=0.0, clamp_norm_factor=4.0,
+              context_templates=[])
+
+PRESETS: dict[str, dict[MethodFamily, dict]] = {
+    "gpt2-xl": {
+        "rome": dict(_GPT2XL, layers=[17]),
+        "memit": dict(_GPT2XL, layers=[13, 14, 15, 16, 17], clamp_norm_factor=0.75, mom2_adjustment=True,
+                      mom2_update_weight=20000.0),
+        "emmet": dict(_GPT2XL, layers=[13, 14, 15, 16, 17], clamp_norm_factor=0.75, mom2_adjustment=True,
+                      mom2_update_weight=1000.0),
+    },
+    "llama-2-7b": {
+        "rome": dict(_LLAMA, layers=[5]),
+        "memit": dict(_LLAMA, layers=[4, 5, 6, 7, 8], mom2_adjustment=True, mom2_update_weight=15000.0),
+        "emmet": dict(_LLAMA, layers=[4, 5, 6, 7, 8], mom2_adjustment=True, mom2_update_weight=1.0),
+    },
+    "gemma-3-12b": {
+        "rome": dict(_LLAMA),
+        "memit": dict(_LLAMA, mom2_adjustment=True, mom2_update_weight=15000.0),
+        "emmet": dict(_LLAMA, mom2_adjustment=True, mom2_update_weight=1.0),
+    },
+    "default-small": {
+        "rome": dict(_SMALL),
+        "memit": dict(_SMALL, mom2_update_weight=1.0),
+        "emmet": dict(_SMALL, mom2_update_weight=1.0),
+    },
+    "generic": {
+        "rome": dict(_GPT2XL),
+        "memit": dict(_GPT2XL, clamp_norm_factor=0.75, mom2_update_weight=20000.0),
+        "emmet": dict(_GPT2XL, clamp_norm_factor=0.75, mom2_update_weight=1000.0),
+    },
+}
+
+_NAME_TO_PRESET = (
+    ("gpt2-xl", "gpt2-xl"),
+    ("llama-2-7b", "llama-2-7b"),
+    ("gemma-3-12b", "gemma-3-12b"),
+    ("default-gpt2", "default-small"),
+    ("default-llama", "default-small"),
+)
+
+
+def preset_for_model(model=None, name: str | None = None) -> str:
+    """Preset name for a model: from `name` (as loaded) or `model.config._name_or_path`; 'generic' otherwise."""
+    candidates = [name or "", str(getattr(getattr(model, "config", None), "_name_or_path", "") or "")]
+    for cand in candidates:
+        low = cand.lower()
+        for needle, preset in _NAME_TO_PRESET:
+            if needle in low:
+                return preset
+    return "generic"
+
+
+def resolve_hparams(family: MethodFamily, hparams: EditHParams | dict | None = None, model=None,
+                    preset: str | None = None, name: str | None = None) -> EditHParams:
+    """The settings an edit runs with: `hparams` as given, or the model's preset overridden by a dict."""
+    if isinstance(hparams, EditHParams):
+        return hparams
+    preset = preset or preset_for_model(model, name)
+    if preset not in PRESETS:
+        raise KeyError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return EditHParams.model_validate({**PRESETS[preset][family], **(hparams or {})})

@@ -1,0 +1,240 @@
+"""Key statistics C_l = E[k k^T] of the edited layers (REFERENCE.md section 3; ROME eq. 2, MEMIT eq. 14).
+
+k is the down-proj input (d_ff) at one token; C_l is the uncentred second moment over every non-pad token of a
+text corpus, one (d_ff, d_ff) matrix per layer. `collect_key_stats` gathers MANY layers in ONE pass: a forward
+hook on each requested down-proj adds K^T K of the batch's real tokens (K: (n_tokens, d_ff), cast to `dtype`)
+to an accumulator on that module's device, and the forward is cut short after the deepest requested layer.
+Texts are truncated to `max_length` tokens; collection stops at exactly `max_tokens` tokens.
+Accumulator memory: len(layers) * d_ff^2 * bytes(dtype) on the device (GPT-2 XL, 48 layers, float64: 15.7 GB).
+
+`StatsCache` keeps results on disk (safetensors) keyed by model identity (name, config, tokenizer and a hash of
+every down-proj weight, so an edited model never reads a stale entry), layer, source fingerprint, token budget,
+max_length and dtype. `key_stats` resolves `StatsSettings`, including `mom2="identity"` (C = I, returned as
+None: the editing API's "no stats"). `check_stats` refuses NaN/inf or (near-)singular C naming the layer;
+C is only ever factorised or inverted in float64 (goldenlayers.editing.solve), never in reduced precision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from goldenlayers.editing.solve import StatsError
+from goldenlayers.editing.sources import TextSource, open_source, token_batches
+from goldenlayers.models.adapters import ArchAdapter
+from goldenlayers.models.loader import model_device
+from goldenlayers.text import model_max_length
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class StatsSettings(BaseModel):
+    """How to get C. mom2: "corpus" (collect from `source`) or "identity" (C = I, nothing collected)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mom2: Literal["corpus", "identity"] = "corpus"
+    source: str = "world"
+    max_tokens: int = Field(100_000, gt=0)
+    batch_size: int = Field(8, gt=0)
+    max_length: int = Field(256, gt=1)
+    dtype: Literal["float32", "float64"] = "float64"
+
+
+class _Stop(Exception):
+    """Raised by the deepest hook: nothing after it is needed."""
+
+
+def _one_pass(model, tok, adapter: ArchAdapter, layers: list[int], texts: Iterable[str], max_tokens: int,
+              batch_size: int, max_length: int, dtype: torch.dtype, bar) -> tuple[dict[int, torch.Tensor], int]:
+    """Sums K^T K (d_ff, d_ff) per layer over the first `max_tokens` real tokens, and the token count."""
+    sums: dict[int, torch.Tensor] = {}
+    keep = torch.zeros(0, dtype=torch.long)  # (n,) flat indices of the current batch's tokens that count
+    deepest = max(layers)
+
+    def make_hook(layer: int):
+        def hook(_mod, args, _out):
+            x = args[0].reshape(-1, args[0].shape[-1])  # (B*T, d_ff): OPT already feeds it flattened
+            k = x.index_select(0, keep.to(x.device)).to(dtype)  # (n, d_ff)
+            if layer not in sums:
+                sums[layer] = torch.zeros(k.shape[1], k.shape[1], dtype=dtype, device=k.device)
+            sums[layer].addmm_(k.T, k)
+            if layer == deepest:
+                raise _Stop
+        return hook
+
+    handles = [adapter.down_proj_module(model, lay).register_forward_hook(make_hook(lay)) for lay in layers]
+    n, device = 0, model_device(model)
+    try:
+        for ids, mask in token_batches(tok, texts, batch_size, max_length):
+            m = mask.bool()
+            m &= m.flatten().cumsum(0).view_as(m) <= max_tokens - n  # the budget, in reading order
+            rows = m.any(1)
+            ids, mask, m = ids[rows], mask[rows], m[rows]
+            keep = m.flatten().nonzero().squeeze(1).to(device)
+            with torch.inference_mode():
+                try:
+                    model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+                except _Stop:
+                    pass
+            n += len(keep)
+            bar.update(len(keep))
+            if n >= max_tokens:
+                break
+    finally:
+        for h in handles:
+            h.remove()
+    return sums, n
+
+
+def _collect(model, tok, adapter, layers, texts, max_tokens, batch_size, max_length, dtype, progress,
+             one_layer_at_a_time) -> tuple[dict[int, torch.Tensor], int]:
+    layers = sorted({adapter.check_layer(model, lay) for lay in layers})
+    if not layers:
+        raise ValueError("no layers requested")
+    limit = model_max_length(model)
+    max_length = min(max_length, limit) if limit else max_length
+    passes = [[lay] for lay in layers] if one_layer_at_a_time else [layers]
+    seen: list[str] = []  # texts read by the first pass, replayed by the others
+
+    def recorded(it):
+        for t in it:
+            seen.append(t)
+            yield t
+
+    sums, n = {}, 0
+    with tqdm(total=max_tokens * len(passes), unit="tok", desc="key statistics", disable=not progress) as bar:
+        for i, group in enumerate(passes):
+            s, n = _one_pass(model, tok, adapter, group, recorded(texts) if i == 0 else seen, max_tokens,
+                             batch_size, max_length, dtype, bar)
+            sums |= s
+    if n == 0:
+        raise ValueError("the text source gave no tokens")
+    if n < max_tokens:
+        warnings.warn(f"the text source ran out after {n} of {max_tokens} requested tokens", stacklevel=3)
+    return {lay: (sums[lay] / n).cpu() for lay in layers}, n
+
+
+def collect_key_stats(model: nn.Module, tok, adapter: ArchAdapter, layers: list[int], texts: Iterable[str],
+                      max_tokens: int, batch_size: int = 8, max_length: int = 256, dtype: torch.dtype = torch.float64,
+                      progress: bool = True, one_layer_at_a_time: bool = False) -> dict[int, torch.Tensor]:
+    """{layer: C = E[k k^T]} ((d_ff, d_ff) in `dtype`, on the CPU) over the first `max_tokens` non-pad tokens.
+
+    All layers come from one pass over `texts`; `one_layer_at_a_time` runs one pass per layer instead (the
+    baseline of benchmarks/bench_stats.py; same result up to float rounding).
+    """
+    return _collect(model, tok, adapter, layers, texts, max_tokens, batch_size, max_length, dtype, progress,
+                    one_layer_at_a_time)[0]
+
+
+def check_stats(C: torch.Tensor, layer: int, d_ff: int | None = None, max_cond: float = 1e12) -> float:
+    """Raise StatsError (naming the layer) unless C is a finite, symmetric, well-conditioned (d_ff, d_ff)
+    matrix; checked in float64. Returns the condition number lambda_max / lambda_min."""
+    d = d_ff or C.shape[-1]
+    if C.ndim != 2 or tuple(C.shape) != (d, d):
+        raise StatsError(f"key statistics of layer {layer} have shape {tuple(C.shape)}, expected ({d}, {d})")
+    C = C.to(torch.float64)
+    if not torch.isfinite(C).all():
+        raise StatsError(f"key statistics of layer {layer} contain NaN or inf; recompute them")
+    if not torch.allclose(C, C.T, rtol=1e-6, atol=1e-12 * float(C.abs().max())):
+        raise StatsError(f"key statistics of layer {layer} are not symmetric; they are not a second moment")
+    eig = torch.linalg.eigvalsh(C)  # ascending
+    cond = float(eig[-1] / eig[0]) if eig[0] > 0 else float("inf")
+    if not cond <= max_cond:
+        rank = int(torch.linalg.matrix_rank(C, hermitian=True))
+        raise StatsError(
+            f"key statistics of layer {layer} are singular or ill-conditioned (rank {rank} of {d}, condition "
+            f"number {cond:.3g} > {max_cond:.0e}): collect keys from more tokens than d_ff={d}, or use C = I "
+            "(mom2='identity')"
+        )
+    return cond
+
+
+class StatsCache:
+    """On-disk cache of C per (model identity, layer, source, token budget, max_length, dtype), in safetensors.
+
+    root: $GOLDENLAYERS_CACHE, else ~/.cache/goldenlayers; files live under root/key_stats/.
+    """
+
+    def __init__(self, root: str | Path | None = None):
+        root = root or os.environ.get("GOLDENLAYERS_CACHE") or Path.home() / ".cache" / "goldenlayers"
+        self.root = Path(root).expanduser() / "key_stats"
+
+    @staticmethod
+    def model_identity(model: nn.Module, tok, adapter: ArchAdapter) -> str:
+        """Hex digest of the config, the tokenizer and every down-proj weight (bytes, dtype and shape)."""
+        h = hashlib.blake2b(digest_size=16)
+        cfg = model.config.to_dict()
+        for volatile in ("transformers_version", "_name_or_path"):
+            cfg.pop(volatile, None)
+        h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+        backend = getattr(tok, "backend_tokenizer", None)
+        h.update((backend.to_str() if backend is not None else repr(sorted(tok.get_vocab().items()))).encode())
+        for lay in range(adapter.n_layers(model)):
+            w = adapter.weight_param(model, lay).detach()
+            h.update(f"{lay}:{w.dtype}:{tuple(w.shape)}".encode())
+            h.update(w.cpu().contiguous().flatten().view(torch.uint8).numpy())
+        return h.hexdigest()
+
+    def path(self, name: str, identity: str, source: TextSource, layer: int, max_tokens: int, max_length: int,
+             dtype: str) -> Path:
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[-60:] or "model"
+        src = re.sub(r"[^A-Za-z0-9_.-]+", "_", source.label).strip("_")[-40:] or "texts"
+        return (self.root / f"{slug}-{identity[:16]}" / f"{src}-{source.fingerprint[:12]}"
+                / f"layer{layer:03d}-tok{max_tokens}-len{max_length}-{dtype}.safetensors")
+
+    def get_or_compute(self, model: nn.Module, tok, adapter: ArchAdapter, layers: list[int],
+                       settings: StatsSettings | None = None, texts: Iterable[str] | None = None,
+                       name: str | None = None, progress: bool = True) -> dict[int, torch.Tensor]:
+        """{layer: C} from the cache; the missing layers are collected together in one pass, checked and stored.
+
+        texts: the corpus itself, labelled by `settings.source` in the key (else the source spec is opened).
+        name: how the model is named in the cache folder (default: its config's name_or_path).
+        """
+        s = settings or StatsSettings()
+        if s.mom2 == "identity":
+            raise ValueError("mom2='identity' needs no statistics: use key_stats(), which returns None for C = I")
+        source = open_source(s.source) if texts is None else TextSource(s.source, hashlib.sha256(
+            f"given:{s.source}".encode()).hexdigest(), lambda: texts)
+        name = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
+        identity = self.model_identity(model, tok, adapter)
+        paths = {lay: self.path(name, identity, source, lay, s.max_tokens, s.max_length, s.dtype) for lay in layers}
+        out = {lay: load_file(p)["C"] for lay, p in paths.items() if p.exists()}
+        missing = [lay for lay in layers if lay not in out]
+        if missing:
+            new, n = _collect(model, tok, adapter, missing, source.texts(), s.max_tokens, s.batch_size, s.max_length,
+                              _DTYPES[s.dtype], progress, False)
+            for lay, C in new.items():
+                check_stats(C, lay)
+                meta = dict(model=name, identity=identity, source=source.label, fingerprint=source.fingerprint,
+                            layer=str(lay), tokens=str(n), max_tokens=str(s.max_tokens),
+                            max_length=str(s.max_length), dtype=s.dtype)
+                paths[lay].parent.mkdir(parents=True, exist_ok=True)
+                tmp = paths[lay].with_suffix(f".tmp{os.getpid()}")
+                save_file({"C": C.contiguous()}, tmp, metadata=meta)
+                os.replace(tmp, paths[lay])
+            out |= new
+        return {lay: out[lay] for lay in layers}
+
+
+def key_stats(model: nn.Module, tok, adapter: ArchAdapter, layers: list[int], settings: StatsSettings | None = None,
+              cache: StatsCache | None = None, texts: Iterable[str] | None = None, name: str | None = None,
+              progress: bool = True) -> dict[int, torch.Tensor] | None:
+    """C per layer as the settings say, for `edit(..., stats=...)`: None for mom2="identity" (C = I), else
+    checked statistics from `cache` (default: StatsCache() at its default root)."""
+    s = settings or StatsSettings()
+    if s.mom2 == "identity":
+        return None
+    return (cache or StatsCache()).get_or_compute(model, tok, adapter, layers, s, texts, name, progress)

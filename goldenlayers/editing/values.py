@@ -1,0 +1,169 @@
+"""The v* optimisation (REFERENCE.md section 3, "v*"), for several cases at once.
+
+For each case a vector delta (d_model) is added at the fact token of every row of that case: the prompt in each
+context template followed by target_new (teacher forced), and the KL prompt "{subject} is a". The site is the
+down-proj output of layer l (ROME, R-ROME) or the block output, i.e. the residual stream (MEMIT, EMMET, at the
+last layer of their range). Per case:
+
+    loss = mean over templates of the per-token NLL of target_new
+           + kl_factor * KL(original || current)   (next-token distribution at the KL prompt's fact token;
+                                                     `kl_direction` selects the code's KL(current || original))
+           + v_weight_decay * ||delta|| / ||v_init||^2
+
+v_init is the site's output at the fact token of the bare prompt (template "{}"). Adam (lr v_lr); ROME's loop:
+at most v_num_grad_steps forwards, the last one only measures; a case stops (keeping its delta) as soon as its
+loss < early_stop_loss; after each step ||delta|| <= clamp_norm_factor * ||v_init||. v* = v_init + delta.
+
+Batching is exact: the loss is the sum of per-case losses, cases share no parameter (Adam is element-wise),
+finished cases leave the batch and their deltas are held fixed. The blocks below the site are computed once
+(editing.replay.FrozenPrefix) and parameters never get gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from goldenlayers.cases import EditCase
+from goldenlayers.editing.batch import KL_ROW, Rows, build_rows
+from goldenlayers.editing.hparams import EditHParams
+from goldenlayers.editing.keys import fact_keys
+from goldenlayers.editing.replay import FrozenPrefix
+from goldenlayers.models.adapters import ArchAdapter
+from goldenlayers.models.hooks import edit_output, record
+from goldenlayers.models.loader import model_device
+from goldenlayers.text import model_max_length
+
+Site = Literal["down_proj", "block"]
+
+
+@dataclass
+class ValueTargets:
+    """v_init, v_star: (n, d_model) float32 at `site` of `layer`; losses: per case, the loss at each step;
+    steps: per case, the number of forwards its optimisation ran. For the down-proj site, the keys read in the
+    first forward: k_star (n, d_ff) float64, the mean over templates, and k_bare, the bare prompt's key (the
+    rows hold prompt + target, and attention is causal, so the key at the fact token is the prompt's)."""
+
+    site: Site
+    layer: int
+    v_init: torch.Tensor
+    v_star: torch.Tensor
+    losses: list[list[float]]
+    steps: list[int]
+    k_star: torch.Tensor | None = None
+    k_bare: torch.Tensor | None = None
+
+    def subset(self, idx: list[int]) -> ValueTargets:
+        keys = [None if k is None else k[idx] for k in (self.k_star, self.k_bare)]
+        return ValueTargets(self.site, self.layer, self.v_init[idx], self.v_star[idx],
+                            [self.losses[i] for i in idx], [self.steps[i] for i in idx], *keys)
+
+
+@contextmanager
+def no_param_grads(model: nn.Module) -> Iterator[None]:
+    """Eval mode and requires_grad=False on every parameter inside; the previous state is restored on exit."""
+    was_training = model.training
+    wanted = [p for p in model.parameters() if p.requires_grad]
+    model.eval()
+    for p in wanted:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in wanted:
+            p.requires_grad_(True)
+        model.train(was_training)
+
+
+def site_module(model: nn.Module, adapter: ArchAdapter, site: Site, layer: int) -> nn.Module:
+    return adapter.down_proj_module(model, layer) if site == "down_proj" else adapter.block(model, layer)
+
+
+def _case_losses(logits: torch.Tensor, r: Rows, n: int, n_templates: int, init_kl: torch.Tensor,
+                 kl_factor: float, reverse_kl: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-case NLL + kl_factor * KL -> (n,), and the KL rows' log-probs (n_kl, V), from logits (R', T, V)."""
+    pm = r.predict_mask
+    logp = torch.log_softmax(logits[pm].float(), dim=-1)  # (N_answer_tokens, V)
+    tok_nll = -logp.gather(1, r.next_ids[pm][:, None]).squeeze(1)
+    per_row = torch.zeros(len(r.case), device=logits.device).index_add_(0, pm.nonzero()[:, 0], tok_nll)
+    per_row = per_row / pm.sum(1).clamp(min=1)
+    rw = r.template != KL_ROW
+    nll = torch.zeros(n, device=logits.device).index_add_(0, r.case[rw], per_row[rw]) / n_templates
+    kr = (~rw).nonzero()[:, 0]
+    kl_logp = torch.log_softmax(logits[kr, r.fact[kr]].float(), dim=-1)  # (n_kl, V)
+    if init_kl is None or kl_factor == 0:
+        return nll, kl_logp
+    ref = init_kl[r.case[kr]]
+    kl = (kl_logp.exp() * (kl_logp - ref)).sum(-1) if reverse_kl else (ref.exp() * (ref - kl_logp)).sum(-1)
+    return nll + kl_factor * torch.zeros(n, device=logits.device).index_add_(0, r.case[kr], kl), kl_logp
+
+
+def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[EditCase], templates: list[str],
+                    hp: EditHParams, site: Site, layer: int) -> ValueTargets:
+    """v* of every case at (`site`, `layer`), optimised together in one batch per step."""
+    dev = model_device(model)
+    rows = build_rows(tok, cases, templates, with_target=True, kl_prompt=hp.kl_prompt,
+                      max_length=model_max_length(model)).to(dev)
+    n, d = len(cases), adapter.d_model(model)
+    module = site_module(model, adapter, site, layer)
+    prefix = FrozenPrefix(adapter.blocks(model), layer if site == "down_proj" else layer + 1)
+    delta = torch.zeros(n, d, device=dev, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=hp.v_lr)
+    v_init = torch.zeros(n, d, device=dev)
+    init_kl: torch.Tensor | None = None
+    active = torch.arange(n, device=dev)
+    losses: list[list[float]] = [[] for _ in range(n)]
+    steps = [0] * n
+    view: dict = {}
+    k_star = k_bare = None
+
+    def inject(out: torch.Tensor) -> torch.Tensor:  # (R', T, d_model), or (R'*T, d_model) for OPT
+        r = view["rows"]
+        y = r.per_token(out)
+        at, fact = torch.arange(len(r.case), device=y.device), r.fact.to(y.device)  # device_map: any device
+        if view["first"]:
+            bare = (r.template == 0).nonzero()[:, 0]
+            v_init[r.case[bare]] = y[bare.to(y.device), fact[bare.to(y.device)]].detach().float().to(dev)
+        add = delta[r.case].to(device=y.device, dtype=y.dtype)
+        return y.index_put((at, fact), add, accumulate=True).reshape(out.shape)
+
+    with no_param_grads(model), edit_output(module, inject):
+        for step in range(hp.v_num_grad_steps):
+            row_idx = rows.rows_of(active)
+            r = view["rows"] = rows.index(row_idx)
+            view["first"] = step == 0
+            keys = record({"k": module}, outputs=False) if step == 0 and site == "down_proj" else nullcontext({})
+            with prefix.recording() if step == 0 else prefix.replaying(row_idx), keys as seen:
+                logits = model(input_ids=r.input_ids, attention_mask=r.attention_mask, use_cache=False).logits.to(dev)
+            if "k" in seen:
+                k_star, k_bare = fact_keys(r, r.per_token(seen["k"]["in"]), n)
+            per_case, kl_logp = _case_losses(logits, r, n, len(templates), init_kl, hp.kl_factor,
+                                             hp.kl_direction == "current||original")
+            if step == 0:
+                init_kl = kl_logp.detach()
+            wd = hp.v_weight_decay * delta.norm(dim=1) / v_init.norm(dim=1).clamp_min(1e-12) ** 2
+            cur = (per_case + wd)[active]
+            for c, value in zip(active.tolist(), cur.detach().tolist(), strict=True):
+                losses[c].append(value)
+                steps[c] = step + 1
+            go = active[cur.detach() >= hp.early_stop_loss]
+            if step == hp.v_num_grad_steps - 1 or len(go) == 0:
+                break
+            opt.zero_grad(set_to_none=True)
+            cur[cur.detach() >= hp.early_stop_loss].sum().backward()
+            held = delta.detach().clone()
+            opt.step()
+            with torch.no_grad():
+                fixed = torch.ones(n, dtype=torch.bool, device=dev)
+                fixed[go] = False
+                delta[fixed] = held[fixed]
+                max_norm = hp.clamp_norm_factor * v_init.norm(dim=1)
+                scale = (max_norm / delta.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
+                delta.mul_(torch.where(fixed, torch.ones_like(scale), scale)[:, None])
+            active = go
+    return ValueTargets(site, layer, v_init, (v_init + delta.detach()), losses, steps, k_star, k_bare)

@@ -1,0 +1,148 @@
+"""The v* optimisation, context templates and the batch methods on tiny models (REFERENCE.md section 3)."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+from goldenlayers.cases import EditCase
+from goldenlayers.editing import context_templates, edit, resolve_hparams
+from goldenlayers.editing.keys import read_keys
+from goldenlayers.editing.values import optimise_values
+from goldenlayers.models.adapters import get_adapter
+from goldenlayers.models.tiny import tiny_model, tiny_tokenizer
+from goldenlayers.text import encode_answers
+
+FAST = dict(context_templates=[(4, 2)], v_num_grad_steps=4, v_weight_decay=0.0, clamp_norm_factor=100.0,
+            mom2_update_weight=2.0)
+CASES = [
+    EditCase(case_id="c0", dataset="t", subject="Tom Baker", prompt="The lawyer is Tom Baker", target_new="Paris"),
+    EditCase(case_id="c1", dataset="t", subject="Anna Smith", prompt="Anna Smith plays the", target_new="violin"),
+    EditCase(case_id="c2", dataset="t", subject="Lionel Messi", prompt="Lionel Messi was born in", target_new="France"),
+]
+
+
+def _setup(arch: str, seed: int = 1):
+    model = tiny_model(arch, seed=seed)
+    tok = tiny_tokenizer(add_bos=arch.startswith("gemma") or arch in ("llama", "mistral"))
+    return model, tok, get_adapter(model)
+
+
+def _spd(d: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(d, 3 * d, generator=g, dtype=torch.float64)
+    return a @ a.T / (3 * d) + 0.1 * torch.eye(d, dtype=torch.float64)
+
+
+def _affine(adapter, model, layer):
+    W = adapter.weight(model, layer).detach().double()
+    b = getattr(adapter.down_proj_module(model, layer), "bias", None)
+    return W, (b.detach().double() if b is not None else torch.zeros(W.shape[0], dtype=torch.float64))
+
+
+def test_templates_are_seeded_cached_and_shaped():
+    model, tok, _ = _setup("gpt2")
+    t1 = context_templates(model, tok, [(5, 3), (8, 2)], seed=4)
+    assert len(t1) == 6 and t1[0] == "{}" and all(t.endswith(". {}") and t.count("{}") == 1 for t in t1[1:])
+    other = tiny_model("gpt2", seed=1)  # same weights, another object: regenerated, equal by seeding
+    assert context_templates(other, tok, [(5, 3), (8, 2)], seed=4) == t1
+    assert context_templates(model, tok, [(5, 3), (8, 2)], seed=5) != t1
+    assert context_templates(model, tok, []) == ["{}"]
+
+
+@pytest.mark.parametrize(("arch", "site", "layer"),
+                         [("gpt2", "down_proj", 1), ("gpt2", "block", 2), ("llama", "down_proj", 2), ("opt", "block", 1)])
+def test_batched_v_star_equals_one_at_a_time(arch, site, layer):
+    model, tok, adapter = _setup(arch)
+    hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=8, kl_factor=0.5, v_weight_decay=0.1,
+                                      clamp_norm_factor=1.5))
+    templates = context_templates(model, tok, hp.context_templates)
+    together = optimise_values(model, tok, adapter, CASES, templates, hp, site, layer)
+    for i, case in enumerate(CASES):
+        alone = optimise_values(model, tok, adapter, [case], templates, hp, site, layer)
+        assert alone.steps[0] == together.steps[i]
+        torch.testing.assert_close(together.v_init[i], alone.v_init[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(together.v_star[i], alone.v_star[0], rtol=1e-4, atol=1e-5)
+        assert together.losses[i] == pytest.approx(alone.losses[0], rel=1e-4, abs=1e-6)
+        if site == "down_proj":  # keys read in the same first forward
+            torch.testing.assert_close(together.k_star[i], alone.k_star[0], rtol=1e-5, atol=1e-7)
+
+
+def test_cases_that_stop_early_keep_their_v_star_while_others_go_on():
+    model, tok, adapter = _setup("gpt2")
+    hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=10))
+    templates = context_templates(model, tok, hp.context_templates)
+    first = optimise_values(model, tok, adapter, CASES, templates, hp, "down_proj", 1)
+    stop = sorted(first.losses[0])[len(first.losses[0]) // 2]  # a threshold case 0 reaches half-way
+    hp_stop = hp.model_copy(update={"early_stop_loss": stop})
+    mixed = optimise_values(model, tok, adapter, CASES, templates, hp_stop, "down_proj", 1)
+    assert min(mixed.steps) < max(mixed.steps)
+    for i, case in enumerate(CASES):
+        alone = optimise_values(model, tok, adapter, [case], templates, hp_stop, "down_proj", 1)
+        assert alone.steps[0] == mixed.steps[i]
+        torch.testing.assert_close(mixed.v_star[i], alone.v_star[0], rtol=1e-4, atol=1e-5)
+
+
+def test_first_loss_is_the_mean_target_nll_over_templates():
+    model, tok, adapter = _setup("llama")
+    hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=1))
+    templates = context_templates(model, tok, hp.context_templates)
+    res = optimise_values(model, tok, adapter, CASES[:2], templates, hp, "down_proj", 2)
+    for i, case in enumerate(CASES[:2]):
+        nll = []
+        for t in templates:  # independent: one plain forward per template, no hooks, no batching
+            b = encode_answers(tok, [t.replace("{}", case.prompt)], [case.target_new])
+            with torch.no_grad():
+                logp = model(input_ids=b.input_ids).logits.log_softmax(-1)[0]
+            ids = b.input_ids[0]
+            pos = b.predict_mask[0].nonzero()[:, 0]
+            nll.append(-logp[pos, ids[pos + 1]].mean().item())
+        assert res.losses[i] == [pytest.approx(sum(nll) / len(nll), rel=1e-5)]
+
+
+def test_v_star_edit_raises_the_target_probability():
+    model, tok, _ = _setup("gpt2", seed=0)
+    with torch.no_grad():  # sharpen the random model's output so that one vector can move its argmax
+        model.get_output_embeddings().weight.mul_(30)
+    case = CASES[0]
+    b = encode_answers(tok, [case.prompt], [case.target_new])
+    pos = b.predict_mask[0].nonzero()[:, 0]
+
+    def p_target():
+        with torch.no_grad():
+            probs = model(input_ids=b.input_ids).logits.softmax(-1)[0]
+        return probs[pos, b.input_ids[0, pos + 1]].prod().item()
+
+    before = p_target()
+    res = edit(model, tok, case, method="r-rome", layer=1,
+               hparams=dict(FAST, v_num_grad_steps=30, kl_factor=0.0, clamp_norm_factor=1000.0))
+    after = p_target()
+    losses = res.diagnostics[0].losses
+    assert before < 1e-6 and after > 0.5, (before, after)
+    assert losses[-1] < 0.1 * losses[0] and res.diagnostics[0].steps < 30  # stopped early at loss < 0.05
+    res.restore()
+    assert p_target() == before
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gemma2"])
+def test_memit_and_emmet_edits_solve_their_equations_on_a_model(arch):
+    model, tok, adapter = _setup(arch)
+    C = {lay: _spd(adapter.d_ff(model), seed=lay) for lay in (1, 2)}
+    hp = resolve_hparams("memit", FAST)
+    templates = context_templates(model, tok, hp.context_templates)
+    keys = read_keys(model, tok, adapter, CASES, templates, [1], block_out_layer=2)
+    K = keys.k_star[1]
+    res = edit(model, tok, CASES, method="memit", layers=[1, 2], hparams=FAST, stats=C)
+    R = (torch.stack([d.v_star for d in res.diagnostics]).double() - keys.block_out) / 2  # half the residual at layer 1
+    dw = res.delta.updates[1]
+    torch.testing.assert_close(dw @ (2.0 * C[1] + K.T @ K), R.T @ K, rtol=1e-6, atol=1e-8)
+    assert res.delta.updates[2].norm() > 0
+    res.restore()
+    keys = read_keys(model, tok, adapter, CASES[:2], templates, [2], block_out_layer=2)
+    res = edit(model, tok, CASES[:2], method="emmet", layers=[2], hparams=dict(FAST, emmet_lambda=0.0), stats=C)
+    W1, b = _affine(adapter, model, 2)
+    W0 = W1 - res.delta.updates[2]
+    z = torch.stack([d.v_star for d in res.diagnostics]).double()
+    # equality constraints: each edited key now maps to its old value plus its residual z* - z
+    torch.testing.assert_close((W1 - W0) @ keys.k_star[2].T, (z - keys.block_out).T, rtol=1e-6, atol=1e-7)
+    res.restore()

@@ -1,0 +1,253 @@
+"""Key statistics C = E[k k^T] (REFERENCE.md section 3): against keys recorded one text at a time, padding,
+token budget, one pass vs per layer, the on-disk cache (hits, keys), C = I, NaN/singular checks, text sources."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from goldenlayers.editing.solve import StatsError
+from goldenlayers.editing.sources import SourceError, open_source
+from goldenlayers.editing.stats import StatsCache, StatsSettings, check_stats, collect_key_stats, key_stats
+from goldenlayers.models import get_adapter
+from goldenlayers.models.hooks import record
+from goldenlayers.models.tiny import tiny_model
+
+TEXTS = ["Maria Lopez was born in Paris.", "Tom Baker works for Acme.", "The capital of France is Paris.",
+         "Anna Smith plays the violin.", "Lionel Messi plays soccer.", "Danielle Darrieux speaks French.",
+         "The Eiffel Tower is in Paris, which is in France.", "John Smith is a lawyer by profession."] * 3
+
+
+def reference(model, tok, adapter, layers, texts, max_tokens, max_length=256):
+    """C from keys recorded one unpadded text at a time, first `max_tokens` tokens in reading order."""
+    keys = {lay: [] for lay in layers}
+    for text in texts:
+        ids = torch.tensor([tok(text, truncation=True, max_length=max_length)["input_ids"]])
+        with record({lay: adapter.down_proj_module(model, lay) for lay in layers}, outputs=False) as rec:
+            model(input_ids=ids)
+        for lay in layers:
+            keys[lay].append(rec[lay]["in"].reshape(-1, adapter.d_ff(model)))
+    out = {}
+    for lay in layers:
+        K = torch.cat(keys[lay])[:max_tokens].to(torch.float64)
+        out[lay] = K.T @ K / K.shape[0]
+    return out
+
+
+class Counting:
+    """Counts model forwards (pre-hook: also counts forwards cut short by the statistics hooks)."""
+
+    def __init__(self, model):
+        self.n = 0
+        model.register_forward_pre_hook(self)
+
+    def __call__(self, *_):
+        self.n += 1
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "llama", "opt"])
+def test_equals_independent_computation(model_type, tok_for):
+    model, tk = tiny_model(model_type, dtype=torch.float64), tok_for(model_type)
+    ad = get_adapter(model)
+    C = collect_key_stats(model, tk, ad, [0, 2, 3], TEXTS, max_tokens=250, batch_size=5, progress=False)
+    ref = reference(model, tk, ad, [0, 2, 3], TEXTS, 250)
+    for lay in (0, 2, 3):
+        assert C[lay].dtype == torch.float64 and C[lay].shape == (64, 64) and C[lay].device.type == "cpu"
+        torch.testing.assert_close(C[lay], ref[lay], rtol=1e-12, atol=1e-14)
+        assert check_stats(C[lay], lay) < 1e8  # 250 tokens > d_ff = 64: full rank
+    assert not torch.allclose(C[0], C[2])
+
+
+def test_padding_excluded_batch_size_does_not_matter(tok):
+    model = tiny_model("gpt2", dtype=torch.float64)
+    ad = get_adapter(model)
+    one = collect_key_stats(model, tok, ad, [1], TEXTS, 300, batch_size=1, progress=False)[1]
+    four = collect_key_stats(model, tok, ad, [1], TEXTS, 300, batch_size=4, progress=False)[1]
+    torch.testing.assert_close(one, four, rtol=1e-12, atol=1e-14)
+    # the pad token's key is not zero here: counting pads would change C
+    with record({"dp": ad.down_proj_module(model, 1)}, outputs=False) as rec:
+        model(input_ids=torch.tensor([[tok.pad_token_id]]))
+    assert rec["dp"]["in"].abs().sum() > 0
+
+
+def test_token_budget_is_exact_and_stops_reading(tok):
+    model = tiny_model("gpt2", dtype=torch.float64)
+    ad = get_adapter(model)
+    pulled = []
+
+    def endless():
+        i = 0
+        while True:
+            pulled.append(i)
+            yield TEXTS[i % len(TEXTS)]
+            i += 1
+
+    C = collect_key_stats(model, tok, ad, [1], endless(), max_tokens=37, batch_size=2, progress=False)[1]
+    torch.testing.assert_close(C, reference(model, tok, ad, [1], TEXTS[:4], 37)[1], rtol=1e-12, atol=1e-14)
+    assert len(pulled) <= 4  # 37 tokens need 3 sentences; reading stops with the batch that fills the budget
+    short = reference(model, tok, ad, [1], TEXTS[:3], 10 ** 6)[1]
+    with pytest.warns(UserWarning, match="ran out after"):
+        C = collect_key_stats(model, tok, ad, [1], TEXTS[:3], max_tokens=10 ** 6, progress=False)[1]
+    torch.testing.assert_close(C, short, rtol=1e-12, atol=1e-14)
+
+
+def test_truncation_to_max_length(tok):
+    model = tiny_model("gpt2", dtype=torch.float64)
+    ad = get_adapter(model)
+    C = collect_key_stats(model, tok, ad, [2], TEXTS, 100, max_length=5, progress=False)[2]
+    torch.testing.assert_close(C, reference(model, tok, ad, [2], TEXTS, 100, max_length=5)[2],
+                               rtol=1e-12, atol=1e-14)
+
+
+def test_one_pass_equals_one_layer_at_a_time(tok):
+    model = tiny_model("gpt2", dtype=torch.float64)
+    ad = get_adapter(model)
+    counter = Counting(model)
+    together = collect_key_stats(model, tok, ad, [3, 0, 1, 2], iter(TEXTS), 200, batch_size=4, progress=False)
+    one_pass = counter.n
+    apart = collect_key_stats(model, tok, ad, [0, 1, 2, 3], iter(TEXTS), 200, batch_size=4, progress=False,
+                              one_layer_at_a_time=True)
+    assert counter.n - one_pass == 4 * one_pass  # one pass per layer, over the same replayed texts
+    for lay in range(4):
+        torch.testing.assert_close(together[lay], apart[lay], rtol=1e-12, atol=1e-14)
+    alone = collect_key_stats(model, tok, ad, [2], TEXTS, 200, batch_size=3, progress=False)[2]
+    torch.testing.assert_close(together[2], alone, rtol=1e-12, atol=1e-14)
+
+
+def test_out_of_range_layer(tok):
+    model = tiny_model("gpt2")
+    with pytest.raises(IndexError, match="layers 0..3"):
+        collect_key_stats(model, tok, get_adapter(model), [4], TEXTS, 10, progress=False)
+
+
+def test_cache_hits_and_missing_layers(tmp_path, tok):
+    model = tiny_model("gpt2", dtype=torch.float64)
+    ad, counter = get_adapter(model), Counting(model)
+    cache, s = StatsCache(tmp_path), StatsSettings(source="toy", max_tokens=150, batch_size=4)
+    first = cache.get_or_compute(model, tok, ad, [1, 3], s, texts=TEXTS, progress=False)
+    one_pass = counter.n
+    assert one_pass > 1 and len(list(tmp_path.rglob("*.safetensors"))) == 2
+    counter.n = 0
+    again = cache.get_or_compute(model, tok, ad, [3, 1], s, texts=TEXTS, progress=False)
+    assert counter.n == 0 and list(again) == [3, 1]
+    assert all(torch.equal(first[lay], again[lay]) for lay in (1, 3))
+    more = cache.get_or_compute(model, tok, ad, [0, 1, 2], s, texts=TEXTS, progress=False)
+    assert counter.n == one_pass  # layers 0 and 2 in one pass, layer 1 from disk
+    assert torch.equal(more[1], first[1])
+    torch.testing.assert_close(more[2], reference(model, tok, ad, [2], TEXTS, 150)[2], rtol=1e-12, atol=1e-14)
+    path = next(tmp_path.rglob("layer002-*.safetensors"))
+    assert "tok150-len256-float64" in path.name
+    assert path.parent.name.startswith("toy-") and path.parent.parent.name.startswith("GPT2LMHeadModel-")
+    assert torch.equal(load_file(path)["C"], more[2])
+
+
+def test_cache_key_changes_with_weights_budget_and_dtype(tmp_path, tok):
+    model = tiny_model("gpt2", dtype=torch.float64)
+    ad, counter = get_adapter(model), Counting(model)
+    cache, s = StatsCache(tmp_path), StatsSettings(source="toy", max_tokens=100)
+    before = cache.get_or_compute(model, tok, ad, [1], s, texts=TEXTS, progress=False)[1]
+    identity = cache.model_identity(model, tok, ad)
+    with torch.no_grad():
+        ad.weight_param(model, 0)[0, 0] += 1e-9  # an edit of layer 0 changes layer 1's keys
+    assert cache.model_identity(model, tok, ad) != identity
+    counter.n = 0
+    after = cache.get_or_compute(model, tok, ad, [1], s, texts=TEXTS, progress=False)[1]
+    assert counter.n > 0 and not torch.equal(before, after)
+    for other in (s.model_copy(update={"max_tokens": 101}), s.model_copy(update={"dtype": "float32"}),
+                  s.model_copy(update={"source": "other"})):
+        counter.n = 0
+        cache.get_or_compute(model, tok, ad, [1], other, texts=TEXTS, progress=False)
+        assert counter.n > 0
+    assert len(list(tmp_path.rglob("*.safetensors"))) == 5
+
+
+def test_default_root_and_identity(monkeypatch, tmp_path, tok):
+    monkeypatch.setenv("GOLDENLAYERS_CACHE", str(tmp_path))
+    assert StatsCache().root == tmp_path / "key_stats"
+    model = tiny_model("gpt2")
+    assert key_stats(model, tok, get_adapter(model), [1], StatsSettings(mom2="identity")) is None
+    C = key_stats(model, tok, get_adapter(model), [1], StatsSettings(source="toy", max_tokens=80), texts=TEXTS,
+                  progress=False)[1]
+    assert C.shape == (64, 64) and len(list(tmp_path.rglob("*.safetensors"))) == 1
+    with pytest.raises(ValueError, match="extra"):
+        StatsSettings(mom2="corpus", tokens=5)
+
+
+def test_check_stats_refuses_garbage(tok):
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((200, 8))
+    good = torch.tensor(A.T @ A / 200)
+    assert check_stats(good, 3) == pytest.approx(np.linalg.cond(A.T @ A), rel=1e-8)
+    bad = good.clone()
+    bad[2, 5] = bad[5, 2] = float("nan")
+    with pytest.raises(StatsError, match="layer 7 contain NaN"):
+        check_stats(bad, 7)
+    with pytest.raises(StatsError, match=r"layer 4 have shape \(8, 9\)"):
+        check_stats(torch.zeros(8, 9), 4)
+    skew = good.clone()
+    skew[0, 1] += 1.0
+    with pytest.raises(StatsError, match="not symmetric"):
+        check_stats(skew, 2)
+    low = torch.tensor(A[:5].T @ A[:5] / 5)  # 5 tokens, d_ff = 8: rank 5
+    with pytest.raises(StatsError, match=r"layer 9 are singular or ill-conditioned \(rank 5 of 8"):
+        check_stats(low, 9)
+    with pytest.raises(StatsError, match="layer 1 .*condition number"):
+        check_stats(torch.diag(torch.tensor([1.0, 1e-13], dtype=torch.float64)), 1)
+
+
+def test_too_few_tokens_is_refused_and_not_cached(tmp_path, tok):
+    model = tiny_model("gpt2", dtype=torch.float64)
+    with pytest.raises(StatsError, match=r"layer 2 .*rank \d\d of 64.*more tokens than d_ff=64"):
+        StatsCache(tmp_path).get_or_compute(model, tok, get_adapter(model), [2],
+                                            StatsSettings(source="toy", max_tokens=40), texts=TEXTS, progress=False)
+    assert not list(tmp_path.rglob("*.safetensors"))
+
+
+def test_folder_source(tmp_path, tok):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a.txt").write_text("First paragraph.\n\n  \nSecond one\nstill second.\n")
+    (tmp_path / "b" / "c.txt").write_text("Third.")
+    (tmp_path / "skip.md").write_text("not a text file")
+    src = open_source(tmp_path)
+    assert list(src.texts()) == ["First paragraph.", "Second one\nstill second.", "Third."]
+    assert list(open_source(tmp_path / "b" / "c.txt").texts()) == ["Third."]
+    fp = src.fingerprint
+    (tmp_path / "b" / "c.txt").write_text("Third, changed.")
+    assert open_source(tmp_path).fingerprint != fp
+    model = tiny_model("gpt2", dtype=torch.float64)
+    ad = get_adapter(model)
+    C = collect_key_stats(model, tok, ad, [0], open_source(tmp_path).texts(), 50, progress=False)[0]  # all 50
+    ref = reference(model, tok, ad, [0], ["First paragraph.", "Second one\nstill second.", "Third, changed."], 1000)
+    torch.testing.assert_close(C, ref[0], rtol=1e-12, atol=1e-14)
+
+
+def test_source_errors(monkeypatch, tmp_path):
+    with pytest.raises(SourceError, match="unknown text source 'nowhere'.*hf:NAME"):
+        open_source("nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match="holds no .txt files"):
+        open_source(tmp_path / "empty")
+    with pytest.raises(SourceError, match="expected 'hf:NAME"):
+        open_source("hf:")
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed
+    with pytest.raises(SourceError, match="needs the `datasets` package: pip install datasets"):
+        next(open_source("hf:wikitext:wikitext-103-raw-v1").texts())
+    with pytest.raises(SourceError, match="no world.json at"):
+        open_source(f"world:{tmp_path}")
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_world_source(tmp_path):
+    from goldenlayers.datasets.synthetic import build_world
+
+    small = build_world(people=12, seed=3)
+    small.save(tmp_path / "world.json")
+    src = open_source(f"world:{tmp_path}")  # a folder holding world.json, like a trained model's
+    assert list(src.texts()) == small.heldout_corpus() and len(small.heldout_corpus()) == 12 * 8
+    assert open_source(f"world:{tmp_path / 'world.json'}").fingerprint == src.fingerprint
+    assert open_source("world").fingerprint != src.fingerprint  # the default world (1000 people) is another
+    build_world(people=12, seed=4).save(tmp_path / "world.json")
+    assert open_source(f"world:{tmp_path}").fingerprint != src.fingerprint  # another world, another cache key
