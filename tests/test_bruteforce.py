@@ -248,39 +248,41 @@ def test_sweep_argument_errors(setup):
         sweep([cases[0], cases[0]], LAYERS, score, prepare_fn=prepare, apply_fn=apply, progress=False)
 
 
-def test_default_fns_drive_the_real_editor(setup, monkeypatch):
-    """make_default_fns with the real R-ROME editor (edit_each, batched v*) on the tiny model. The evaluation
-    functions are not in the repository yet: fakes with the expected signatures stand in for them."""
-    import goldenlayers.evaluation
+def _rewrite_by_hand(model, tok, case) -> float:
+    """Teacher-forced token accuracy of target_new after the prompt, computed here without the evaluator."""
+    full = tok(case.prompt + " " + case.target_new)["input_ids"]
+    n_prompt = len(tok(case.prompt)["input_ids"])
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([full])).logits[0]
+    pred = logits[n_prompt - 1:len(full) - 1].argmax(-1).tolist()
+    return sum(p == t for p, t in zip(pred, full[n_prompt:])) / (len(full) - n_prompt)
+
+
+def test_default_fns_drive_the_real_editor_and_scorer(setup):
+    """make_default_fns with the real R-ROME editor (edit_each, batched v*) and the real evaluator on the tiny
+    model: a too-long prompt fails alone (already when its unedited state is measured), weights come back
+    bitwise, and each rewrite value equals a hand-computed one under the same edit applied on its own."""
     from goldenlayers.editing import edit
     from goldenlayers.selection.bruteforce import make_default_fns
 
     model, tok, adapter, cases = setup
-    pre, score = scorer(model, tok)
-    monkeypatch.setattr(goldenlayers.evaluation, "pre_edit_cache",  # the long prompt gets as far as the editor
-                        lambda m, t, case, metrics: None if case.case_id == "long" else pre(case), raising=False)
-    monkeypatch.setattr(goldenlayers.evaluation, "case_metrics", lambda m, t, case, p, metrics: score(case, p),
-                        raising=False)
     hp = dict(v_num_grad_steps=8, context_templates=[], kl_factor=0.0, v_weight_decay=1e-3)
     long_prompt = "Tom Baker" + " works for Acme." * 60 + " Tom Baker works for"
     bad = EditCase(case_id="long", dataset="zsre", subject="Tom Baker", prompt=long_prompt, target_new="Paris")
     snap, restored = snapshot(model), []
-    fns = make_default_fns(model, tok, "r-rome", hp)
+    fns = make_default_fns(model, tok, "r-rome", hp, metrics=("rewrite", "locality"))
     res = sweep([cases[0], bad, cases[1]], [1, 2], batch_size=3, progress=False,
                 on_row=lambda cell: restored.append(same_weights(model, snap)), **fns.kwargs())
-    assert all(restored) and same_weights(model, snap)
-    assert [(f.case_id, f.layer, f.stage) for f in res.failures] == [("long", 1, "edit"), ("long", 2, "edit")]
+    assert restored and all(restored) and same_weights(model, snap)
+    assert {f.case_id for f in res.failures} == {"long"}
     assert "longer than" in res.failures[0].reason
     got = values(res.rows)
     for case in (cases[0], cases[1]):
-        before = next_logprobs(model, tok, case.prompt)
-        target = tok(" " + case.target_new)["input_ids"][0]
         for layer in (1, 2):
             one = edit(model, tok, [case], "r-rome", layer=layer, hparams=hp)
-            lp = next_logprobs(model, tok, case.prompt)
+            expected = _rewrite_by_hand(model, tok, case)
             one.restore()
-            assert got[(case.case_id, layer, "target_logprob")] == pytest.approx(float(lp[target]), abs=1e-4)
-            assert abs(float(lp[target]) - float(before[target])) > 1e-3  # scored while the edit was applied
+            assert got[(case.case_id, layer, "rewrite")] == pytest.approx(expected, abs=1e-9)
     # a batch without the bad case is edited in one edit_each pass and gives the same numbers
     clean = sweep(cases[:2], [1, 2], batch_size=2, progress=False, **fns.kwargs())
     assert not clean.failures
