@@ -4,6 +4,7 @@ Fixtures:
     tok, tok_bos        tiny fast byte-level BPE tokenizers without / with a BOS token (session-wide, read-only)
     tok_for             tok_for(model_type): the one of them that matches the architecture's real tokenizer
     tiny_arch           parametrised over every TINY_ARCHITECTURES entry: (model_type, fresh float64 model)
+    make_tiny           make_tiny(model_type, **kw): a fresh tiny float32 model
 """
 
 import os
@@ -42,3 +43,9 @@ def tok_for(tok, tok_bos):
 def tiny_arch(request):
     """(model_type, fresh tiny float64 model) for every covered architecture."""
     return request.param, tiny_model(request.param, dtype=torch.float64)
+
+
+@pytest.fixture
+def make_tiny():
+    """make_tiny(model_type, **kw): a fresh tiny float32 model (goldenlayers.models.tiny.tiny_model)."""
+    return lambda model_type, **kw: tiny_model(model_type, **kw)
