@@ -11,7 +11,9 @@ from goldenlayers.cli.common import console, fail, load_cases
 
 
 def _fmt(x) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.3f}" if abs(x) < 100 else f"{x:.0f}"
 
 
 def select_command(
@@ -55,11 +57,13 @@ def render_comparison(cmp, title: str):
     t = Table(title=title)
     cols = ("method", "selector", "layer", "rewrite", "rephrase", "locality", "portability", "fluency", "overall",
             "seconds", "speedup_vs_bruteforce")
-    for c in cols:
-        t.add_column(c.replace("speedup_vs_bruteforce", "x faster than BF"), justify="right")
+    heads = ("method", "selector", "layer", "rew", "reph", "loc", "port", "flu", "overall", "sec", "xBF")
+    for h in heads:
+        t.add_column(h, justify="right", no_wrap=True)
     for r in cmp.rows:
         t.add_row(*(str(r[c]) if c in ("method", "selector", "layer") else _fmt(r[c]) for c in cols))
-    t.caption = f"Overall: {cmp.normalisation}; fluency is lower-is-better"
+    t.caption = (f"rew/reph/loc/port: rewrite, rephrase, locality, portability accuracy; flu: fluency (n-gram entropy, "
+                 f"bits); sec: selector wall time; xBF: times faster than brute force. Overall: {cmp.normalisation}")
     return t
 
 
