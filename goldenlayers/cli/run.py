@@ -2,8 +2,8 @@
 goldenlayers.report (docs/runs.md, docs/report.md).
 
 `run CONFIG` validates the config, creates or resumes its run directory, lists the jobs (done / failed / to do)
-and executes them with the project's engine (goldenlayers.runs.plan.default_engine); while no engine is wired it
-says what would be executed and stops. Bad input (invalid config, changed config on resume, not a run
+and executes them with the project's engine (goldenlayers.runs.engine); launched by `torchrun --nproc-per-node N
+-m goldenlayers run CONFIG` every process joins (goldenlayers.runs.distributed) and the cells are spread. Bad input (invalid config, changed config on resume, not a run
 directory) prints a clear message and exits with status 2.
 """
 
@@ -25,47 +25,78 @@ def run_cmd(
     root: Path | None = typer.Option(None, help="parent directory of the run (default: the config's output_dir)"),
     force: bool = typer.Option(False, "--force", help="resume even though the config changed (keeps the old one)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="create/resume the run directory and list the jobs only"),
+    progress: bool = typer.Option(True, help="show progress bars"),
 ) -> None:
-    """Create or resume the run directory of CONFIG and execute its jobs (resumable: run it again to go on)."""
-    from rich.table import Table
-
-    from goldenlayers.runs import (
-        ConfigError,
-        ConfigMismatchError,
-        RunDir,
-        default_engine,
-        execute,
-        load_config,
-        plan,
-    )
+    """Create or resume the run directory of CONFIG and execute its jobs (resumable: run it again to go on).
+    Under `torchrun --nproc-per-node N -m goldenlayers run CONFIG` the cells are spread over N processes."""
+    from goldenlayers.runs import ConfigError, ConfigMismatchError, RunDir, load_config
 
     con = _console()
     try:
         cfg = load_config(config)
-        run = RunDir.create_or_resume(cfg, root, force=force, command=f"goldenlayers run {config}")
-    except (ConfigError, ConfigMismatchError) as e:
+    except ConfigError as e:
         con.print(f"[red]error:[/red] {_esc(e)}")
         raise typer.Exit(2) from None
+    execute_config(cfg, root=root, force=force, dry_run=dry_run, progress=progress,
+                   make_run=lambda: RunDir.create_or_resume(cfg, root, force=force,
+                                                            command=f"goldenlayers run {config}"),
+                   errors=(ConfigError, ConfigMismatchError))
+
+
+def execute_config(cfg, *, make_run, root=None, force=False, dry_run=False, progress=True, errors=(), con=None):
+    """Create/resume the run with `make_run()`, list its jobs and execute them (on every rank of a torchrun
+    launch: goldenlayers.runs.distributed). `errors`: exceptions of make_run shown as a message (exit 2).
+    Returns the RunDir (closed) and the ExecuteSummary (None when nothing was executed)."""
+    from rich.table import Table
+
+    from goldenlayers.runs import default_engine, execute, plan
+    from goldenlayers.runs import distributed as D
+
+    con = con or _console()
+    multi = D.world_size() > 1 and not dry_run
+    rank, world, device = D.init() if multi else (0, 1, None)
+    try:
+        run = D.open_run(make_run) if multi else make_run()
+    except errors as e:
+        con.print(f"[red]error:[/red] {_esc(e)}")
+        raise typer.Exit(2) from None
+    except D.WorkerAbort:
+        raise typer.Exit(2) from None
     jobs, status = plan(cfg), run.store.jobs()
-    table = Table(title=f"{run.path}: {len(jobs)} jobs")
-    for col in ("#", "job", "status"):
-        table.add_column(col)
-    for i, job in enumerate(jobs):
-        table.add_row(str(i), job.describe(), status.get(job.key, {}).get("status", "to do"))
-    con.print(table)
-    engine = None if dry_run else default_engine()
+    if rank == 0:
+        table = Table(title=f"{run.path}: {len(jobs)} jobs" + (f" on {world} processes" if multi else ""))
+        for col in ("#", "job", "status"):
+            table.add_column(col)
+        for i, job in enumerate(jobs):
+            table.add_row(str(i), job.describe(), status.get(job.key, {}).get("status", "to do"))
+        con.print(table)
+    if multi:
+        from goldenlayers.runs.engine import make_engine
+
+        engine = make_engine(rank, world, device, progress=progress and rank == 0)
+    else:
+        engine = None if dry_run else default_engine()
+        if engine is not None:
+            engine.progress = progress
     if engine is None:
         todo = sum(status.get(j.key, {}).get("status") != "done" for j in jobs)
         why = "--dry-run" if dry_run else "the execution engine is not wired yet (goldenlayers.runs.engine)"
         con.print(f"{why}: nothing executed; {todo} job(s) would run, writing to {run.path / 'store.sqlite'}")
         run.close()
-        return
-    summary = execute(run, engine, jobs)
-    con.print(f"done {len(summary.done)}, skipped (finished before) {len(summary.skipped)}, "
-              f"failed {len(summary.failed)}")
-    for key, reason in summary.failed.items():
-        con.print(f"  [red]failed[/red] {_esc(key)}: {_esc(reason)}")
+        return run, None
+    try:
+        summary = D.execute_distributed(run, engine, jobs) if multi else execute(run, engine, jobs)
+    finally:
+        engine.close()
+        if multi:
+            D.finish()
+    if rank == 0:
+        con.print(f"done {len(summary.done)}, skipped (finished before) {len(summary.skipped)}, "
+                  f"failed {len(summary.failed)}")
+        for key, reason in summary.failed.items():
+            con.print(f"  [red]failed[/red] {_esc(key)}: {_esc(reason)}")
     run.close()
+    return run, summary
 
 
 def _esc(x) -> str:

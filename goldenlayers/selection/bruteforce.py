@@ -170,7 +170,7 @@ def _guard(weights_fn, layer):
 def sweep(cases: Sequence[EditCase], layers: Iterable[int], score_fn: Callable, *, edit_fn: Callable | None = None,
           prepare_fn: Callable | None = None, apply_fn: Callable | None = None, pre_fn: Callable | None = None,
           weights_fn: Callable | None = None, batch_size: int = 16, on_row: Callable[[Cell], None] | None = None,
-          skip: Iterable[Key] = (), progress: bool = True) -> SweepResult:
+          skip: Iterable[Key] = (), progress: bool = True, desc: str = "brute force") -> SweepResult:
     """Edit each case at each layer, score it, restore; see the module docstring. Returns all rows and failures."""
     batched = prepare_fn is not None and apply_fn is not None
     if (edit_fn is not None) == batched or (prepare_fn is None) != (apply_fn is None):
@@ -189,7 +189,7 @@ def sweep(cases: Sequence[EditCase], layers: Iterable[int], score_fn: Callable, 
     result, pre, t_start = SweepResult(), _Pre(pre_fn), time.perf_counter()
     todo = {layer: [c for c in cases if (c.case_id, layer) not in done] for layer in layers}
     result.skipped = len(cases) * len(layers) - sum(len(t) for t in todo.values())
-    with tqdm(total=sum(len(t) for t in todo.values()), disable=not progress, desc="brute force",
+    with tqdm(total=sum(len(t) for t in todo.values()), disable=not progress, desc=desc,
               unit="edit") as bar:
         for layer in layers:
             guard = _guard(weights_fn, layer) if todo[layer] else None

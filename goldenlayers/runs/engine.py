@@ -1,0 +1,143 @@
+"""The experiment engine behind `goldenlayers run` (paper section 4 and Appendix A: models x datasets x editing
+methods x layer selectors; REFERENCE.md section 2 for the proxy/test split).
+
+`make_engine()` returns a `RunEngine`, whose `run_job(job, run)` executes one job of `goldenlayers.runs.plan`:
+`select` (LGA / CMA on the proxy split -> selector rows), `bruteforce` (every case of the split at every configured
+layer -> one result row per metric, with pre-edit values) and `evaluate` (the test cases at the layer the selector
+chose, read back from the store). The job code lives in `engine_jobs.py`. Models are loaded once per process and
+kept while consecutive jobs use them (the plan is model-major, so each model loads once); cases and their split
+are cached per (model, dataset). Resuming is cell by cell (`store.done_keys`): a killed run redoes only the cells
+that had not been written. With several workers (`goldenlayers.runs.distributed`), worker `rank` of `world` does
+every world-th remaining cell and writes to its own shard store; the select jobs run on worker 0.
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import torch
+
+from goldenlayers.runs.config import DatasetSpec, ExperimentConfig, ModelSpec
+from goldenlayers.runs.engine_jobs import chosen_layer, run_cells, run_select
+from goldenlayers.runs.plan import Job
+from goldenlayers.runs.rundir import RunDir
+from goldenlayers.runs.store import Store
+
+
+def load_cases(config: ExperimentConfig, model: ModelSpec, dataset: DatasetSpec, base: str | Path = ".") -> list:
+    """The edit cases of a dataset: the model's synthetic world (`world` without a file: `limit` cases, default
+    100, sampled with split.seed) or the benchmark file (relative to data_dir) through load_dataset."""
+    if dataset.name == "world" and dataset.file is None:
+        from goldenlayers.datasets.synthetic.world import World
+        from goldenlayers.models.loader import resolve_model_path
+
+        path = Path(resolve_model_path(model.source)) / "world.json"
+        if not path.exists():
+            raise FileNotFoundError(f"dataset 'world' without a file needs a model trained on the synthetic world "
+                                    f"(no {path}); give the dataset a file")
+        return World.load(path).edit_cases(dataset.limit or 100, seed=config.split.seed)
+    from goldenlayers.datasets import load_dataset
+
+    data = load_dataset(dataset.name, config.dataset_file(dataset, base), limit=dataset.limit)
+    if not data.cases:
+        raise ValueError(f"{dataset.file}: no usable case ({data.report.summary()})")
+    return list(data.cases)
+
+
+class RunEngine:
+    """Executes jobs (see the module docstring). rank/world: this worker among `world`; device: where models go
+    (None: the ModelSpec's device, else CUDA when available); progress: show progress bars."""
+
+    def __init__(self, rank: int = 0, world: int = 1, device: str | None = None, progress: bool = True):
+        self.rank, self.world, self.device, self.progress = rank, world, device, progress
+        self._model: tuple[str, object] | None = None
+        self._cases: dict[tuple[str, str], tuple[list, set[str]]] = {}
+        self._caches: dict[str, object] = {}
+        self._shards: dict[Path, Store] = {}
+        self.log: list[dict] = []  # one entry per cells job: what it did
+
+    # ---- resources -----------------------------------------------------------------------------------------
+    def model(self, spec: ModelSpec):
+        """The LoadedModel of `spec`, loaded at most once while consecutive jobs use it."""
+        if self._model is None or self._model[0] != spec.name:
+            from goldenlayers.models.loader import load_model
+
+            self.release()
+            device = spec.device if self.device is None else self.device
+            self._model = (spec.name, load_model(spec.source, dtype=spec.dtype, device=device,
+                                                 device_map=spec.device_map))
+        return self._model[1]
+
+    def release(self) -> None:
+        """Drop the loaded model (frees its memory before the next one loads)."""
+        self._model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def cases(self, config: ExperimentConfig, job: Job) -> tuple[list, set[str]]:
+        """(cases, proxy case ids) of the job's model and dataset (cached)."""
+        key = (job.model, job.dataset)
+        if key not in self._cases:
+            from goldenlayers.datasets.split import split_cases
+
+            spec = next(m for m in config.models if m.name == job.model)
+            ds = next(d for d in config.datasets if d.name == job.dataset)
+            cases = load_cases(config, spec, ds)
+            split = split_cases(cases, config.split.proxy_fraction, config.split.seed)
+            self._cases[key] = (cases, {c.case_id for c in split.proxy})
+        return self._cases[key]
+
+    def out_store(self, run: RunDir) -> Store:
+        """Where this worker writes cells: the main store alone, else its shard."""
+        if self.world == 1:
+            return run.store
+        if run.path not in self._shards:
+            self._shards[run.path] = run.shard(self.rank)
+        return self._shards[run.path]
+
+    # ---- jobs ----------------------------------------------------------------------------------------------
+    def run_job(self, job: Job, run: RunDir) -> None:
+        config = run.config
+        spec = next(m for m in config.models if m.name == job.model)
+        cases, proxy_ids = self.cases(config, job)
+        lm = self.model(spec)
+        if job.kind == "select":
+            run_select(config, job, lm.model, lm.tokenizer, [c for c in cases if c.case_id in proxy_ids],
+                       run.store, self.progress)
+            return
+        if self.world == 1 and (run.path / "shards").is_dir():
+            run.merge_shards()  # cells a crashed multi-worker session wrote count as done
+        if job.kind == "bruteforce":
+            n = lm.adapter.n_layers(lm.model)
+            bf = config.selectors.bruteforce.layers
+            layers = list(range(n)) if bf == "all" else [lm.adapter.check_layer(lm.model, x) for x in bf]
+            selector, todo = "bruteforce", cases
+        else:
+            selector, layer = chosen_layer(config, run.store, job.model, job.dataset, job.selector)
+            layers, todo = [layer], [c for c in cases if c.case_id not in proxy_ids]
+        # every worker reads the same done cells (shards were merged before the job), so they split alike
+        done = run.store.done_keys(job.model, job.dataset, job.method, selector)
+        out = self.out_store(run)
+        cache = self._caches.setdefault(job.model, _pre_cache())
+        stats = run_cells(config, job, lm.model, lm.tokenizer, todo, proxy_ids, layers, selector, done, out,
+                          rank=self.rank, world=self.world, cache=cache, progress=self.progress)
+        self.log.append(dict(job=job.key, layers=layers, **stats))
+
+    def close(self) -> None:
+        for s in self._shards.values():
+            s.close()
+        self._shards.clear()
+        self.release()
+
+
+def _pre_cache():
+    from goldenlayers.evaluation.scorer import PreCache
+
+    return PreCache()
+
+
+def make_engine(rank: int = 0, world: int = 1, device: str | None = None, progress: bool = True) -> RunEngine:
+    """The project's engine (what `goldenlayers.runs.plan.default_engine()` returns)."""
+    return RunEngine(rank, world, device, progress)

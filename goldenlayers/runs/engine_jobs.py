@@ -1,0 +1,134 @@
+"""The three job kinds of a run, executed for real (paper section 4 and Appendix A; REFERENCE.md section 2).
+
+- `run_select`: LGA (paper section 5.1) or CMA (ROME's causal tracing, the paper's baseline) scores every layer on
+  the proxy split; one selector row per layer (score, cases, seconds of the whole selector run).
+- `run_cells`: the brute-force sweep (section 4: every case at every configured layer, the ground truth of Tables 1
+  and 3-8) and the evaluation at a selector's chosen layer (Tables 2, 9, 10) are the same loop over (case, layer)
+  cells: `goldenlayers.selection.bruteforce.sweep` with the real editor and `CaseScorer`, each finished cell
+  written at once in one `store.add` call (its metric rows with pre-edit values, or its failure), cells already in
+  the store skipped (resume), and, with several workers, only this worker's share of the remaining cells.
+- `chosen_layer`: the layer a selector chose, recomputed from its stored rows (LGA: the Tukey-fenced pick with the
+  config's k and top; CMA: the argmax), so it is the same in every process and after any resume.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from goldenlayers.runs.config import ExperimentConfig
+from goldenlayers.runs.plan import Job
+from goldenlayers.runs.store import Store
+from goldenlayers.selection.table import LayerScores
+
+
+def selector_name(config: ExperimentConfig, family: str) -> str:
+    """The selector label of rows written by `family` ("lga" -> "lga" / "lga-cosine", "cma" -> "cma-mlp-w10")."""
+    if family == "lga":
+        from goldenlayers.selection.lga import LGASettings
+
+        s = config.selectors.lga
+        return LGASettings(variant=s.variant, normalize=s.normalize, sign=s.sign).name
+    if family == "cma":
+        s = config.selectors.cma
+        return f"cma-{s.kind}-w{s.window}"
+    raise ValueError(f"unknown layer selector {family!r}")
+
+
+def run_select(config: ExperimentConfig, job: Job, model, tok, proxy: list, store: Store, progress: bool) -> None:
+    """Score every layer with the job's selector on the proxy cases and store the rows (skipped when stored)."""
+    name = selector_name(config, job.selector)
+    if any(True for _ in store.rows("selectors", selector=name, dataset=job.dataset, model=job.model)):
+        return
+    if not proxy:
+        raise ValueError(f"{job.model} / {job.dataset}: the proxy split is empty; raise split.proxy_fraction")
+    torch.manual_seed(config.seeds.torch)
+    if job.selector == "lga":
+        from goldenlayers.selection.lga import lga_scores
+
+        s = config.selectors.lga
+        table = lga_scores(model, tok, proxy, batch_size=config.batch.select, variant=s.variant,
+                           normalize=s.normalize, sign=s.sign, progress=progress, model_name=job.model)
+    else:
+        from goldenlayers.selection.cma import cma_scores
+
+        s = config.selectors.cma
+        table = cma_scores(model, tok, proxy, kind=s.kind, window=s.window, noise_samples=s.samples,
+                           noise_scale=s.noise_scale, seed=config.seeds.torch, progress=progress,
+                           model_name=job.model)
+    rows = [dict(r, selector=name, dataset=job.dataset, model=job.model) for r in table.to_rows()]
+    store.add(selectors=rows)
+
+
+def chosen_layer(config: ExperimentConfig, store: Store, model: str, dataset: str, family: str) -> tuple[str, int]:
+    """(selector name, chosen layer) of `family` for model/dataset, from the store's selector rows."""
+    name = selector_name(config, family)
+    rows = list(store.rows("selectors", selector=name, dataset=dataset, model=model))
+    if not rows:
+        raise RuntimeError(f"no selector rows of {name!r} for {model} / {dataset}: its select job has not "
+                           "finished (or failed; see the jobs table)")
+    rows.sort(key=lambda r: r["layer"])
+    table = LayerScores(name, dataset, model, [r["layer"] for r in rows], [r["score"] for r in rows],
+                        cases=rows[0]["cases"])
+    if family == "lga":
+        return name, table.pick(k=config.selectors.lga.k, top=config.selectors.lga.top).layer
+    return name, table.best()
+
+
+def _scored(model, tok, config: ExperimentConfig, cache):
+    """pre_fn / score_fn for `sweep` that also remember each case's pre-edit values (for the `pre` column)."""
+    from goldenlayers.evaluation.metrics import METRICS as EVAL_METRICS
+    from goldenlayers.evaluation.scorer import CaseScorer, EvalSettings
+
+    metrics = tuple(m for m in config.metrics if m in EVAL_METRICS)
+    scorer = CaseScorer(model, tok, EvalSettings(metrics=metrics, batch_size=config.batch.evaluate,
+                                                 seed=config.seeds.fluency), cache=cache)
+    pres: dict[str, dict[str, float | None]] = {}
+
+    def score_fn(case, pre):
+        both = scorer.compare(case, pre, scorer.state(case))
+        pres[case.case_id] = {m: v[0] for m, v in both.items()}
+        return {m: v[1] for m, v in both.items()}
+
+    return scorer.pre, score_fn, pres
+
+
+def cell_owner(todo: list[tuple[str, int]], rank: int, world: int) -> set[tuple[str, int]]:
+    """The cells (case_id, layer) worker `rank` of `world` does: every world-th of the remaining cells."""
+    return {cell for i, cell in enumerate(todo) if i % world == rank}
+
+
+def run_cells(config: ExperimentConfig, job: Job, model, tok, cases: list, proxy_ids: set[str], layers: list[int],
+              selector: str, done: set[tuple[str, int]], out: Store, *, rank: int = 0, world: int = 1,
+              cache=None, progress: bool = True) -> dict:
+    """Edit `cases` at `layers` with the job's method, score, and write each cell to `out` (see module doc).
+    `done`: cells finished before (skipped). Returns {"cells": done now, "failures": n, "skipped": n}."""
+    from goldenlayers.selection.bruteforce import make_default_fns, sweep
+
+    method = next(m for m in config.methods if m.name == job.method)
+    hparams = {"template_seed": config.seeds.templates, **method.hparams}
+    spec = next(m for m in config.models if m.name == job.model)
+    fns = make_default_fns(model, tok, job.method, hparams, name=spec.source, metrics=("rewrite",))
+    pre_fn, score_fn, pres = _scored(model, tok, config, cache)
+    todo = [(c.case_id, layer) for layer in layers for c in cases if (c.case_id, layer) not in done]
+    mine = cell_owner(todo, rank, world)
+    skip = done | (set(todo) - mine)
+    stats = dict(cells=0, failures=0)
+
+    def on_row(cell) -> None:
+        split = "proxy" if cell.case_id in proxy_ids else "test"
+        base = dict(model=job.model, dataset=job.dataset, case_id=cell.case_id, method=job.method)
+        if cell.failure is not None:
+            f = cell.failure
+            out.add(failures=[dict(base, layer=f.layer, stage=f.stage, reason=f.reason)])
+            stats["failures"] += 1
+            return
+        pre = pres.get(cell.case_id, {})
+        out.add(results=[dict(base, selector=selector, layer=r["layer"], metric=r["metric"], value=r["value"],
+                              pre=pre.get(r["metric"]), seconds=r["seconds"], split=split) for r in cell.rows])
+        stats["cells"] += 1
+
+    torch.manual_seed(config.seeds.torch)
+    res = sweep(cases, layers, prepare_fn=fns.prepare_fn, apply_fn=fns.apply_fn, pre_fn=pre_fn, score_fn=score_fn,
+                weights_fn=fns.weights_fn, batch_size=config.batch.edit, on_row=on_row, skip=skip,
+                progress=progress, desc=f"{job.kind} {job.model}/{job.dataset} {job.method} ({selector})")
+    return dict(stats, skipped=res.skipped)
