@@ -13,6 +13,11 @@ Baseline: the same batches (old- and new-answer sequences of `--batch-size` case
 to the embedding output (no parameter gradients, like LGA): the ratio is LGA's overhead over that.
 CMA is timed with the known-fact filter off (a random model knows no fact) on `--cma-cases` cases
 (default: all) and its per-case time is extrapolated to all cases when fewer are run.
+Brute force (`--bf-cases`, `--bf-layers`): the real sweep (goldenlayers.selection.bruteforce with the editor and
+the evaluator: R-ROME under EasyEdit's gpt2-xl settings, 20 v* steps and 21 context templates, v* of a batch of
+cases optimised together; rewrite scored after each edit, weights restored and checked) on a few cases at a few
+layers; its seconds per (case, layer) are extrapolated to all `--cases` cases at every layer and compared with LGA
+(target: LGA >= 100x faster).
 Peak memory: CUDA peak allocated per phase; on CPU the process's peak resident set (whole run).
 """
 
@@ -137,6 +142,9 @@ def main() -> None:
     ap.add_argument("--cma-cases", type=int, default=None, help="CMA on this many cases, extrapolated")
     ap.add_argument("--batch-size", type=int, default=16, help="LGA cases per batch")
     ap.add_argument("--cma-batch-size", type=int, default=256, help="CMA rows per forward")
+    ap.add_argument("--bf-cases", type=int, default=0, help="brute force on this many cases (0: skip it)")
+    ap.add_argument("--bf-layers", default="", help="comma-separated layers of the brute-force sample "
+                                                     "(default: first, middle, last)")
     args = ap.parse_args()
 
     model, tok, name = build(args)
@@ -162,6 +170,34 @@ def main() -> None:
     note = "" if n_cma == len(cases) else f" (measured on {n_cma} cases: {cma_s:.3f} s, extrapolated)"
     print(f"CMA (mlp, window 10):      {cma_all:8.3f} s   peak {peak(args.device)}   ratio to baseline "
           f"{cma_all / base_s:.1f}x; CMA / LGA {cma_all / lga_s:.1f}x (target >= 10x){note}")
+    if args.bf_cases:
+        bruteforce(model, tok, cases, n_layers, lga_s, args)
+
+
+BF_SETTINGS = dict(v_num_grad_steps=20, v_lr=0.5, v_weight_decay=0.5, clamp_norm_factor=4.0, kl_factor=0.0625,
+                   context_templates=[(5, 10), (10, 10)], mom2_adjustment=False)  # EasyEdit gpt2-xl R-ROME
+
+
+def bruteforce(model, tok, cases, n_layers: int, lga_s: float, args) -> None:
+    """Time the real sweep on a sample of (case, layer) cells and extrapolate to every case at every layer."""
+    from goldenlayers.editing.hparams import EditHParams
+    from goldenlayers.selection.bruteforce import make_default_fns, sweep
+
+    layers = ([int(x) for x in args.bf_layers.split(",")] if args.bf_layers
+              else sorted({0, n_layers // 2, n_layers - 1}))
+    sample = cases[:args.bf_cases]
+    fns = make_default_fns(model, tok, "r-rome", EditHParams(**BF_SETTINGS), metrics=("rewrite",))
+    sweep(sample[:1], layers[:1], progress=False, **fns.kwargs())  # warm-up (templates, kernels)
+    peak(args.device)
+    bf_s, result = timed(lambda: sweep(sample, layers, batch_size=len(sample), progress=False, **fns.kwargs()),
+                         args.device)
+    cells = len(sample) * len(layers)
+    per_cell = bf_s / cells
+    full = per_cell * len(cases) * n_layers
+    print(f"brute force (R-ROME, {cells} cells: {len(sample)} cases x layers {layers}, {len(result.failures)} "
+          f"failed): {per_cell:.3f} s per (case, layer)   peak {peak(args.device)}")
+    print(f"brute force over {len(cases)} cases x {n_layers} layers (extrapolated): {full:9.1f} s; "
+          f"brute force / LGA {full / lga_s:.0f}x (target >= 100x)")
 
 
 if __name__ == "__main__":
