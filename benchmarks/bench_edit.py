@@ -96,6 +96,16 @@ class _NoReplay(FrozenPrefix):
         super().__init__(blocks, 0)
 
 
+def _profile(model, tok, cases, layer, settings, cuda: bool) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        _timed_edits(model, tok, cases, layer, settings)
+    key = "cuda_time_total" if cuda else "cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=15))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", choices=["gpt2-xl", "llama-2-7b", "gpt2", "tiny"], default="gpt2-xl")
@@ -105,8 +115,13 @@ def main() -> None:
     ap.add_argument("--edits", type=int, default=6)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (faster on Ampere+, other numerics "
+                                                        "than EasyEdit's fp32)")
+    ap.add_argument("--profile", action="store_true", help="print the top GPU/CPU ops of one edit (torch.profiler)")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
+    if args.tf32:
+        torch.set_float32_matmul_precision("high")
     if args.model:
         from goldenlayers.models.loader import load_model
 
@@ -119,9 +134,11 @@ def main() -> None:
     settings = dict(SETTINGS, v_num_grad_steps=args.steps, early_stop_loss=0.0)  # always run every step
     cases = make_cases(max(args.edits + 1, args.batch))
     cuda = args.device.startswith("cuda")
-    print(f"{label} on {args.device}, {next(model.parameters()).dtype}, R-ROME at layer {layer}, "
-          f"{args.steps} steps, 21 templates, C = I")
+    print(f"{label} on {args.device}, {next(model.parameters()).dtype}{' (TF32 matmuls)' if args.tf32 else ''}, "
+          f"R-ROME at layer {layer}, {args.steps} steps, 21 templates, C = I")
     _timed_edits(model, tok, cases[:1], layer, settings)  # warm-up: templates, kernels
+    if args.profile:
+        _profile(model, tok, cases[:1], layer, settings, cuda)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     times = _timed_edits(model, tok, cases[1: args.edits + 1], layer, settings)
