@@ -5,6 +5,7 @@ Fixtures:
     tok_for             tok_for(model_type): the one of them that matches the architecture's real tokenizer
     tiny_arch           parametrised over every TINY_ARCHITECTURES entry: (model_type, fresh float64 model)
     make_tiny           make_tiny(model_type, **kw): a fresh tiny float32 model
+    one_thread          torch on one thread for the test (token-by-token generation on tiny models is faster so)
 """
 
 import os
@@ -49,3 +50,12 @@ def tiny_arch(request):
 def make_tiny():
     """make_tiny(model_type, **kw): a fresh tiny float32 model (goldenlayers.models.tiny.tiny_model)."""
     return lambda model_type, **kw: tiny_model(model_type, **kw)
+
+
+@pytest.fixture
+def one_thread():
+    """Token-by-token generation on tiny models runs faster on one thread (and the CI machine has two cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

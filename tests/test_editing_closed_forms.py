@@ -7,42 +7,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch
+from editing_helpers import affine, random_spd, setup_tiny
 
 from goldenlayers.cases import EditCase
 from goldenlayers.editing import KeyCov, context_templates, edit, resolve_hparams
 from goldenlayers.editing.emmet import ridge_for
 from goldenlayers.editing.keys import read_keys
 from goldenlayers.editing.solve import emmet_update, memit_update, rank_one_update
-from goldenlayers.models.adapters import get_adapter
-from goldenlayers.models.tiny import TINY_ARCHITECTURES, tiny_model, tiny_tokenizer
+from goldenlayers.models.tiny import TINY_ARCHITECTURES
 
 FAST = dict(context_templates=[(4, 2)], v_num_grad_steps=4, v_weight_decay=0.0, clamp_norm_factor=100.0,
             mom2_update_weight=2.0)
 CASE = EditCase(case_id="c0", dataset="t", subject="Tom Baker", prompt="The lawyer is Tom Baker", target_new="Paris")
 
 
-def _setup(arch: str):
-    model = tiny_model(arch, seed=1)
-    tok = tiny_tokenizer(add_bos=arch.startswith("gemma") or arch in ("llama", "mistral"))
-    return model, tok, get_adapter(model)
-
-
-def _spd(d: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    a = torch.randn(d, 3 * d, generator=g, dtype=torch.float64)
-    return a @ a.T / (3 * d) + 0.1 * torch.eye(d, dtype=torch.float64)
-
-
-def _affine(adapter, model, layer):
-    W = adapter.weight(model, layer).detach().double()
-    b = getattr(adapter.down_proj_module(model, layer), "bias", None)
-    return W, (b.detach().double() if b is not None else torch.zeros(W.shape[0], dtype=torch.float64))
-
-
 @pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
 def test_rome_and_r_rome_map_their_key_to_v_star(arch):
-    model, tok, adapter = _setup(arch)
-    layer, C = 1, _spd(adapter.d_ff(model), seed=3)
+    model, tok, adapter = setup_tiny(arch)
+    layer, C = 1, random_spd(adapter.d_ff(model), seed=3)
     original = adapter.weight_param(model, layer).detach().clone()
     hp = resolve_hparams("rome", FAST)
     keys = read_keys(model, tok, adapter, [CASE], context_templates(model, tok, hp.context_templates), [layer])
@@ -51,10 +33,10 @@ def test_rome_and_r_rome_map_their_key_to_v_star(arch):
     u = torch.linalg.solve(C, k_star)
     x = torch.randn(k.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     x_perp = x - (x @ u) / (k_star @ u) * k_star  # x_perp^T C^-1 k* = 0
-    W0, b = _affine(adapter, model, layer)
+    W0, b = affine(adapter, model, layer)
     for method, key in (("rome", k), ("r-rome", k_star)):
         res = edit(model, tok, CASE, method=method, layer=layer, hparams=FAST, stats={layer: C})
-        W1, _ = _affine(adapter, model, layer)
+        W1, _ = affine(adapter, model, layer)
         v_star = res.diagnostics[0].v_star.double()
         assert res.diagnostics[0].delta_norm > 1e-3
         torch.testing.assert_close(W1 @ key + b, v_star, rtol=1e-4, atol=1e-5)
@@ -68,7 +50,7 @@ def test_rome_and_r_rome_map_their_key_to_v_star(arch):
 def test_emmet_single_case_without_ridge_is_r_rome_closed_form():
     g = torch.Generator().manual_seed(5)
     d_ff, d = 12, 6
-    C, W = _spd(d_ff, 7), torch.randn(d, d_ff, dtype=torch.float64, generator=g)
+    C, W = random_spd(d_ff, 7), torch.randn(d, d_ff, dtype=torch.float64, generator=g)
     k_star, resid = torch.randn(d_ff, dtype=torch.float64, generator=g), torch.randn(d, dtype=torch.float64, generator=g)
     cov = KeyCov.from_matrix(C, 0, d_ff)
     out = W @ k_star
@@ -88,7 +70,7 @@ def test_emmet_single_case_without_ridge_is_r_rome_closed_form():
 def test_memit_solve_satisfies_normal_equations():
     g = torch.Generator().manual_seed(2)
     d_ff, d, n, w = 10, 5, 3, 7.0
-    C = _spd(d_ff, 4)
+    C = random_spd(d_ff, 4)
     K, R = torch.randn(n, d_ff, dtype=torch.float64, generator=g), torch.randn(n, d, dtype=torch.float64, generator=g)
     for cov, Cm in ((KeyCov.from_matrix(C, 0, d_ff), C), (KeyCov.identity(d_ff), torch.eye(d_ff, dtype=torch.float64))):
         dw = memit_update(K, R, cov, w)

@@ -6,13 +6,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch
+from editing_helpers import affine, random_spd, setup_tiny
 
 from goldenlayers.cases import EditCase
 from goldenlayers.editing import context_templates, edit, resolve_hparams
 from goldenlayers.editing.keys import read_keys
 from goldenlayers.editing.values import optimise_values
-from goldenlayers.models.adapters import get_adapter
-from goldenlayers.models.tiny import tiny_model, tiny_tokenizer
+from goldenlayers.models.tiny import tiny_model
 from goldenlayers.text import encode_answers
 
 FAST = dict(context_templates=[(4, 2)], v_num_grad_steps=4, v_weight_decay=0.0, clamp_norm_factor=100.0,
@@ -24,26 +24,8 @@ CASES = [
 ]
 
 
-def _setup(arch: str, seed: int = 1):
-    model = tiny_model(arch, seed=seed)
-    tok = tiny_tokenizer(add_bos=arch.startswith("gemma") or arch in ("llama", "mistral"))
-    return model, tok, get_adapter(model)
-
-
-def _spd(d: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    a = torch.randn(d, 3 * d, generator=g, dtype=torch.float64)
-    return a @ a.T / (3 * d) + 0.1 * torch.eye(d, dtype=torch.float64)
-
-
-def _affine(adapter, model, layer):
-    W = adapter.weight(model, layer).detach().double()
-    b = getattr(adapter.down_proj_module(model, layer), "bias", None)
-    return W, (b.detach().double() if b is not None else torch.zeros(W.shape[0], dtype=torch.float64))
-
-
 def test_templates_are_seeded_cached_and_shaped():
-    model, tok, _ = _setup("gpt2")
+    model, tok, _ = setup_tiny("gpt2")
     t1 = context_templates(model, tok, [(5, 3), (8, 2)], seed=4)
     assert len(t1) == 6 and t1[0] == "{}" and all(t.endswith(". {}") and t.count("{}") == 1 for t in t1[1:])
     other = tiny_model("gpt2", seed=1)  # same weights, another object: regenerated, equal by seeding
@@ -55,7 +37,7 @@ def test_templates_are_seeded_cached_and_shaped():
 @pytest.mark.parametrize(("arch", "site", "layer"),
                          [("gpt2", "down_proj", 1), ("gpt2", "block", 2), ("llama", "down_proj", 2), ("opt", "block", 1)])
 def test_batched_v_star_equals_one_at_a_time(arch, site, layer):
-    model, tok, adapter = _setup(arch)
+    model, tok, adapter = setup_tiny(arch)
     hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=8, kl_factor=0.5, v_weight_decay=0.1,
                                       clamp_norm_factor=1.5))
     templates = context_templates(model, tok, hp.context_templates)
@@ -71,7 +53,7 @@ def test_batched_v_star_equals_one_at_a_time(arch, site, layer):
 
 
 def test_cases_that_stop_early_keep_their_v_star_while_others_go_on():
-    model, tok, adapter = _setup("gpt2")
+    model, tok, adapter = setup_tiny("gpt2")
     hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=10))
     templates = context_templates(model, tok, hp.context_templates)
     first = optimise_values(model, tok, adapter, CASES, templates, hp, "down_proj", 1)
@@ -86,7 +68,7 @@ def test_cases_that_stop_early_keep_their_v_star_while_others_go_on():
 
 
 def test_first_loss_is_the_mean_target_nll_over_templates():
-    model, tok, adapter = _setup("llama")
+    model, tok, adapter = setup_tiny("llama")
     hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=1))
     templates = context_templates(model, tok, hp.context_templates)
     res = optimise_values(model, tok, adapter, CASES[:2], templates, hp, "down_proj", 2)
@@ -103,7 +85,7 @@ def test_first_loss_is_the_mean_target_nll_over_templates():
 
 
 def test_v_star_edit_raises_the_target_probability():
-    model, tok, _ = _setup("gpt2", seed=0)
+    model, tok, _ = setup_tiny("gpt2", seed=0)
     with torch.no_grad():  # sharpen the random model's output so that one vector can move its argmax
         model.get_output_embeddings().weight.mul_(30)
     case = CASES[0]
@@ -126,8 +108,8 @@ def test_v_star_edit_raises_the_target_probability():
     assert p_target() == before
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "gemma2"])
 def test_memit_and_emmet_edits_solve_their_equations_on_a_model(arch):
-    model, tok, adapter = _setup(arch)
-    C = {lay: _spd(adapter.d_ff(model), seed=lay) for lay in (1, 2)}
+    model, tok, adapter = setup_tiny(arch)
+    C = {lay: random_spd(adapter.d_ff(model), seed=lay) for lay in (1, 2)}
     hp = resolve_hparams("memit", FAST)
     templates = context_templates(model, tok, hp.context_templates)
     keys = read_keys(model, tok, adapter, CASES, templates, [1], block_out_layer=2)
@@ -140,7 +122,7 @@ def test_memit_and_emmet_edits_solve_their_equations_on_a_model(arch):
     res.restore()
     keys = read_keys(model, tok, adapter, CASES[:2], templates, [2], block_out_layer=2)
     res = edit(model, tok, CASES[:2], method="emmet", layers=[2], hparams=dict(FAST, emmet_lambda=0.0), stats=C)
-    W1, b = _affine(adapter, model, 2)
+    W1, b = affine(adapter, model, 2)
     W0 = W1 - res.delta.updates[2]
     z = torch.stack([d.v_star for d in res.diagnostics]).double()
     # equality constraints: each edited key now maps to its old value plus its residual z* - z

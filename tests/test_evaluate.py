@@ -13,14 +13,7 @@ from goldenlayers.cases import EditCase, Probe
 from goldenlayers.evaluation import PreCache, WeightsNotRestoredError, combine, evaluate, model_key
 from goldenlayers.models.adapters import get_adapter
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run token-by-token generation faster on one thread (and the CI machine has two cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_cases(dataset="zsre", n=4):

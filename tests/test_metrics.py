@@ -49,13 +49,7 @@ class BigramLM(nn.Module):
         return SimpleNamespace(logits=logits, past_key_values=None)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Token-by-token generation on tiny models is faster on one thread (the CI machine has two cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from goldenlayers.cases import CaseError, EditCase
+from goldenlayers.cases import CaseError, EditCase, case_error_from
 
 
 class DatasetFileError(ValueError):
@@ -121,12 +121,7 @@ def build_case(**fields) -> EditCase:
     try:
         return EditCase(**fields)
     except ValidationError as e:
-        err = e.errors()[0]
-        inner = (err.get("ctx") or {}).get("error")
-        if isinstance(inner, CaseError):
-            raise inner from None
-        loc = ".".join(str(x) for x in err.get("loc", ())) or "?"
-        raise CaseError(str(fields.get("case_id", "?")), loc, err.get("msg", str(e))) from None
+        raise case_error_from(e, fields.get("case_id")) from None
 
 
 def convert_records(data: list, dataset: str, path, convert) -> tuple[list[EditCase], LoadReport]:

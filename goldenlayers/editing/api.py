@@ -17,7 +17,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from goldenlayers.cases import CaseError, EditCase
+from goldenlayers.cases import EditCase, case_error_from
 from goldenlayers.editing.batch import build_rows
 from goldenlayers.editing.delta import EditOrderError, WeightDelta
 from goldenlayers.editing.emmet import EMMET
@@ -95,12 +95,7 @@ def _case_from_dict(d: dict) -> EditCase:
     try:
         return EditCase(**d)
     except ValidationError as e:
-        err = e.errors()[0]
-        inner = (err.get("ctx") or {}).get("error")
-        if isinstance(inner, CaseError):
-            raise inner from None
-        field = ".".join(str(p) for p in err["loc"]) or "?"
-        raise CaseError(str(d.get("case_id", "?")), field, err["msg"]) from None
+        raise case_error_from(e, d.get("case_id")) from None
 
 
 def _layers(model, adapter: ArchAdapter, method: EditMethod, hp: EditHParams, layer, layers) -> list[int]:
