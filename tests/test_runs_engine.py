@@ -1,0 +1,151 @@
+"""The real experiment engine (goldenlayers.runs.engine) on the embedded default-gpt2 and a tiny world config:
+an uninterrupted run, a run SIGKILLed mid-sweep and resumed, and a two-process gloo run (torchrun) all leave the
+same store rows; the report builds its tables and figures from them; a bad case is a failure row, not a crash."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from goldenlayers.runs import RunDir, execute, load_config
+from goldenlayers.runs.engine import make_engine
+
+CONFIG = dict(
+    name="tiny", models=[dict(name="default-gpt2", device="cpu")], datasets=[dict(name="world", limit=8)],
+    split=dict(proxy_fraction=0.3, seed=2), methods=[dict(name="r-rome")],
+    selectors=dict(lga={}, bruteforce=dict(layers=[1, 3])),
+    metrics=["rewrite", "rephrase", "locality", "portability"],
+)
+KEY = "model, dataset, case_id, method, selector, layer, metric"
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+
+
+def write_config(tmp: Path, name: str) -> Path:
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(dict(CONFIG, name=name, output_dir=str(tmp / "runs"))))
+    return path
+
+
+def rows(store: Path) -> dict[str, list[tuple]]:
+    """Every row of a store without its timing columns (seconds, created_at), sorted."""
+    with sqlite3.connect(store) as c:
+        return dict(
+            results=sorted(c.execute(f"SELECT {KEY}, value, pre, split FROM results")),
+            selectors=sorted(c.execute("SELECT selector, dataset, model, layer, score, cases FROM selectors")),
+            failures=sorted(c.execute("SELECT model, dataset, case_id, method, layer, stage FROM failures")),
+            jobs=sorted(c.execute("SELECT key, status FROM jobs")))
+
+
+def without_path(reference: dict) -> dict:
+    return {k: v for k, v in reference.items() if k != "path"}
+
+
+def run_inprocess(cfg_path: Path) -> tuple[Path, object]:
+    engine = make_engine(progress=False)
+    with RunDir.create_or_resume(load_config(cfg_path)) as run:
+        summary = execute(run, engine)
+    engine.close()
+    assert not summary.failed, summary.failed
+    return run.path / "store.sqlite", engine
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted single-process run: its store rows (and its run directory as `reference["path"]`)."""
+    store, engine = run_inprocess(write_config(tmp_path_factory.mktemp("ref"), "tiny"))
+    out = rows(store)
+    assert [e["cells"] for e in engine.log] == [16, 6]  # 8 cases x 2 layers; the 6 test cases at LGA's layer
+    return dict(out, path=store.parent)
+
+
+def test_reference_rows_are_complete(reference):
+    res = reference["results"]
+    assert len({r[:7] for r in res}) == len(res)  # no duplicate keys
+    assert {r[4] for r in res} == {"bruteforce", "lga"} and {r[9] for r in res} == {"proxy", "test"}
+    assert {r[5] for r in res if r[4] == "bruteforce"} == {1, 3}
+    assert len(reference["selectors"]) == 8 and not reference["failures"]
+    assert all(s == "done" for _, s in reference["jobs"]) and len(reference["jobs"]) == 3
+    rewrite = [r for r in res if r[6] == "rewrite"]
+    assert all(r[8] is not None for r in rewrite)  # the unedited value is stored with every rewrite row
+
+
+def test_report_from_a_real_run(reference, tmp_path):
+    from goldenlayers.report import report
+
+    out = report(reference["path"], tmp_path / "report")
+    keys = {t.key for t in out.tables}
+    assert {"table1", "table2-default-gpt2-world", "table3"} <= keys
+    assert {"fig1-default-gpt2", "fig2", "fig3", "fig4"} <= set(out.figures) and out.html.is_file()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_sweep_then_resume_gives_the_uninterrupted_rows(reference, tmp_path):
+    cfg = write_config(tmp_path, "tiny")
+    store = tmp_path / "runs" / "tiny" / "store.sqlite"
+    proc = subprocess.Popen([sys.executable, "-m", "goldenlayers", "run", str(cfg), "--no-progress"], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, n = time.time() + 120, 0
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if store.exists():
+                with sqlite3.connect(store) as c:
+                    n = c.execute("SELECT COUNT(DISTINCT case_id || '/' || layer) FROM results "
+                                  "WHERE selector = 'bruteforce'").fetchone()[0]
+                if n >= 4:
+                    break
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert 4 <= n < 16, f"not killed mid-sweep ({n} cells)"
+    before = rows(store)
+    assert "done" not in {s for k, s in before["jobs"] if "bruteforce" in k}
+    cells = len({(r[2], r[5]) for r in before["results"] if r[4] == "bruteforce"})
+    _, engine = run_inprocess(cfg)
+    bf = engine.log[0]
+    assert bf["skipped"] == cells and bf["cells"] == 16 - cells  # only the missing cells were redone
+    assert rows(store) == without_path(reference)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_give_the_single_process_rows(reference, tmp_path):
+    cfg = write_config(tmp_path, "tiny")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "goldenlayers", "run", str(cfg), "--no-progress"]
+    res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    run = tmp_path / "runs" / "tiny"
+    assert sorted(p.name for p in (run / "shards").iterdir() if p.suffix == ".sqlite") == \
+        ["shard-0.sqlite", "shard-1.sqlite"]
+    for i in (0, 1):  # both ranks did cells
+        with sqlite3.connect(run / "shards" / f"shard-{i}.sqlite") as c:
+            assert c.execute("SELECT COUNT(*) FROM results").fetchone()[0] > 0
+    assert rows(run / "store.sqlite") == without_path(reference)
+
+
+def test_a_bad_case_is_a_failure_row_and_the_run_goes_on(tmp_path, monkeypatch):
+    from goldenlayers.runs import engine as E
+
+    real = E.load_cases
+
+    def with_bad_case(*a, **kw):
+        cases = real(*a, **kw)
+        bad = cases[0].model_copy(update=dict(case_id="bad-case", target_new=" word" * 5000))  # too long to edit
+        return [bad, *cases[1:4]]
+
+    monkeypatch.setattr(E, "load_cases", with_bad_case)
+    cfg = yaml.safe_load(write_config(tmp_path, "bad").read_text())
+    cfg["selectors"] = dict(bruteforce=dict(layers=[2]))
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    store, engine = run_inprocess(tmp_path / "bad.yaml")
+    out = rows(store)
+    assert [f[2] for f in out["failures"]] == ["bad-case"] and engine.log[0]["failures"] == 1
+    assert len({r[2] for r in out["results"]}) == 3 and "bad-case" not in {r[2] for r in out["results"]}
+    with sqlite3.connect(store) as c:
+        assert c.execute("SELECT reason FROM failures").fetchone()[0]
