@@ -149,3 +149,22 @@ def test_a_bad_case_is_a_failure_row_and_the_run_goes_on(tmp_path, monkeypatch):
     assert len({r[2] for r in out["results"]}) == 3 and "bad-case" not in {r[2] for r in out["results"]}
     with sqlite3.connect(store) as c:
         assert c.execute("SELECT reason FROM failures").fetchone()[0]
+
+
+def test_demo_config_is_the_shipped_configs_demo_yaml():
+    from goldenlayers.cli.demo import demo_config
+    from goldenlayers.runs import validate_config
+    from goldenlayers.runs.config import resolved
+
+    shipped = load_config(Path(__file__).parent.parent / "configs" / "demo.yaml")
+    assert resolved(validate_config(demo_config(), "demo")) == resolved(shipped)
+    assert demo_config(cases=30)["name"].startswith("demo-")  # other options: another run, never a clash
+
+
+def test_cells_are_shared_out_without_overlap():
+    from goldenlayers.runs.engine_jobs import cell_owner
+
+    todo = [(f"c{i}", layer) for layer in range(3) for i in range(7)]
+    parts = [cell_owner(todo, r, 3) for r in range(3)]
+    assert set().union(*parts) == set(todo) and sum(map(len, parts)) == len(todo)
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1

@@ -107,10 +107,17 @@ class CMASpec(_Strict):
 
 
 class BruteForceSpec(_Strict):
-    """layers: "all" or explicit indices; methods: which editing methods to sweep (None: every method)."""
+    """layers: "all" or explicit indices; methods: which editing methods to sweep (None: every method); metrics:
+    what the sweep scores (None: every configured metric; e.g. leave fluency, 100 sampled tokens per cell, out)."""
 
     layers: Literal["all"] | list[int] = "all"
     methods: list[str] | None = None
+    metrics: list[str] | None = None
+
+    @field_validator("metrics")
+    @classmethod
+    def _bf_metrics(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else [_known(m, METRICS, "metric") for m in v]
 
     @field_validator("methods")
     @classmethod

@@ -74,12 +74,12 @@ def chosen_layer(config: ExperimentConfig, store: Store, model: str, dataset: st
     return name, table.best()
 
 
-def _scored(model, tok, config: ExperimentConfig, cache):
+def _scored(model, tok, config: ExperimentConfig, cache, metrics: list[str]):
     """pre_fn / score_fn for `sweep` that also remember each case's pre-edit values (for the `pre` column)."""
     from goldenlayers.evaluation.metrics import METRICS as EVAL_METRICS
     from goldenlayers.evaluation.scorer import CaseScorer, EvalSettings
 
-    metrics = tuple(m for m in config.metrics if m in EVAL_METRICS)
+    metrics = tuple(m for m in metrics if m in EVAL_METRICS)
     scorer = CaseScorer(model, tok, EvalSettings(metrics=metrics, batch_size=config.batch.evaluate,
                                                  seed=config.seeds.fluency), cache=cache)
     pres: dict[str, dict[str, float | None]] = {}
@@ -108,7 +108,9 @@ def run_cells(config: ExperimentConfig, job: Job, model, tok, cases: list, proxy
     hparams = {"template_seed": config.seeds.templates, **method.hparams}
     spec = next(m for m in config.models if m.name == job.model)
     fns = make_default_fns(model, tok, job.method, hparams, name=spec.source, metrics=("rewrite",))
-    pre_fn, score_fn, pres = _scored(model, tok, config, cache)
+    bf = config.selectors.bruteforce
+    metrics = bf.metrics if job.kind == "bruteforce" and bf and bf.metrics is not None else config.metrics
+    pre_fn, score_fn, pres = _scored(model, tok, config, cache, metrics)
     todo = [(c.case_id, layer) for layer in layers for c in cases if (c.case_id, layer) not in done]
     mine = cell_owner(todo, rank, world)
     skip = done | (set(todo) - mine)
