@@ -93,12 +93,14 @@ def test_sigkill_mid_sweep_then_resume_gives_the_uninterrupted_rows(reference, t
     deadline, n = time.time() + 120, 0
     try:
         while time.time() < deadline and proc.poll() is None:
-            if store.exists():
-                with sqlite3.connect(store) as c:
+            try:
+                with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as c:
                     n = c.execute("SELECT COUNT(DISTINCT case_id || '/' || layer) FROM results "
                                   "WHERE selector = 'bruteforce'").fetchone()[0]
-                if n >= 4:
-                    break
+            except sqlite3.OperationalError:  # the store or its tables are not there yet
+                n = 0
+            if n >= 4:
+                break
             time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGKILL)
