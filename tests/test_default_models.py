@@ -46,20 +46,21 @@ def test_shipped_models_recall_the_world(default):
 
 @pytest.mark.slow
 def test_r_rome_edits_default_gpt2_and_restores_exactly():
-    """R-ROME at layer 1 of default-gpt2 (the small preset) on 30 world edits: measured rewrite 0.92,
-    locality 0.86 (docs/editing.md); weights come back bitwise."""
+    """R-ROME at layer 2 of default-gpt2 (the default-small preset, C = I) on 50 world edits (seed 1): measured
+    rewrite 0.98, locality 0.928 (docs/editing.md; about 20 s on 2 cores); weights come back bitwise. The old
+    preset (50 steps, lr 1.0, clamp 10, early stop 0.05) measured 0.94 / 0.903 here and fails the locality bound."""
     from goldenlayers.evaluation import evaluate
 
     lm = load_model("default-gpt2", device="cpu")
     world = World.load(DEFAULT_MODELS_DIR / "default-gpt2" / "world.json")
-    before = lm.adapter.weight_param(lm.model, 1).detach().clone()
-    result = evaluate(lm.model, lm.tokenizer, world.edit_cases(30, seed=1), editor="r-rome", layer=1,
-                      fluency=False, progress=False)
+    before = lm.adapter.weight_param(lm.model, 2).detach().clone()
+    result = evaluate(lm.model, lm.tokenizer, world.edit_cases(50, seed=1), editor="r-rome", layer=2,
+                      fluency=False, progress=False, metrics=("rewrite", "rephrase", "locality"))
     row = result.table()[0]
     assert not result.failures
-    assert row["rewrite"] >= 0.85 and row["rewrite_pre"] <= 0.1
-    assert row["locality"] >= 0.8
-    assert torch.equal(lm.adapter.weight_param(lm.model, 1), before)
+    assert row["rewrite"] >= 0.94 and row["rewrite_pre"] <= 0.1
+    assert row["locality"] >= 0.915
+    assert torch.equal(lm.adapter.weight_param(lm.model, 2), before)
 
 
 @pytest.mark.slow

@@ -166,7 +166,8 @@ def test_settings_presets_and_validation():
         [4, 5, 6, 7, 8], 25, 1.0, 0.2)
     small = resolve_hparams("rome", None, name="default-gpt2")
     assert (small.context_templates, small.kl_factor, small.v_weight_decay, small.v_num_grad_steps, small.v_lr,
-            small.clamp_norm_factor) == ([], 1.0, 1e-3, 50, 1.0, 10.0)
+            small.clamp_norm_factor, small.early_stop_loss, small.preserve_prompts) == ([], 1.0, 1e-3, 500, 0.3, 50.0,
+                                                                                      0.5, [])
     assert preset_for_model(name="google/gemma-3-12b-it") == "gemma-3-12b"
     assert preset_for_model(name="my/model") == "generic"
     with pytest.raises(ValueError, match="Extra inputs"):

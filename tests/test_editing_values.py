@@ -52,6 +52,31 @@ def test_batched_v_star_equals_one_at_a_time(arch, site, layer):
             torch.testing.assert_close(together.k_star[i], alone.k_star[0], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_preservation_prompts_batch_exactly_and_enter_the_loss(arch):
+    """Preservation rows (KL at their last token) keep batching exact, also when cases stop early and their rows
+    leave the batch (the reference distributions are indexed per row), and leave k* alone."""
+    model, tok, adapter = setup_tiny(arch)
+    base = resolve_hparams("rome", dict(FAST, v_num_grad_steps=10, kl_factor=0.5))
+    hp = base.model_copy(update={"preserve_prompts": ["{} is", "About {}:"], "preserve_factor": 2.0})
+    templates = context_templates(model, tok, hp.context_templates)
+    plain = optimise_values(model, tok, adapter, CASES, templates, base, "down_proj", 1)
+    first = optimise_values(model, tok, adapter, CASES, templates, hp, "down_proj", 1)
+    assert first.losses[0][0] == pytest.approx(plain.losses[0][0])  # KL is 0 at the start
+    assert first.losses[0][1:] != pytest.approx(plain.losses[0][1:])
+    torch.testing.assert_close(first.k_star, plain.k_star)
+    ordered = sorted(first.losses[0])
+    stop = (ordered[len(ordered) // 2] + ordered[len(ordered) // 2 + 1]) / 2  # between two steps: no float tie
+    hp = hp.model_copy(update={"early_stop_loss": stop})
+    together = optimise_values(model, tok, adapter, CASES, templates, hp, "down_proj", 1)
+    for i, case in enumerate(CASES):
+        alone = optimise_values(model, tok, adapter, [case], templates, hp, "down_proj", 1)
+        assert alone.steps[0] == together.steps[i]
+        torch.testing.assert_close(together.v_star[i], alone.v_star[0], rtol=1e-4, atol=1e-5)
+        assert together.losses[i] == pytest.approx(alone.losses[0], rel=1e-4, abs=1e-6)
+    assert min(together.steps) < max(together.steps)
+
+
 def test_cases_that_stop_early_keep_their_v_star_while_others_go_on():
     model, tok, adapter = setup_tiny("gpt2")
     hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=10))

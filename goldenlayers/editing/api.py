@@ -143,7 +143,8 @@ def _prepare(model, tok, cases, method, layer, layers, hparams, stats, adapter, 
     chosen = _layers(model, adapter, m, hp, layer, layers)
     covs = _covariances(model, adapter, chosen, hp, stats)
     templates = context_templates(model, tok, hp.context_templates, hp.template_seed, hp.template_top_k)
-    build_rows(tok, cases, templates, with_target=True, kl_prompt=hp.kl_prompt, max_length=model_max_length(model))
+    build_rows(tok, cases, templates, with_target=True, kl_prompt=hp.kl_prompt, max_length=model_max_length(model),
+               preserve_prompts=hp.preserve_prompts)
     return m, cases, EditContext(model, tok, adapter, hp, chosen, templates, covs)
 
 

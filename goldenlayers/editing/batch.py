@@ -1,7 +1,8 @@
 """Batches of templated prompts for keys and v* (REFERENCE.md section 3): several cases, one forward.
 
 Every row is one case's prompt inside one context template ("<text>. {prompt}"), optionally followed by the
-target (teacher forcing through goldenlayers.text.encode_answers), or the KL prompt "{subject} is a". The fact
+target (teacher forcing through goldenlayers.text.encode_answers), or the KL prompt "{subject} is a", or a
+preservation prompt (a KL row whose distribution is read at its last token, not at the subject). The fact
 token of a row is the last token of the subject *inside the prompt part* (its character span is shifted by the
 template prefix, so a subject that the generated prefix happens to contain is never picked) and is found from
 token offsets (goldenlayers.cases.tokens_in_span). Rows are right-padded; positions come from the offsets and
@@ -17,13 +18,16 @@ import torch
 from goldenlayers.cases import CaseError, EditCase, subject_char_span, tokens_in_span
 from goldenlayers.text import PromptTooLongError, encode_answers, encode_prompts, join_prompt_answer
 
-KL_ROW = -1  # template index of a KL-prompt row
+KL_ROW = -1  # template index of a KL-prompt row (KL at the fact token)
+PRESERVE_ROW = -2  # template index of a preservation-prompt row (KL at the prompt's last token)
 
 
 @dataclass
 class Rows:
-    """input_ids, attention_mask: (R, T). fact, case, template: (R,) long (template KL_ROW marks KL rows).
-    predict_mask: (R, T) bool, True where the logits predict a target token; next_ids: (R, T) that token."""
+    """input_ids, attention_mask: (R, T). fact, case, template: (R,) long (template KL_ROW marks KL rows,
+    PRESERVE_ROW preservation rows). predict_mask: (R, T) bool, True where the logits predict a target token;
+    next_ids: (R, T) that token. kl_at: (R,) long, the position whose next-token distribution the KL compares
+    (the fact token of a KL row, the last token of a preservation row; the fact token elsewhere, unused)."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
@@ -32,6 +36,7 @@ class Rows:
     template: torch.Tensor
     predict_mask: torch.Tensor
     next_ids: torch.Tensor
+    kl_at: torch.Tensor
 
     def to(self, device) -> Rows:
         return Rows(*(getattr(self, f.name).to(device) for f in fields(self)))
@@ -74,8 +79,10 @@ def check_case(case: EditCase) -> None:
 
 
 def build_rows(tok, cases: list[EditCase], templates: list[str], *, with_target: bool,
-               kl_prompt: str | None = None, max_length: int | None = None) -> Rows:
-    """Rows for every (case, template), case-major; then one KL row per case when `kl_prompt` is given."""
+               kl_prompt: str | None = None, max_length: int | None = None,
+               preserve_prompts: list[str] | tuple[str, ...] = ()) -> Rows:
+    """Rows for every (case, template), case-major; then one KL row per case when `kl_prompt` is given; then
+    one row per case and preservation prompt ("{}" = the subject)."""
     ids, answer, meta = [], [], []
     for ci, case in enumerate(cases):
         check_case(case)
@@ -91,7 +98,8 @@ def build_rows(tok, cases: list[EditCase], templates: list[str], *, with_target:
             full = texts
             answer += [[False] * int(n) for n in b.attention_mask.sum(1)]
         ids += [r[: int(n)].tolist() for r, n in zip(b.input_ids, b.attention_mask.sum(1), strict=True)]
-        meta += [(_fact_index(tok, f, s, case.case_id), ci, ti) for ti, (f, s) in enumerate(zip(full, spans, strict=True))]
+        facts = [_fact_index(tok, f, s, case.case_id) for f, s in zip(full, spans, strict=True)]
+        meta += [(fact, ci, ti, fact) for ti, fact in enumerate(facts)]
     if kl_prompt is not None:
         slot = kl_prompt.index("{}")
         for ci, case in enumerate(cases):
@@ -99,11 +107,21 @@ def build_rows(tok, cases: list[EditCase], templates: list[str], *, with_target:
             row = _encode(case, "subject", encode_prompts, tok, [text], max_length).input_ids[0].tolist()
             ids.append(row)
             answer.append([False] * len(row))
-            meta.append((_fact_index(tok, text, (slot, slot + len(case.subject)), case.case_id), ci, KL_ROW))
+            fact = _fact_index(tok, text, (slot, slot + len(case.subject)), case.case_id)
+            meta.append((fact, ci, KL_ROW, fact))
+    for prompt in preserve_prompts:
+        slot = prompt.index("{}")
+        for ci, case in enumerate(cases):
+            text = prompt.replace("{}", case.subject, 1)
+            row = _encode(case, "subject", encode_prompts, tok, [text], max_length).input_ids[0].tolist()
+            ids.append(row)
+            answer.append([False] * len(row))
+            fact = _fact_index(tok, text, (slot, slot + len(case.subject)), case.case_id)
+            meta.append((fact, ci, PRESERVE_ROW, len(row) - 1))
     return _pad(tok, ids, answer, meta)
 
 
-def _pad(tok, ids: list[list[int]], answer: list[list[bool]], meta: list[tuple[int, int, int]]) -> Rows:
+def _pad(tok, ids: list[list[int]], answer: list[list[bool]], meta: list[tuple[int, int, int, int]]) -> Rows:
     R, T = len(ids), max(len(r) for r in ids)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     input_ids = torch.full((R, T), pad, dtype=torch.long)
@@ -117,5 +135,5 @@ def _pad(tok, ids: list[list[int]], answer: list[list[bool]], meta: list[tuple[i
     predict[:, :-1] = ans[:, 1:]
     next_ids = torch.zeros_like(input_ids)
     next_ids[:, :-1] = input_ids[:, 1:]
-    fact, case, template = (torch.tensor(c, dtype=torch.long) for c in zip(*meta, strict=True))
-    return Rows(input_ids, attn, fact, case, template, predict, next_ids)
+    fact, case, template, kl_at = (torch.tensor(c, dtype=torch.long) for c in zip(*meta, strict=True))
+    return Rows(input_ids, attn, fact, case, template, predict, next_ids, kl_at)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from goldenlayers.cases import EditCase
-from goldenlayers.editing.batch import KL_ROW, Rows, build_rows
+from goldenlayers.editing.batch import Rows, build_rows
 from goldenlayers.models.adapters import ArchAdapter
 from goldenlayers.models.hooks import record
 from goldenlayers.models.loader import model_device
@@ -44,7 +44,7 @@ def fact_keys(rows: Rows, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.
     out) and the bare prompt's key, both (n, d_ff) float64."""
     x = x.detach()
     at_fact = x[torch.arange(x.shape[0], device=x.device), rows.fact.to(x.device)]  # (R, d_ff)
-    templated = (rows.template != KL_ROW).nonzero().squeeze(1).to(x.device)
+    templated = (rows.template >= 0).nonzero().squeeze(1).to(x.device)  # KL and preservation rows left out
     bare = (rows.template == 0).nonzero().squeeze(1).to(x.device)
     k_star = _per_case(at_fact[templated], rows.case.to(x.device)[templated], n)
     return k_star, at_fact[bare].double()

@@ -9,6 +9,8 @@ last layer of their range). Per case:
            + kl_factor * KL(original || current)   (next-token distribution at the KL prompt's fact token;
                                                      `kl_direction` selects the code's KL(current || original))
            + v_weight_decay * ||delta|| / ||v_init||^2
+           + preserve_factor * mean over `preserve_prompts` of the KL at each prompt's last token (an extension;
+             none by default)
 
 v_init is the site's output at the fact token of the bare prompt (template "{}"). Adam (lr v_lr); ROME's loop:
 at most v_num_grad_steps forwards, the last one only measures; a case stops (keeping its delta) as soon as its
@@ -84,23 +86,29 @@ def site_module(model: nn.Module, adapter: ArchAdapter, site: Site, layer: int) 
     return adapter.down_proj_module(model, layer) if site == "down_proj" else adapter.block(model, layer)
 
 
-def _case_losses(logits: torch.Tensor, r: Rows, n: int, n_templates: int, init_kl: torch.Tensor,
-                 kl_factor: float, reverse_kl: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-case NLL + kl_factor * KL -> (n,), and the KL rows' log-probs (n_kl, V), from logits (R', T, V)."""
+def _case_losses(logits: torch.Tensor, r: Rows, n: int, n_templates: int, init_kl: torch.Tensor | None,
+                 hp: EditHParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-case NLL + kl_factor * KL + preserve_factor * mean preservation KL -> (n,), and the log-probs (n_kl, V)
+    of the KL and preservation rows (in row order) at their `kl_at` positions, from logits (R', T, V).
+    init_kl: those log-probs of the first step, for the same rows (rows of finished cases leave together)."""
     pm = r.predict_mask
     logp = torch.log_softmax(logits[pm].float(), dim=-1)  # (N_answer_tokens, V)
     tok_nll = -logp.gather(1, r.next_ids[pm][:, None]).squeeze(1)
     per_row = torch.zeros(len(r.case), device=logits.device).index_add_(0, pm.nonzero()[:, 0], tok_nll)
     per_row = per_row / pm.sum(1).clamp(min=1)
-    rw = r.template != KL_ROW
+    rw = r.template >= 0
     nll = torch.zeros(n, device=logits.device).index_add_(0, r.case[rw], per_row[rw]) / n_templates
     kr = (~rw).nonzero()[:, 0]
-    kl_logp = torch.log_softmax(logits[kr, r.fact[kr]].float(), dim=-1)  # (n_kl, V)
-    if init_kl is None or kl_factor == 0:
+    kl_logp = torch.log_softmax(logits[kr, r.kl_at[kr]].float(), dim=-1)  # (n_kl, V)
+    if init_kl is None or (hp.kl_factor == 0 and not hp.preserve_prompts):
         return nll, kl_logp
-    ref = init_kl[r.case[kr]]
-    kl = (kl_logp.exp() * (kl_logp - ref)).sum(-1) if reverse_kl else (ref.exp() * (ref - kl_logp)).sum(-1)
-    return nll + kl_factor * torch.zeros(n, device=logits.device).index_add_(0, r.case[kr], kl), kl_logp
+    ref = init_kl
+    reverse = hp.kl_direction == "current||original"
+    kl = (kl_logp.exp() * (kl_logp - ref)).sum(-1) if reverse else (ref.exp() * (ref - kl_logp)).sum(-1)
+    kind = r.template[kr]
+    n_preserve = max(1, len(hp.preserve_prompts))
+    weight = torch.where(kind == KL_ROW, hp.kl_factor, hp.preserve_factor / n_preserve).to(kl)
+    return nll + torch.zeros(n, device=logits.device).index_add_(0, r.case[kr], weight * kl), kl_logp
 
 
 def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[EditCase], templates: list[str],
@@ -108,7 +116,7 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
     """v* of every case at (`site`, `layer`), optimised together in one batch per step."""
     dev = model_device(model)
     rows = build_rows(tok, cases, templates, with_target=True, kl_prompt=hp.kl_prompt,
-                      max_length=model_max_length(model)).to(dev)
+                      max_length=model_max_length(model), preserve_prompts=hp.preserve_prompts).to(dev)
     n, d = len(cases), adapter.d_model(model)
     module = site_module(model, adapter, site, layer)
     prefix = FrozenPrefix(adapter.blocks(model), layer if site == "down_proj" else layer + 1)
@@ -121,6 +129,7 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
     steps = [0] * n
     view: dict = {}
     k_star = k_bare = None
+    n_templated = n * len(templates)  # rows before the KL and preservation rows (build_rows' order)
 
     def inject(out: torch.Tensor) -> torch.Tensor:  # (R', T, d_model), or (R'*T, d_model) for OPT
         r = view["rows"]
@@ -142,8 +151,9 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
                 logits = model(input_ids=r.input_ids, attention_mask=r.attention_mask, use_cache=False).logits.to(dev)
             if "k" in seen:
                 k_star, k_bare = fact_keys(r, r.per_token(seen["k"]["in"]), n)
-            per_case, kl_logp = _case_losses(logits, r, n, len(templates), init_kl, hp.kl_factor,
-                                             hp.kl_direction == "current||original")
+            kl_rows = (r.template < 0).nonzero()[:, 0]
+            ref = None if step == 0 else init_kl[row_idx[kl_rows] - n_templated]
+            per_case, kl_logp = _case_losses(logits, r, n, len(templates), ref, hp)
             if step == 0:
                 init_kl = kl_logp.detach()
             wd = hp.v_weight_decay * delta.norm(dim=1) / v_init.norm(dim=1).clamp_min(1e-12) ** 2
