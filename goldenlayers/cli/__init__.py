@@ -32,11 +32,10 @@ def _main() -> None:
 @app.command("ls")
 def ls() -> None:
     """List supported architectures, and the methods, selectors and datasets the installed version offers."""
-    from rich.console import Console
-
+    from goldenlayers.cli.common import make_console
     from goldenlayers.models import supported_architectures
 
-    con = Console()
+    con = make_console()
     con.print("[bold]architectures[/bold]: " + ", ".join(supported_architectures()))
     for title, fn in LISTINGS.items():
         con.print(f"[bold]{title}[/bold]: " + ", ".join(fn()))

@@ -63,14 +63,14 @@ def edit_command(
     max_new_tokens: int = typer.Option(8, help="length of the greedy prediction shown"),
 ) -> None:
     """Edit one fact (subject, prompt, target) and print the greedy prediction before and after."""
-    from rich.console import Console
     from rich.table import Table
 
     from goldenlayers.cases import CaseError, EditCase
+    from goldenlayers.cli.common import make_console
     from goldenlayers.editing import EditOrderError, StatsError, edit
     from goldenlayers.models.loader import load_model
 
-    con = Console()
+    con = make_console()
     try:
         case = EditCase(case_id="cli", dataset="cli", subject=subject, prompt=prompt, target_new=target)
     except (CaseError, ValueError) as e:

@@ -95,13 +95,12 @@ def evaluate_command(
     out: str | None = typer.Option(None, help="write rows, table and failures to this JSON file"),
 ) -> None:
     """Edit each case of a benchmark file at a layer and report rewrite, rephrase, locality, portability, fluency."""
-    from rich.console import Console
-
+    from goldenlayers.cli.common import make_console
     from goldenlayers.datasets import DatasetFileError, load_dataset
     from goldenlayers.evaluation import evaluate
     from goldenlayers.models.loader import load_model
 
-    con = Console()
+    con = make_console()
     try:
         data = load_dataset(dataset, data_file, limit=limit, shuffle_seed=shuffle_seed)
         layers = _parse_layers(layer)

@@ -15,9 +15,9 @@ import typer
 
 
 def _console():
-    from rich.console import Console
+    from goldenlayers.cli.common import make_console
 
-    return Console()
+    return make_console()
 
 
 def run_cmd(

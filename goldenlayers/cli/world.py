@@ -24,13 +24,13 @@ def world(
     save: Path | None = typer.Option(None, help="write the world's config (world.json) here"),
 ) -> None:
     """Build a synthetic world, print its statistics and optionally export edit cases."""
-    from rich.console import Console
     from rich.table import Table
 
+    from goldenlayers.cli.common import make_console
     from goldenlayers.datasets import synthetic as syn
 
     w = syn.build_world(people=people, seed=seed)
-    con = Console()
+    con = make_console()
     table = Table(title=f"synthetic world (people={people}, seed={seed})")
     table.add_column("statistic")
     table.add_column("value", justify="right")
