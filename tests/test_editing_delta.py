@@ -166,8 +166,9 @@ def test_settings_presets_and_validation():
         [4, 5, 6, 7, 8], 25, 1.0, 0.2)
     small = resolve_hparams("rome", None, name="default-gpt2")
     assert (small.context_templates, small.kl_factor, small.v_weight_decay, small.v_num_grad_steps, small.v_lr,
-            small.clamp_norm_factor, small.early_stop_loss, small.preserve_prompts) == ([], 1.0, 1e-3, 500, 0.3, 50.0,
-                                                                                      0.5, [])
+            small.clamp_norm_factor, small.early_stop_loss, small.preserve_prompts, small.plateau_patience) == (
+        [], 1.0, 1e-3, 500, 0.3, 50.0, 0.5, [], 100)
+    assert hp.plateau_patience is None and llama.plateau_patience is None  # the reference loops have no such stop
     assert preset_for_model(name="google/gemma-3-12b-it") == "gemma-3-12b"
     assert preset_for_model(name="my/model") == "generic"
     with pytest.raises(ValueError, match="Extra inputs"):

@@ -92,6 +92,26 @@ def test_cases_that_stop_early_keep_their_v_star_while_others_go_on():
         torch.testing.assert_close(mixed.v_star[i], alone.v_star[0], rtol=1e-4, atol=1e-5)
 
 
+def test_plateau_stop_ends_a_stalled_case_after_its_patience():
+    model, tok, adapter = setup_tiny("gpt2")
+    # clamp 1e-9: delta cannot move, so every loss stays at its first value and only the plateau rule can stop
+    hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=12, clamp_norm_factor=1e-9, v_weight_decay=0.0))
+    templates = context_templates(model, tok, hp.context_templates)
+    off = optimise_values(model, tok, adapter, CASES[:2], templates, hp, "down_proj", 1)
+    assert off.steps == [12, 12]
+    on = optimise_values(model, tok, adapter, CASES[:2], templates, hp.model_copy(update={"plateau_patience": 3}),
+                         "down_proj", 1)
+    assert on.steps == [4, 4]  # best at step 0, stalled at step 3: four forwards
+    torch.testing.assert_close(on.v_star, off.v_star, rtol=1e-5, atol=1e-6)
+    # a case that keeps improving by more than plateau_min_improvement is never stopped by the rule
+    moving = optimise_values(model, tok, adapter, CASES[:1], templates,
+                             resolve_hparams("rome", dict(FAST, v_num_grad_steps=6, plateau_patience=1,
+                                                          plateau_min_improvement=0.0, v_lr=0.05)),
+                             "down_proj", 1)
+    assert all(b < a for a, b in zip(moving.losses[0], moving.losses[0][1:]))
+    assert moving.steps[0] == 6
+
+
 def test_first_loss_is_the_mean_target_nll_over_templates():
     model, tok, adapter = setup_tiny("llama")
     hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=1))

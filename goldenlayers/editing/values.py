@@ -14,7 +14,9 @@ last layer of their range). Per case:
 
 v_init is the site's output at the fact token of the bare prompt (template "{}"). Adam (lr v_lr); ROME's loop:
 at most v_num_grad_steps forwards, the last one only measures; a case stops (keeping its delta) as soon as its
-loss < early_stop_loss; after each step ||delta|| <= clamp_norm_factor * ||v_init||. v* = v_init + delta.
+loss < early_stop_loss, or (when `plateau_patience` is set; off in every reference preset) once its loss has not
+improved by a factor (1 - plateau_min_improvement) for that many steps; after each step
+||delta|| <= clamp_norm_factor * ||v_init||. v* = v_init + delta.
 
 Batching is exact: the loss is the sum of per-case losses, cases share no parameter (Adam is element-wise),
 finished cases leave the batch and their deltas are held fixed. The blocks below the site are computed once
@@ -126,6 +128,7 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
     init_kl: torch.Tensor | None = None
     active = torch.arange(n, device=dev)
     losses: list[list[float]] = [[] for _ in range(n)]
+    best, best_at = [float("inf")] * n, [0] * n  # per case: lowest loss so far and its step (plateau stop)
     steps = [0] * n
     view: dict = {}
     k_star = k_bare = None
@@ -158,14 +161,19 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
                 init_kl = kl_logp.detach()
             wd = hp.v_weight_decay * delta.norm(dim=1) / v_init.norm(dim=1).clamp_min(1e-12) ** 2
             cur = (per_case + wd)[active]
-            for c, value in zip(active.tolist(), cur.detach().tolist(), strict=True):
+            keep = cur.detach() >= hp.early_stop_loss
+            for j, (c, value) in enumerate(zip(active.tolist(), cur.detach().tolist(), strict=True)):
                 losses[c].append(value)
                 steps[c] = step + 1
-            go = active[cur.detach() >= hp.early_stop_loss]
+                if value < best[c] * (1 - hp.plateau_min_improvement):
+                    best[c], best_at[c] = value, step
+                elif hp.plateau_patience is not None and step - best_at[c] >= hp.plateau_patience:
+                    keep[j] = False  # stalled: stop here, like an early stop
+            go = active[keep]
             if step == hp.v_num_grad_steps - 1 or len(go) == 0:
                 break
             opt.zero_grad(set_to_none=True)
-            cur[cur.detach() >= hp.early_stop_loss].sum().backward()
+            cur[keep].sum().backward()
             held = delta.detach().clone()
             opt.step()
             with torch.no_grad():
