@@ -12,9 +12,10 @@ the ground truth behind Tables 1 and 3-8 and the baseline of Figure 4).
 The sweep goes layer-major (per-layer statistics of the editor are reused), in batches of `batch_size` cases,
 restores the weights after every case (even when scoring raises), records failures (case, layer, stage,
 reason) and goes on, skips (case_id, layer) keys in `skip` (resume), and hands every finished (case, layer) to
-`on_row(cell)` so a run store can persist it at once. With `weights_fn(layer) -> [tensors]` it also checks
+`on_row(cell)` at the end of its batch so a run store can persist it (a crash loses at most one batch). With `weights_fn(layer) -> [tensors]` it also checks
 that those tensors are bitwise what they were before the case, and stops the sweep if not (a corrupted model
-would spoil every later row; an exception from `restore()` stops it too). seconds of a cell = its share of the batch's prepare time + apply + score.
+would spoil every later row; an exception from `restore()` stops it too). seconds of a cell = the
+batch's wall time (prepare, every apply and score) / its cells, wherever the editor does the shared work.
 `bruteforce_scores(rows, metric)` turns the rows into the common LayerScores table (selector "bruteforce").
 """
 
@@ -197,20 +198,21 @@ def sweep(cases: Sequence[EditCase], layers: Iterable[int], score_fn: Callable, 
                 chunk = todo[layer][start:start + batch_size]
                 t0 = time.perf_counter()
                 items = _prepare_each(prepare_fn, chunk, layer)
-                share = (time.perf_counter() - t0) / len(chunk)
+                done_here = []
                 for case, item in zip(chunk, items, strict=True):
-                    t1 = time.perf_counter()
-                    rows, failure = _one(case, layer, item, apply_fn, score_fn, pre, guard)
-                    seconds = share + time.perf_counter() - t1
+                    done_here.append((case, *_one(case, layer, item, apply_fn, score_fn, pre, guard)))
+                    bar.update()
+                # a batched editor does the shared work (v* of every case) in prepare or in the first apply,
+                # so every cell of the batch gets the batch's mean time; cells are handed on per batch
+                seconds = (time.perf_counter() - t0) / len(chunk)
+                for case, rows, failure in done_here:
                     for r in rows:
                         r["seconds"] = seconds
-                    cell = Cell(case.case_id, case.dataset, layer, seconds, rows, failure)
                     result.rows += rows
                     if failure is not None:
                         result.failures.append(failure)
                     if on_row is not None:
-                        on_row(cell)
-                    bar.update()
+                        on_row(Cell(case.case_id, case.dataset, layer, seconds, rows, failure))
     result.seconds = time.perf_counter() - t_start
     return result
 
