@@ -64,12 +64,18 @@ def test_r_rome_edits_default_gpt2_and_restores_exactly():
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end_on_a_small_sample():
+def test_demo_runs_end_to_end_on_a_small_sample(tmp_path):
     from goldenlayers.cli import app
 
-    res = CliRunner().invoke(app, ["demo", "--models", "default-gpt2", "--cases", "30", "--recall-sample", "300",
-                                   "--no-fluency"])
+    args = ["demo", "--models", "default-gpt2", "--cases", "30", "--recall-sample", "300", "--no-fluency",
+            "--output-dir", str(tmp_path), "--no-progress"]
+    res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "greedy recall" in res.output and "brute force on the proxy set" in res.output
     table = res.output.split("test world edits")[1]
     assert "lga" in table and "cma" in table and "bru" in table  # one row per selector (names may be cut short)
+    reports = list(tmp_path.glob("demo-*/report/report.html"))
+    assert len(reports) == 1 and "<img" in reports[0].read_text()
+    again = CliRunner().invoke(app, args)  # resumes: every job finished before, nothing redone
+    assert again.exit_code == 0, again.output
+    assert "done 0, skipped (finished before)" in again.output, again.output

@@ -24,7 +24,7 @@ import typer
 
 from goldenlayers.cli.common import console, world_of_model
 
-DEFAULTS = dict(models="default-gpt2,default-llama", cases=100, editor="r-rome", fluency=True, seed=0)
+DEFAULTS = dict(models="default-gpt2,default-llama", cases=80, editor="r-rome", fluency=True, seed=0)
 
 
 def demo_config(models: str = DEFAULTS["models"], cases: int = DEFAULTS["cases"], editor: str = DEFAULTS["editor"],
