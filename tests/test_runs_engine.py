@@ -131,6 +131,43 @@ def test_two_gloo_processes_give_the_single_process_rows(reference, tmp_path):
     assert rows(run / "store.sqlite") == without_path(reference)
 
 
+@pytest.mark.slow
+def test_killed_two_process_run_resumes_with_only_the_missing_cells(reference, tmp_path):
+    """Both workers of a torchrun launch are SIGKILLed once their shards hold cells; a single-process resume merges
+    the shards, redoes only the cells no shard holds, and ends with the uninterrupted run's rows."""
+    cfg = write_config(tmp_path, "tiny")
+    shards = tmp_path / "runs" / "tiny" / "shards"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "goldenlayers", "run", str(cfg), "--no-progress"]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+    def shard_cells() -> int:
+        total = 0
+        for shard in shards.glob("shard-*.sqlite") if shards.is_dir() else ():
+            try:
+                with sqlite3.connect(f"file:{shard}?mode=ro", uri=True) as c:
+                    total += c.execute("SELECT COUNT(DISTINCT case_id || '/' || layer) FROM results "
+                                       "WHERE selector = 'bruteforce'").fetchone()[0]
+            except sqlite3.OperationalError:
+                pass
+        return total
+
+    deadline, n = time.time() + 180, 0
+    try:
+        while time.time() < deadline and proc.poll() is None and n == 0:
+            n = shard_cells()
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers at once
+        proc.wait()
+    assert 0 < n < 16, f"not killed mid-sweep ({n} cells)"
+    _, engine = run_inprocess(cfg)
+    bf = engine.log[0]
+    assert bf["skipped"] >= n and bf["skipped"] + bf["cells"] == 16  # finished shard cells were kept, not redone
+    assert rows(tmp_path / "runs" / "tiny" / "store.sqlite") == without_path(reference)
+
+
 def test_a_bad_case_is_a_failure_row_and_the_run_goes_on(tmp_path, monkeypatch):
     from goldenlayers.runs import engine as E
 
