@@ -175,6 +175,12 @@ def test_settings_presets_and_validation():
         resolve_hparams("rome", {"v_lr_typo": 1.0})
     with pytest.raises(ValueError, match="exactly once"):
         EditHParams(kl_prompt="is a")
+    with pytest.raises(ValueError, match="preserve_prompts must each contain"):
+        EditHParams(preserve_prompts=["{} is", "no subject here"])
+    with pytest.raises(ValueError, match="plateau_patience"):
+        EditHParams(plateau_patience=0)
+    with pytest.raises(ValueError, match="plateau_min_improvement"):
+        EditHParams(plateau_min_improvement=1.0)
     with pytest.raises(ValueError, match="ascending"):
         EditHParams(layers=[3, 2])
     assert get_method("R_ROME").name == "r-rome" and isinstance(WeightDelta, type)

@@ -100,16 +100,9 @@ def build_rows(tok, cases: list[EditCase], templates: list[str], *, with_target:
         ids += [r[: int(n)].tolist() for r, n in zip(b.input_ids, b.attention_mask.sum(1), strict=True)]
         facts = [_fact_index(tok, f, s, case.case_id) for f, s in zip(full, spans, strict=True)]
         meta += [(fact, ci, ti, fact) for ti, fact in enumerate(facts)]
-    if kl_prompt is not None:
-        slot = kl_prompt.index("{}")
-        for ci, case in enumerate(cases):
-            text = kl_prompt.replace("{}", case.subject, 1)
-            row = _encode(case, "subject", encode_prompts, tok, [text], max_length).input_ids[0].tolist()
-            ids.append(row)
-            answer.append([False] * len(row))
-            fact = _fact_index(tok, text, (slot, slot + len(case.subject)), case.case_id)
-            meta.append((fact, ci, KL_ROW, fact))
-    for prompt in preserve_prompts:
+    subject_prompts = ([(kl_prompt, KL_ROW)] if kl_prompt is not None else []) + \
+        [(p, PRESERVE_ROW) for p in preserve_prompts]
+    for prompt, kind in subject_prompts:  # "{}" = the subject; no target
         slot = prompt.index("{}")
         for ci, case in enumerate(cases):
             text = prompt.replace("{}", case.subject, 1)
@@ -117,7 +110,7 @@ def build_rows(tok, cases: list[EditCase], templates: list[str], *, with_target:
             ids.append(row)
             answer.append([False] * len(row))
             fact = _fact_index(tok, text, (slot, slot + len(case.subject)), case.case_id)
-            meta.append((fact, ci, PRESERVE_ROW, len(row) - 1))
+            meta.append((fact, ci, kind, fact if kind == KL_ROW else len(row) - 1))
     return _pad(tok, ids, answer, meta)
 
 
