@@ -12,12 +12,15 @@ random-initialised model of that shape (with default-gpt2's tokenizer and world,
 sweeps it instead of the default model. Seconds are wall time of each command, model loading included, so the
 speed-up is what a user sees (it grows with the cells; a small sweep is dominated by each process's start-up and
 key statistics); the summed seconds of the cells each rank did are printed too, and the two runs' rows are
-checked to be identical. Last line: the summary.
+checked to be identical; each process's `time` line (start-up, model load, sweep, waiting, merging) is echoed.
+Last line: the summary. A sweep too long for one session can be measured in two halves on the same machine:
+`--only one --save one.json`, then `--only many --compare one.json`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sqlite3
@@ -71,6 +74,9 @@ def timed(cmd: list[str]) -> float:
     seconds = time.perf_counter() - start
     if res.returncode != 0 or "failed 0" not in res.stdout:
         sys.exit(f"command failed: {' '.join(cmd)}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    for line in res.stdout.splitlines():  # where each process's time went (goldenlayers.runs.timeline)
+        if line.startswith("time"):
+            print(f"  {line}")
     return seconds
 
 
@@ -100,6 +106,10 @@ def main() -> None:
     p.add_argument("--layers", default="all", help='"all" or comma-separated layer indices')
     p.add_argument("--edit-batch", type=int, default=16, help="cases whose v* are optimised together (config "
                                                                 "batch.edit; 8 fits GPT-2 XL in fp32 on one H200)")
+    p.add_argument("--only", choices=("one", "many"), help="run only the 1-process or the N-process half (a "
+                                                         "sweep too long for one session: --save, then --compare)")
+    p.add_argument("--save", help="write this half's seconds and rows to this JSON file")
+    p.add_argument("--compare", help="the other half's --save file: print the speed-up against it")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (run directories) and print it")
     a = p.parse_args()
     if a.device == "cuda":
@@ -114,22 +124,36 @@ def main() -> None:
         label = f"{a.shape} {a.n_layers}x{a.d_model} random-init" if a.shape else a.model
         layers = "all" if a.layers == "all" else [int(x) for x in a.layers.split(",")]
         model = dict(name="bench", path=source, dtype=a.dtype, device=a.device)
-        one = timed([sys.executable, "-m", "goldenlayers", "run", str(config("one", root, model, a.cases, layers, a.edit_batch)),
-                     "--no-progress"])
-        print(f"1 process: {one:.1f} s", flush=True)
-        many = timed([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                      str(a.procs), "-m", "goldenlayers", "run", str(config("many", root, model, a.cases, layers, a.edit_batch)),
-                      "--no-progress"])
-        print(f"{a.procs} processes: {many:.1f} s", flush=True)
-        r1, rn = rows(root / "runs/one/store.sqlite"), rows(root / "runs/many/store.sqlite")
-        cells = len({(c, layer) for c, layer, _, _ in r1})
-        ranks = [cell_seconds(p) for p in sorted((root / "runs/many/shards").glob("shard-*.sqlite"))]
-        print(f"cell seconds (edit + score): 1 process {cell_seconds(root / 'runs/one/store.sqlite'):.1f} s; per rank "
-              f"{', '.join(f'{x:.1f}' for x in ranks)} s (the rest of the wall time: start-up, model load, key "
-              "statistics, selection)")
-        print(f"bench_scale: {label}, r-rome brute force, {cells} cells on {a.device}: 1 process {one:.1f} s, "
-              f"{a.procs} processes {many:.1f} s, speed-up {one / many:.2f}x, rows identical: "
-              f"{'yes' if r1 == rn else 'NO'}")
+        one = many = r1 = rn = None
+        if a.only in (None, "one"):
+            one = timed([sys.executable, "-m", "goldenlayers", "run",
+                         str(config("one", root, model, a.cases, layers, a.edit_batch)), "--no-progress"])
+            r1 = rows(root / "runs/one/store.sqlite")
+            print(f"1 process: {one:.1f} s; cell seconds (edit + score) "
+                  f"{cell_seconds(root / 'runs/one/store.sqlite'):.1f} s", flush=True)
+        if a.only in (None, "many"):
+            many = timed([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                          str(a.procs), "-m", "goldenlayers", "run",
+                          str(config("many", root, model, a.cases, layers, a.edit_batch)), "--no-progress"])
+            rn = rows(root / "runs/many/store.sqlite")
+            ranks = [cell_seconds(p) for p in sorted((root / "runs/many/shards").glob("shard-*.sqlite"))]
+            print(f"{a.procs} processes: {many:.1f} s; cell seconds per rank "
+                  f"{', '.join(f'{x:.1f}' for x in ranks)} s", flush=True)
+        if a.save:  # this half of a split measurement, for --compare in the other half
+            Path(a.save).write_text(json.dumps(dict(seconds=one if one is not None else many,
+                                                    procs=1 if one is not None else a.procs, rows=r1 or rn)))
+        if a.compare:
+            other = json.loads(Path(a.compare).read_text())
+            saved = [tuple(r) for r in other["rows"]]
+            if other["procs"] == 1:
+                one, r1 = other["seconds"], saved
+            else:
+                many, rn = other["seconds"], saved
+        if one is not None and many is not None:
+            cells = len({(c, layer) for c, layer, _, _ in r1})
+            print(f"bench_scale: {label}, r-rome brute force, {cells} cells on {a.device}: 1 process {one:.1f} s, "
+                  f"{a.procs} processes {many:.1f} s, speed-up {one / many:.2f}x, rows identical: "
+                  f"{'yes' if r1 == rn else 'NO'}")
     finally:
         if a.keep:
             print(f"kept {root}")

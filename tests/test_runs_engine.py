@@ -3,6 +3,7 @@ an uninterrupted run, a run SIGKILLed mid-sweep and resumed, and a two-process g
 same store rows; the report builds its tables and figures from them; a bad case is a failure row, not a crash."""
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -129,6 +130,14 @@ def test_two_gloo_processes_give_the_single_process_rows(reference, tmp_path):
         with sqlite3.connect(run / "shards" / f"shard-{i}.sqlite") as c:
             assert c.execute("SELECT COUNT(*) FROM results").fetchone()[0] > 0
     assert rows(run / "store.sqlite") == without_path(reference)
+    # each process says where its time went; both did a share of the brute-force sweep
+    times = {int(m[1]): m[2] for m in re.finditer(r"time of process (\d): (.*)", res.stdout)}
+    assert sorted(times) == [0, 1], res.stdout[-2000:]
+    for line in times.values():
+        phases = {k: float(v) for k, v in re.findall(r"([a-z -]+) ([\d.]+) s", line.replace(", ", ","))}
+        assert phases["bruteforce"] > 0 and phases["load model"] > 0 and phases["start-up"] > 0, line
+        parts = sum(v for k, v in phases.items() if k != "total")
+        assert phases["total"] == pytest.approx(parts, abs=0.05 * len(phases)), line  # each printed to 0.1 s
 
 
 @pytest.mark.slow

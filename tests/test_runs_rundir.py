@@ -153,3 +153,15 @@ def test_cli_run_and_export(tmp_path):
     assert json.loads((tmp_path / "default-world" / "meta.json").read_text())["name"] == "default-world"
     r = runner.invoke(app, ["export", str(tmp_path / "nope")])
     assert r.exit_code == 2 and "is not a run directory" in flat(r)
+
+
+def test_device_map_under_torchrun_is_refused(tmp_path, monkeypatch):
+    """Under torchrun (WORLD_SIZE > 1) a model spread with a device_map cannot also be one per process."""
+    config = tmp_path / "spread.yaml"
+    config.write_text(yaml.safe_dump(dict(name="spread", models=[dict(name="big", device_map="auto")],
+                                          datasets=[dict(name="world")], methods=[dict(name="r-rome")])))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    r = CliRunner().invoke(app, ["run", str(config), "--root", str(tmp_path)])
+    assert r.exit_code == 2 and "big have a device_map" in flat(r) and "run this config as one process" in flat(r)
+    assert not (tmp_path / "spread").exists()  # refused before any run directory or process group

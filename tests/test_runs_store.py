@@ -140,3 +140,16 @@ def test_parquet_without_pyarrow_says_what_to_install(store, tmp_path, monkeypat
         export_store(store, tmp_path / "out", "parquet")
     with pytest.raises(ValueError, match="unknown export format 'xlsx'"):
         export_store(store, tmp_path / "out", "xlsx")
+
+
+def test_timeline_sums_phases_in_first_seen_order():
+    from goldenlayers.runs.timeline import Timeline
+
+    tl = Timeline()
+    tl.add("start-up", 1.25)
+    with tl.phase("bruteforce"):
+        sum(range(10_000))
+    tl.add("start-up", 0.5)
+    assert list(tl.seconds) == ["start-up", "bruteforce"]
+    assert tl.seconds["start-up"] == 1.75 and 0 < tl.seconds["bruteforce"] < 5
+    assert tl.describe().startswith("start-up 1.8 s, bruteforce 0.0 s, total 1.8 s")

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import time
 
 import typer
+
+STARTED = time.perf_counter()  # when the command started (after Python's own start-up): `run` reports from here
 
 app = typer.Typer(
     name="goldenlayers",

@@ -9,9 +9,13 @@ directory) prints a clear message and exits with status 2.
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import typer
+
+from goldenlayers.cli import STARTED
 
 
 def _console():
@@ -54,6 +58,13 @@ def execute_config(cfg, *, make_run, root=None, force=False, dry_run=False, prog
 
     con = con or _console()
     multi = D.world_size() > 1 and not dry_run
+    spread = [m.name for m in cfg.models if m.device_map is not None]
+    if multi and spread:
+        if os.environ.get("RANK", "0") == "0":
+            con.print(f"[red]error:[/red] model(s) {', '.join(spread)} have a device_map (one model spread over "
+                      "several GPUs), but under torchrun every process holds a whole model on its own GPU; run "
+                      "this config as one process (`goldenlayers run CONFIG`), or drop device_map")
+        raise typer.Exit(2)
     rank, world, device = D.init() if multi else (0, 1, None)
     try:
         run = D.open_run(make_run) if multi else make_run()
@@ -84,8 +95,13 @@ def execute_config(cfg, *, make_run, root=None, force=False, dry_run=False, prog
         con.print(f"{why}: nothing executed; {todo} job(s) would run, writing to {run.path / 'store.sqlite'}")
         run.close()
         return run, None
+    timeline = getattr(engine, "timeline", None)
+    if timeline is not None:
+        timeline.add("start-up", time.perf_counter() - STARTED)
     try:
         summary = D.execute_distributed(run, engine, jobs) if multi else execute(run, engine, jobs)
+        if timeline is not None:  # every rank takes part in the gather
+            times = D.gather(timeline.describe()) if multi else [timeline.describe()]
     finally:
         engine.close()
         if multi:
@@ -95,6 +111,9 @@ def execute_config(cfg, *, make_run, root=None, force=False, dry_run=False, prog
                   f"failed {len(summary.failed)}")
         for key, reason in summary.failed.items():
             con.print(f"  [red]failed[/red] {_esc(key)}: {_esc(reason)}")
+        if timeline is not None:
+            for i, line in enumerate(times):
+                con.print(f"time{f' of process {i}' if multi else ''}: {_esc(line)}")
     run.close()
     return run, summary
 

@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from goldenlayers.runs.plan import Engine, ExecuteSummary, Job, plan
 from goldenlayers.runs.rundir import RunDir
+from goldenlayers.runs.timeline import Timeline
 
 
 def world_size() -> int:
@@ -87,6 +88,7 @@ def execute_distributed(run: RunDir, engine: Engine, jobs: list[Job] | None = No
     """`goldenlayers.runs.plan.execute` over the ranks of the process group (see the module docstring). The job
     list and what is skipped are decided by rank 0; returns the same summary on every rank."""
     rank = dist.get_rank()
+    tl = getattr(engine, "timeline", None) or Timeline()
     summary = ExecuteSummary()
     todo = None
     if rank == 0:
@@ -101,24 +103,29 @@ def execute_distributed(run: RunDir, engine: Engine, jobs: list[Job] | None = No
     for job in todo:
         err = None
         if job.kind != "select" and rank == 0:
-            run.merge_shards()  # cells of an earlier, interrupted session
+            with tl.phase("merge shards"):
+                run.merge_shards()  # cells of an earlier, interrupted session
         if job.kind != "select":
-            dist.barrier()
+            with tl.phase("wait for others"):
+                dist.barrier()
         if job.kind != "select" or rank == 0:
             try:
                 engine.run_job(job, run)
             except Exception as e:
                 err = _reason(e)
-        errors = [f"rank {i}: {e}" for i, e in enumerate(gather(err)) if e is not None]
+        with tl.phase("wait for others"):
+            errors = [f"rank {i}: {e}" for i, e in enumerate(gather(err)) if e is not None]
         if rank == 0:
             if job.kind != "select":
-                run.merge_shards()
+                with tl.phase("merge shards"):
+                    run.merge_shards()
             run.store.mark_job(job.key, "failed" if errors else "done", "; ".join(errors))
         if errors:
             summary.failed[job.key] = "; ".join(errors)
         else:
             summary.done.append(job.key)
-    dist.barrier()
+    with tl.phase("wait for others"):
+        dist.barrier()
     return summary
 
 

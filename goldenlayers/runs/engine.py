@@ -23,6 +23,7 @@ from goldenlayers.runs.engine_jobs import chosen_layer, run_cells, run_select
 from goldenlayers.runs.plan import Job
 from goldenlayers.runs.rundir import RunDir
 from goldenlayers.runs.store import Store
+from goldenlayers.runs.timeline import Timeline
 
 
 def load_cases(config: ExperimentConfig, model: ModelSpec, dataset: DatasetSpec, base: str | Path = ".") -> list:
@@ -56,6 +57,7 @@ class RunEngine:
         self._caches: dict[str, object] = {}
         self._shards: dict[Path, Store] = {}
         self.log: list[dict] = []  # one entry per cells job: what it did
+        self.timeline = Timeline()  # seconds per phase of this process (printed by `goldenlayers run`)
 
     # ---- resources -----------------------------------------------------------------------------------------
     def model(self, spec: ModelSpec):
@@ -65,8 +67,9 @@ class RunEngine:
 
             self.release()
             device = spec.device if self.device is None else self.device
-            self._model = (spec.name, load_model(spec.source, dtype=spec.dtype, device=device,
-                                                 device_map=spec.device_map))
+            with self.timeline.phase("load model"):
+                self._model = (spec.name, load_model(spec.source, dtype=spec.dtype, device=device,
+                                                     device_map=spec.device_map))
         return self._model[1]
 
     def release(self) -> None:
@@ -104,8 +107,9 @@ class RunEngine:
         cases, proxy_ids = self.cases(config, job)
         lm = self.model(spec)
         if job.kind == "select":
-            run_select(config, job, lm.model, lm.tokenizer, [c for c in cases if c.case_id in proxy_ids],
-                       run.store, self.progress)
+            with self.timeline.phase("select"):
+                run_select(config, job, lm.model, lm.tokenizer, [c for c in cases if c.case_id in proxy_ids],
+                           run.store, self.progress)
             return
         if self.world == 1 and (run.path / "shards").is_dir():
             run.merge_shards()  # cells a crashed multi-worker session wrote count as done
@@ -121,8 +125,9 @@ class RunEngine:
         done = run.store.done_keys(job.model, job.dataset, job.method, selector)
         out = self.out_store(run)
         cache = self._caches.setdefault(job.model, _pre_cache())
-        stats = run_cells(config, job, lm.model, lm.tokenizer, todo, proxy_ids, layers, selector, done, out,
-                          rank=self.rank, world=self.world, cache=cache, progress=self.progress)
+        with self.timeline.phase(job.kind):
+            stats = run_cells(config, job, lm.model, lm.tokenizer, todo, proxy_ids, layers, selector, done, out,
+                              rank=self.rank, world=self.world, cache=cache, progress=self.progress)
         self.log.append(dict(job=job.key, layers=layers, **stats))
 
     def close(self) -> None:
