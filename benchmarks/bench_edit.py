@@ -12,7 +12,8 @@ KL 0.0625, 21 context templates = "{}" + 10 x 5 tokens + 10 x 10 tokens, C = I, 
 bf16. The tokenizer is a byte-level BPE with 2048 entries trained on seeded Faker text, so that generated
 templates and prompts have word-like tokens. Printed: the median over `--edits` edits of the per-edit time
 (after one warm-up edit), the same with the below-the-layer replay switched off (ratio = the replay's
-speed-up), the ratio to EasyEdit's R-ROME anchor (2.46 s on one H100), peak GPU memory, and cases per second
+speed-up), the same with the suffix replay switched off (editing.suffix: later v* steps compute only the
+positions from the fact token on), the ratio to EasyEdit's R-ROME anchor (2.46 s on one H100), peak GPU memory, and cases per second
 of v* optimisation one at a time vs `--batch` together (edit_each), the brute-force sweep's use case.
 """
 
@@ -155,6 +156,10 @@ def main() -> None:
     finally:
         values.FrozenPrefix = FrozenPrefix
     print(f"without the below-the-layer replay: {plain:.3f} s per edit; replay speed-up {plain / per_edit:.2f}x")
+    full = statistics.median(v + s for v, s in _timed_edits(model, tok, cases[1:3], layer,
+                                                             dict(settings, suffix_replay=False)))
+    print(f"without the suffix replay (whole rows at every step): {full:.3f} s per edit; suffix replay speed-up "
+          f"{full / per_edit:.2f}x")
     batch = cases[: args.batch]
     for size in (1, args.batch):
         t0 = time.perf_counter()

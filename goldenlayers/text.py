@@ -14,6 +14,11 @@ from dataclasses import dataclass
 import torch
 
 
+def pad_id(tok) -> int:
+    """The id right-padded rows are filled with (masked out everywhere): the pad token, else 0."""
+    return tok.pad_token_id if tok.pad_token_id is not None else 0
+
+
 def join_prompt_answer(prompt: str, answer: str) -> str:
     """prompt + " " + answer, without doubling a space that one of them already has."""
     if prompt.endswith((" ", "\n")) or answer.startswith((" ", "\n")):
@@ -78,7 +83,7 @@ def encode_answers(tok, prompts: list[str], answers: list[str], max_length: int 
         amask.append(is_ans)
         plast.append(first - 1)
     T = max(len(r) for r in rows)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad = pad_id(tok)
     input_ids = torch.full((len(rows), T), pad, dtype=torch.long)
     attn = torch.zeros((len(rows), T), dtype=torch.long)
     ans = torch.zeros((len(rows), T), dtype=torch.bool)
@@ -108,7 +113,7 @@ def encode_prompts(tok, prompts: list[str], max_length: int | None = None, devic
         if max_length is not None and len(ids) > max_length:
             raise PromptTooLongError(f"prompt is {len(ids)} tokens, longer than the model's {max_length}: {p[:80]!r}")
     T = max(len(e) for e in enc)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad = pad_id(tok)
     ids = torch.full((len(enc), T), pad, dtype=torch.long)
     attn = torch.zeros((len(enc), T), dtype=torch.long)
     for i, e in enumerate(enc):

@@ -47,6 +47,29 @@ def test_rome_and_r_rome_map_their_key_to_v_star(arch):
         assert torch.equal(adapter.weight_param(model, layer), original)
 
 
+def test_mom2_shrinkage_uses_c_plus_a_mean_diag_identity():
+    """mom2_shrinkage = a edits with C + a * mean(diag C) * I: the same update as passing that matrix, keys
+    orthogonal to k* under its inverse unchanged, and a very large a gives C = I's update."""
+    model, tok, adapter = setup_tiny("gpt2")
+    layer, C = 1, random_spd(adapter.d_ff(model), seed=3)
+    a = 0.7
+    C_a = C + a * C.diagonal().mean() * torch.eye(C.shape[0], dtype=C.dtype)
+    K = torch.randn(3, C.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(KeyCov.from_matrix(C, layer, C.shape[0], shrinkage=a).solve(K),
+                               torch.linalg.solve(C_a, K.T), rtol=1e-10, atol=1e-12)
+    W0, _ = affine(adapter, model, layer)
+    deltas = {}
+    for label, stats, extra in (("shrunk", C, dict(mom2_shrinkage=a)), ("explicit", C_a, {}),
+                                ("identity", None, {}), ("huge", C, dict(mom2_shrinkage=1e6))):
+        res = edit(model, tok, CASE, method="r-rome", layer=layer, hparams=dict(FAST, **extra),
+                   stats=None if stats is None else {layer: stats})
+        deltas[label] = affine(adapter, model, layer)[0] - W0
+        res.restore()
+    torch.testing.assert_close(deltas["shrunk"], deltas["explicit"], rtol=1e-5, atol=1e-7)
+    assert (deltas["shrunk"] - deltas["identity"]).norm() > 1e-3 * deltas["identity"].norm()
+    torch.testing.assert_close(deltas["huge"], deltas["identity"], rtol=1e-3, atol=1e-4 * deltas["identity"].abs().max())
+
+
 def test_emmet_single_case_without_ridge_is_r_rome_closed_form():
     g = torch.Generator().manual_seed(5)
     d_ff, d = 12, 6

@@ -173,3 +173,57 @@ def test_memit_and_emmet_edits_solve_their_equations_on_a_model(arch):
     # equality constraints: each edited key now maps to its old value plus its residual z* - z
     torch.testing.assert_close((W1 - W0) @ keys.k_star[2].T, (z - keys.block_out).T, rtol=1e-6, atol=1e-7)
     res.restore()
+
+
+SUFFIX_ARCHS = ["gpt2", "gptj", "gpt_neox", "opt", "llama", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "gemma3"]
+
+
+@pytest.mark.parametrize("arch", SUFFIX_ARCHS)
+def test_suffix_replay_gives_the_full_rows_v_star(arch, monkeypatch):
+    """Steps after the first compute only the positions from the fact token on (editing.suffix): same losses and
+    v* as running the whole rows, at the MLP site and the residual site, with a case leaving the batch early and
+    a preservation row; architectures with sliding-window caches (gemma2, gemma3) keep the full rows."""
+    import goldenlayers.editing.values as values_mod
+
+    built = []
+
+    class Spy(values_mod.SuffixRows):
+        def __init__(self, rows, *a):
+            super().__init__(rows, *a)
+            built.append((rows.input_ids.shape[1], self.rows.input_ids.shape[1]))
+
+    monkeypatch.setattr(values_mod, "SuffixRows", Spy)
+    model, tok, adapter = setup_tiny(arch)
+    templates = ["{}", "A long sentence of context here. {}", "Short. {}"]
+    for site, layer in (("down_proj", 1), ("block", 2)):
+        out = {}
+        for suffix in (False, True):
+            hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=8, v_lr=0.05, suffix_replay=suffix,
+                                              preserve_prompts=["{} lives in"], early_stop_loss=0.0))
+            built.clear()
+            out[suffix] = optimise_values(model, tok, adapter, CASES, templates, hp, site, layer)
+            assert bool(built) == (suffix and arch not in ("gemma2", "gemma3")), built
+            if built:
+                full, short = built[0]
+                assert short < full  # fewer positions per step
+        a, b = out[False], out[True]
+        assert a.steps == b.steps
+        for la, lb in zip(a.losses, b.losses, strict=True):
+            assert lb == pytest.approx(la, rel=1e-5, abs=1e-5)
+        torch.testing.assert_close(b.v_star, a.v_star, rtol=1e-4, atol=1e-5 * a.v_star.abs().max().item())
+        torch.testing.assert_close(b.v_init, a.v_init, rtol=0, atol=0)
+
+
+def test_suffix_replay_with_a_case_stopping_early():
+    """A case that reaches the early stop leaves the batch; the others go on in the suffix layout."""
+    model, tok, adapter = setup_tiny("gpt2")
+    out = {}
+    for suffix in (False, True):
+        hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=12, v_lr=0.5, suffix_replay=suffix))
+        first = optimise_values(model, tok, adapter, CASES, ["{}", "Short. {}"], hp, "down_proj", 1)
+        stop = sorted(min(x) for x in first.losses)[1]  # between the cases' best losses: some stop, some not
+        hp = hp.model_copy(update=dict(early_stop_loss=stop))
+        out[suffix] = optimise_values(model, tok, adapter, CASES, ["{}", "Short. {}"], hp, "down_proj", 1)
+    a, b = out[False], out[True]
+    assert a.steps == b.steps and len(set(a.steps)) > 1, a.steps  # cases left the batch at different steps
+    torch.testing.assert_close(b.v_star, a.v_star, rtol=1e-4, atol=1e-5 * a.v_star.abs().max().item())

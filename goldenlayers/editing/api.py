@@ -125,7 +125,8 @@ def _covariances(model, adapter: ArchAdapter, layers: list[int], hp: EditHParams
     missing = [lay for lay in layers if lay not in stats]
     if missing:
         raise KeyError(f"stats have no key statistics for layer(s) {missing}; they cover {sorted(stats)}")
-    return {lay: KeyCov.from_matrix(stats[lay], lay, d_ff, adapter.weight(model, lay).device) for lay in layers}
+    return {lay: KeyCov.from_matrix(stats[lay], lay, d_ff, adapter.weight(model, lay).device,
+                                    shrinkage=hp.mom2_shrinkage) for lay in layers}
 
 
 def _sync(model: nn.Module) -> float:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from goldenlayers.cases import CaseError, EditCase, subject_char_span, tokens_in_span
-from goldenlayers.text import PromptTooLongError, encode_answers, encode_prompts, join_prompt_answer
+from goldenlayers.text import PromptTooLongError, encode_answers, encode_prompts, join_prompt_answer, pad_id
 
 KL_ROW = -1  # template index of a KL-prompt row (KL at the fact token)
 PRESERVE_ROW = -2  # template index of a preservation-prompt row (KL at the prompt's last token)
@@ -116,7 +116,7 @@ def build_rows(tok, cases: list[EditCase], templates: list[str], *, with_target:
 
 def _pad(tok, ids: list[list[int]], answer: list[list[bool]], meta: list[tuple[int, int, int, int]]) -> Rows:
     R, T = len(ids), max(len(r) for r in ids)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad = pad_id(tok)
     input_ids = torch.full((R, T), pad, dtype=torch.long)
     attn = torch.zeros((R, T), dtype=torch.long)
     ans = torch.zeros((R, T), dtype=torch.bool)

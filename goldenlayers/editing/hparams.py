@@ -41,8 +41,14 @@ class EditHParams(BaseModel):
         `kl_div(init_log_probs, current_log_probs, log_target=True)`, i.e. KL(current || original).
     mom2_adjustment: True requires key statistics C (`stats=`); C = I otherwise, or when stats are not needed.
     mom2_update_weight: w in MEMIT's (w C + K K^T) and EMMET's C0 = w C.
+    mom2_shrinkage: a, to use C + a * mean(diag C) * I instead of C (an extension, 0 = off as in the reference
+        code): with C from a corpus, C^-1 k* can be large on directions other prompt positions' keys also use,
+        so an edit spills onto them; a = 1 keeps most of C's locality gain without that (docs/editing.md).
     emmet_ridge: "batch>1" adds emmet_lambda only for batches of more than one case (the official EMMET code);
         "always" adds it for every batch (EasyEdit).
+    suffix_replay: after the first v* forward, compute only the positions from the fact token on, with the
+        earlier positions' keys and values cached (editing.suffix; same loss, other rounding); False runs the
+        whole rows at every step, as the reference code does.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -65,8 +71,10 @@ class EditHParams(BaseModel):
     template_top_k: int = Field(5, ge=1)
     mom2_adjustment: bool = False
     mom2_update_weight: float = Field(15000.0, gt=0)
+    mom2_shrinkage: float = Field(0.0, ge=0)
     emmet_lambda: float = Field(0.1, ge=0)
     emmet_ridge: Literal["batch>1", "always"] = "batch>1"
+    suffix_replay: bool = True
 
     @field_validator("kl_prompt")
     @classmethod

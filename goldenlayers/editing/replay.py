@@ -45,6 +45,12 @@ class FrozenPrefix:
         finally:
             handle.remove()
 
+    def map_output(self, fn) -> None:
+        """Replace the recorded output's tensor by fn(tensor), e.g. its positions in another layout
+        (editing.suffix); nothing to do when no block is frozen."""
+        if self.output is not None:
+            self.output = replace_first(self.output, fn(first_tensor(self.output)))
+
     @contextmanager
     def replaying(self, row_idx: torch.Tensor) -> Iterator[None]:
         """Inside, blocks[0:upto] return the recorded output restricted to rows `row_idx` (R',)."""

@@ -31,14 +31,19 @@ class KeyCov:
         return cls(d_ff)
 
     @classmethod
-    def from_matrix(cls, C: torch.Tensor, layer: int, d_ff: int, device=None, max_cond: float = 1e12) -> KeyCov:
-        """Validate and factorise C; raise StatsError naming the layer when it cannot be used."""
+    def from_matrix(cls, C: torch.Tensor, layer: int, d_ff: int, device=None, max_cond: float = 1e12,
+                    shrinkage: float = 0.0) -> KeyCov:
+        """Validate and factorise C + shrinkage * mean(diag C) * I (shrinkage 0: C as given; larger values move
+        C^-1 k towards the identity's k, EditHParams.mom2_shrinkage); raise StatsError naming the layer when it
+        cannot be used."""
         if tuple(C.shape) != (d_ff, d_ff):
             raise StatsError(f"key statistics of layer {layer} have shape {tuple(C.shape)}, expected ({d_ff}, {d_ff})")
         C = C.to(device=device, dtype=torch.float64)
         if not torch.isfinite(C).all():
             raise StatsError(f"key statistics of layer {layer} contain NaN or inf; recompute them")
         C = (C + C.T) / 2
+        if shrinkage:
+            C = C + shrinkage * C.diagonal().mean() * torch.eye(d_ff, dtype=C.dtype, device=C.device)
         chol, info = torch.linalg.cholesky_ex(C)
         diag = chol.diagonal()
         if int(info) != 0 or not torch.isfinite(diag).all() or (diag.max() / diag.min()) ** 2 > max_cond:

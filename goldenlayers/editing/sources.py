@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from goldenlayers.text import pad_id
+
 
 class SourceError(ValueError):
     """A text source that cannot be opened: names the source and says what to do."""
@@ -133,7 +135,7 @@ def token_batches(tok, texts: Iterable[str], batch_size: int, max_length: int
                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Right-padded (input_ids, attention_mask), each (B, T), of `batch_size` texts at a time, each truncated to
     `max_length` tokens (special tokens such as BOS included). Reads the stream lazily, `batch_size` at a time."""
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad = pad_id(tok)
     it = iter(texts)
     while chunk := list(islice(it, batch_size)):
         rows = [r for r in tok(chunk, truncation=True, max_length=max_length)["input_ids"] if r]

@@ -38,10 +38,11 @@ from goldenlayers.editing.batch import KL_ROW, Rows, build_rows
 from goldenlayers.editing.hparams import EditHParams
 from goldenlayers.editing.keys import fact_keys
 from goldenlayers.editing.replay import FrozenPrefix
+from goldenlayers.editing.suffix import SuffixRows, suffix_cache_supported
 from goldenlayers.models.adapters import ArchAdapter
 from goldenlayers.models.hooks import edit_output, record
 from goldenlayers.models.loader import model_device
-from goldenlayers.text import model_max_length
+from goldenlayers.text import model_max_length, pad_id
 
 Site = Literal["down_proj", "block"]
 
@@ -133,6 +134,8 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
     view: dict = {}
     k_star = k_bare = None
     n_templated = n * len(templates)  # rows before the KL and preservation rows (build_rows' order)
+    cache_kv = hp.suffix_replay and hp.v_num_grad_steps > 1  # keep the first forward's cache (editing.suffix)
+    suffix: SuffixRows | None = None
 
     def inject(out: torch.Tensor) -> torch.Tensor:  # (R', T, d_model), or (R'*T, d_model) for OPT
         r = view["rows"]
@@ -147,11 +150,20 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
     with no_param_grads(model), edit_output(module, inject):
         for step in range(hp.v_num_grad_steps):
             row_idx = rows.rows_of(active)
-            r = view["rows"] = rows.index(row_idx)
-            view["first"] = step == 0
+            if suffix is None:
+                r = rows.index(row_idx)
+                kw = dict(input_ids=r.input_ids, attention_mask=r.attention_mask, use_cache=step == 0 and cache_kv)
+            else:
+                r, kw = suffix.step(row_idx)
+            view["rows"], view["first"] = r, step == 0
             keys = record({"k": module}, outputs=False) if step == 0 and site == "down_proj" else nullcontext({})
             with prefix.recording() if step == 0 else prefix.replaying(row_idx), keys as seen:
-                logits = model(input_ids=r.input_ids, attention_mask=r.attention_mask, use_cache=False).logits.to(dev)
+                out = model(**kw)
+            logits = out.logits.to(dev)
+            if step == 0 and cache_kv and suffix_cache_supported(out.past_key_values):
+                suffix = SuffixRows(rows, out.past_key_values, pad_id(tok))
+                prefix.map_output(suffix.gather_hidden)
+            out = None
             if "k" in seen:
                 k_star, k_bare = fact_keys(r, r.per_token(seen["k"]["in"]), n)
             kl_rows = (r.template < 0).nonzero()[:, 0]
