@@ -33,6 +33,7 @@ def suffix_cache_supported(cache) -> bool:
         return False
     layers = getattr(cache, "layers", None)
     return (isinstance(cache, DynamicCache) and bool(layers)
+            and hasattr(DynamicLayer, "lazy_initialization")
             and all(type(layer) is DynamicLayer and getattr(layer, "is_initialized", False)
                     and getattr(layer, "keys", None) is not None and layer.keys.numel() > 0 for layer in layers))
 
@@ -60,9 +61,11 @@ class SuffixRows:
             next_ids=rows.next_ids.gather(1, self.index),
             kl_at=rows.kl_at - start,
         )
-        self.past_mask = (torch.arange(T, device=dev)[None] < start[:, None]).long()  # (R, T)
+        past_mask = (torch.arange(T, device=dev)[None] < start[:, None]).long()  # (R, T)
+        self.mask = torch.cat([past_mask, self.rows.attention_mask], dim=1)  # (R, T + S)
         # (R, heads, T, head_dim) per layer; detached: the first forward ran with delta in the graph (at zero)
         self.kv = [(layer.keys.detach(), layer.values.detach()) for layer in cache.layers]
+        self.n_rows = R
 
     def gather_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         """(R, T, d) per-position states of the full rows -> (R, S, d) of the suffix slots."""
@@ -70,11 +73,18 @@ class SuffixRows:
         return hidden.gather(1, idx[..., None].expand(-1, -1, hidden.shape[-1]))
 
     def step(self, row_idx: torch.Tensor) -> tuple[Rows, dict]:
-        """(suffix Rows of `row_idx`, the model's keyword arguments for their forward)."""
+        """(suffix Rows of `row_idx`, the model's keyword arguments for their forward). While every row is in
+        the batch the cached tensors are used as they are (the forward appends the suffix to a new tensor, so
+        they stay as recorded); once cases have left, their rows are dropped."""
         from transformers.cache_utils import DynamicCache
 
+        every = len(row_idx) == self.n_rows  # row_idx is ascending, so this is arange(n_rows)
+        pick = (lambda x: x) if every else (lambda x: x[row_idx.to(x.device)])
+        cache = DynamicCache(ddp_cache_data=[(None, None)] * len(self.kv))  # empty full-attention layers
+        for layer, (k, v) in zip(cache.layers, self.kv, strict=True):
+            k, v = pick(k), pick(v)
+            layer.lazy_initialization(k, v)
+            layer.keys, layer.values = k, v
         r = self.rows.index(row_idx)
-        cache = DynamicCache(ddp_cache_data=[(k[row_idx.to(k.device)], v[row_idx.to(v.device)]) for k, v in self.kv])
-        mask = torch.cat([self.past_mask[row_idx], r.attention_mask], dim=1)
-        return r, dict(input_ids=r.input_ids, attention_mask=mask, position_ids=self.index[row_idx],
+        return r, dict(input_ids=r.input_ids, attention_mask=pick(self.mask), position_ids=pick(self.index),
                        past_key_values=cache, use_cache=True)
