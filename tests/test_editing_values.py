@@ -227,3 +227,14 @@ def test_suffix_replay_with_a_case_stopping_early():
     a, b = out[False], out[True]
     assert a.steps == b.steps and len(set(a.steps)) > 1, a.steps  # cases left the batch at different steps
     torch.testing.assert_close(b.v_star, a.v_star, rtol=1e-4, atol=1e-5 * a.v_star.abs().max().item())
+
+
+def test_suffix_replay_auto_is_on_where_matrix_work_dominates():
+    from goldenlayers.editing.hparams import EditHParams
+    from goldenlayers.editing.suffix import suffix_wanted
+
+    model, _, _ = setup_tiny("gpt2")
+    assert EditHParams().suffix_replay == "auto"
+    assert suffix_wanted("auto", model) and suffix_wanted(True, model) and not suffix_wanted(False, model)
+    with pytest.raises(ValueError, match="suffix_replay"):
+        EditHParams(suffix_replay="sometimes")

@@ -47,8 +47,9 @@ class EditHParams(BaseModel):
     emmet_ridge: "batch>1" adds emmet_lambda only for batches of more than one case (the official EMMET code);
         "always" adds it for every batch (EasyEdit).
     suffix_replay: after the first v* forward, compute only the positions from the fact token on, with the
-        earlier positions' keys and values cached (editing.suffix; same loss, other rounding); False runs the
-        whole rows at every step, as the reference code does.
+        earlier positions' keys and values cached (editing.suffix; same loss, other rounding). "auto" (default):
+        on a CPU and for float32 models on a GPU without TF32, where it is faster; True / False force it; False
+        runs the whole rows at every step, as the reference code does.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -74,7 +75,7 @@ class EditHParams(BaseModel):
     mom2_shrinkage: float = Field(0.0, ge=0)
     emmet_lambda: float = Field(0.1, ge=0)
     emmet_ridge: Literal["batch>1", "always"] = "batch>1"
-    suffix_replay: bool = True
+    suffix_replay: bool | Literal["auto"] = "auto"
 
     @field_validator("kl_prompt")
     @classmethod

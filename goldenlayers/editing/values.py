@@ -38,7 +38,7 @@ from goldenlayers.editing.batch import KL_ROW, Rows, build_rows
 from goldenlayers.editing.hparams import EditHParams
 from goldenlayers.editing.keys import fact_keys
 from goldenlayers.editing.replay import FrozenPrefix
-from goldenlayers.editing.suffix import SuffixRows, suffix_cache_supported
+from goldenlayers.editing.suffix import SuffixRows, suffix_cache_supported, suffix_wanted
 from goldenlayers.models.adapters import ArchAdapter
 from goldenlayers.models.hooks import edit_output, record
 from goldenlayers.models.loader import model_device
@@ -134,7 +134,7 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
     view: dict = {}
     k_star = k_bare = None
     n_templated = n * len(templates)  # rows before the KL and preservation rows (build_rows' order)
-    cache_kv = hp.suffix_replay and hp.v_num_grad_steps > 1  # keep the first forward's cache (editing.suffix)
+    cache_kv = suffix_wanted(hp.suffix_replay, model) and hp.v_num_grad_steps > 1  # keep the first forward's cache
     suffix: SuffixRows | None = None
 
     def inject(out: torch.Tensor) -> torch.Tensor:  # (R', T, d_model), or (R'*T, d_model) for OPT
