@@ -122,6 +122,15 @@ _LLAMA = dict(v_num_grad_steps=25, v_lr=0.5, v_weight_decay=1e-3, kl_factor=0.06
 _SMALL = dict(v_num_grad_steps=500, v_lr=0.3, v_weight_decay=1e-3, kl_factor=1.0, clamp_norm_factor=50.0,
               early_stop_loss=0.5, plateau_patience=100, context_templates=[])
 
+# Quality settings for the embedded default models (docs/editing.md, benchmarks/bench_quality.py): C from the
+# world's held-out corpus shrunk towards the identity (C + mean(diag C) I: corpus C alone made edits spill onto
+# the prompt's other positions, C = I lets neighbours that share the subject's last name change), and patience
+# for cases whose loss stalls for a few hundred steps before it falls. default-gpt2 also keeps eight neutral
+# "<subject> ..." prompts' predictions (they cost default-llama rewrite, so it goes without). Slower than
+# default-small; they need key statistics (stats=).
+_QUALITY = dict(_SMALL, v_num_grad_steps=1000, plateau_patience=500, mom2_adjustment=True, mom2_shrinkage=1.0)
+NEUTRAL_PROMPTS = ["{} is", "{} was", "{} has", "{},", "{} and", "The name {} is", "About {}:", "{} is known for"]
+
 PRESETS: dict[str, dict[MethodFamily, dict]] = {
     "gpt2-xl": {
         "rome": dict(_GPT2XL, layers=[17]),
@@ -145,6 +154,8 @@ PRESETS: dict[str, dict[MethodFamily, dict]] = {
         "memit": dict(_SMALL, mom2_update_weight=1.0),
         "emmet": dict(_SMALL, mom2_update_weight=1.0),
     },
+    "default-gpt2-quality": {"rome": dict(_QUALITY, preserve_prompts=NEUTRAL_PROMPTS)},
+    "default-llama-quality": {"rome": dict(_QUALITY)},
     "generic": {
         "rome": dict(_GPT2XL),
         "memit": dict(_GPT2XL, clamp_norm_factor=0.75, mom2_update_weight=20000.0),
@@ -180,4 +191,6 @@ def resolve_hparams(family: MethodFamily, hparams: EditHParams | dict | None = N
     preset = preset or preset_for_model(model, name)
     if preset not in PRESETS:
         raise KeyError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    if family not in PRESETS[preset]:
+        raise KeyError(f"preset {preset!r} has no settings for {family} (it has {sorted(PRESETS[preset])})")
     return EditHParams.model_validate({**PRESETS[preset][family], **(hparams or {})})
