@@ -112,6 +112,13 @@ def main() -> None:
     p.add_argument("--compare", help="the other half's --save file: print the speed-up against it")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (run directories) and print it")
     a = p.parse_args()
+    if (a.save or a.compare) and a.only is None:
+        p.error("--save and --compare measure one half of a split run: give --only one or --only many")
+    if a.compare:
+        saved_procs = json.loads(Path(a.compare).read_text()).get("procs")
+        if (saved_procs == 1) == (a.only == "one"):
+            p.error(f"--compare {a.compare} holds the {'1-process' if saved_procs == 1 else 'N-process'} half; "
+                    f"run the other half (--only {'many' if saved_procs == 1 else 'one'})")
     if a.device == "cuda":
         import torch
 

@@ -183,4 +183,12 @@ def test_settings_presets_and_validation():
         EditHParams(plateau_min_improvement=1.0)
     with pytest.raises(ValueError, match="ascending"):
         EditHParams(layers=[3, 2])
+    with pytest.raises(ValueError, match="mom2_shrinkage"):
+        EditHParams(mom2_shrinkage=-0.5)
+    quality = resolve_hparams("rome", preset="default-llama-quality")
+    assert (quality.mom2_adjustment, quality.mom2_shrinkage, quality.v_num_grad_steps, quality.plateau_patience,
+            quality.preserve_prompts) == (True, 1.0, 1000, 500, [])
+    assert len(resolve_hparams("rome", preset="default-gpt2-quality").preserve_prompts) == 8
+    with pytest.raises(KeyError, match="preset 'default-gpt2-quality' has no settings for memit"):
+        resolve_hparams("memit", preset="default-gpt2-quality")
     assert get_method("R_ROME").name == "r-rome" and isinstance(WeightDelta, type)

@@ -163,7 +163,6 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
             if step == 0 and cache_kv and suffix_cache_supported(out.past_key_values):
                 suffix = SuffixRows(rows, out.past_key_values, pad_id(tok))
                 prefix.map_output(suffix.gather_hidden)
-            out = None
             if "k" in seen:
                 k_star, k_bare = fact_keys(r, r.per_token(seen["k"]["in"]), n)
             kl_rows = (r.template < 0).nonzero()[:, 0]
