@@ -13,7 +13,8 @@ bf16. The tokenizer is a byte-level BPE with 2048 entries trained on seeded Fake
 templates and prompts have word-like tokens. Printed: the median over `--edits` edits of the per-edit time
 (after one warm-up edit), the same with the below-the-layer replay switched off (ratio = the replay's
 speed-up), the same with the suffix replay forced on and off (editing.suffix: later v* steps compute only the
-positions from the fact token on; the default "auto" uses it in full float32 and on CPUs), the ratio to EasyEdit's R-ROME anchor (2.46 s on one H100), peak GPU memory, and cases per second
+positions from the fact token on; the default "auto" uses it in full float32 and on CPUs), on a GPU the same
+without CUDA graphs (editing.graphed: v* steps after the second replayed as one graph), the ratio to EasyEdit's R-ROME anchor (2.46 s on one H100), peak GPU memory, and cases per second
 of v* optimisation one at a time vs `--batch` together (edit_each), the brute-force sweep's use case.
 """
 
@@ -163,6 +164,11 @@ def main() -> None:
     print(f"suffix replay on: {forced[True]:.3f} s per edit, off (whole rows at every step): {forced[False]:.3f} s; "
           f"speed-up {forced[False] / forced[True]:.2f}x (the per-edit figure above uses the default, \"auto\": "
           f"{'on' if suffix_wanted('auto', model) else 'off'} here)")
+    if cuda:
+        eager = statistics.median(v + s for v, s in _timed_edits(model, tok, cases[1:3], layer,
+                                                                  dict(settings, cuda_graphs=False)))
+        print(f"without CUDA graphs (every v* step launched from Python): {eager:.3f} s per edit; graph speed-up "
+              f"{eager / per_edit:.2f}x")
     batch = cases[: args.batch]
     for size in (1, args.batch):
         t0 = time.perf_counter()

@@ -50,6 +50,9 @@ class EditHParams(BaseModel):
         earlier positions' keys and values cached (editing.suffix; same loss, other rounding). "auto" (default):
         on a CPU and for float32 models on a GPU without TF32, where it is faster; True / False force it; False
         runs the whole rows at every step, as the reference code does.
+    cuda_graphs: replay the v* steps after the second as one CUDA graph (editing.graphed; same loss, one launch
+        per step instead of thousands). "auto" (default): whenever the model lies wholly on one CUDA device;
+        True / False force it on / off (True still needs a model on one CUDA device).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -76,6 +79,7 @@ class EditHParams(BaseModel):
     emmet_lambda: float = Field(0.1, ge=0)
     emmet_ridge: Literal["batch>1", "always"] = "batch>1"
     suffix_replay: bool | Literal["auto"] = "auto"
+    cuda_graphs: bool | Literal["auto"] = "auto"
 
     @field_validator("kl_prompt")
     @classmethod

@@ -20,7 +20,9 @@ improved by a factor (1 - plateau_min_improvement) for that many steps; after ea
 
 Batching is exact: the loss is the sum of per-case losses, cases share no parameter (Adam is element-wise),
 finished cases leave the batch and their deltas are held fixed. The blocks below the site are computed once
-(editing.replay.FrozenPrefix) and parameters never get gradients.
+(editing.replay.FrozenPrefix), so are the positions before the fact token (editing.suffix), parameters never get
+gradients, and on a GPU the later steps are replayed as a CUDA graph (editing.graphed; finished cases then stay
+in the replayed batch, their deltas held, until half the batch has finished and a smaller graph is captured).
 """
 
 from __future__ import annotations
@@ -28,23 +30,27 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import torch
 from torch import nn
 
 from goldenlayers.cases import EditCase
-from goldenlayers.editing.batch import KL_ROW, Rows, build_rows
+from goldenlayers.editing.batch import build_rows
+from goldenlayers.editing.graphed import StepGraph, graphs_wanted, side_stream, try_capture
 from goldenlayers.editing.hparams import EditHParams
 from goldenlayers.editing.keys import fact_keys
 from goldenlayers.editing.replay import FrozenPrefix
 from goldenlayers.editing.suffix import SuffixRows, suffix_cache_supported, suffix_wanted
+from goldenlayers.editing.value_loss import LossIndex, case_losses
 from goldenlayers.models.adapters import ArchAdapter
 from goldenlayers.models.hooks import edit_output, record
 from goldenlayers.models.loader import model_device
 from goldenlayers.text import model_max_length, pad_id
 
 Site = Literal["down_proj", "block"]
+EAGER_STEPS = 2  # v* steps run eagerly before a CUDA graph is captured (the first warms the side stream up)
 
 
 @dataclass
@@ -89,31 +95,6 @@ def site_module(model: nn.Module, adapter: ArchAdapter, site: Site, layer: int) 
     return adapter.down_proj_module(model, layer) if site == "down_proj" else adapter.block(model, layer)
 
 
-def _case_losses(logits: torch.Tensor, r: Rows, n: int, n_templates: int, init_kl: torch.Tensor | None,
-                 hp: EditHParams) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-case NLL + kl_factor * KL + preserve_factor * mean preservation KL -> (n,), and the log-probs (n_kl, V)
-    of the KL and preservation rows (in row order) at their `kl_at` positions, from logits (R', T, V).
-    init_kl: those log-probs of the first step, for the same rows (rows of finished cases leave together)."""
-    pm = r.predict_mask
-    logp = torch.log_softmax(logits[pm].float(), dim=-1)  # (N_answer_tokens, V)
-    tok_nll = -logp.gather(1, r.next_ids[pm][:, None]).squeeze(1)
-    per_row = torch.zeros(len(r.case), device=logits.device).index_add_(0, pm.nonzero()[:, 0], tok_nll)
-    per_row = per_row / pm.sum(1).clamp(min=1)
-    rw = r.template >= 0
-    nll = torch.zeros(n, device=logits.device).index_add_(0, r.case[rw], per_row[rw]) / n_templates
-    kr = (~rw).nonzero()[:, 0]
-    kl_logp = torch.log_softmax(logits[kr, r.kl_at[kr]].float(), dim=-1)  # (n_kl, V)
-    if init_kl is None or (hp.kl_factor == 0 and not hp.preserve_prompts):
-        return nll, kl_logp
-    ref = init_kl
-    reverse = hp.kl_direction == "current||original"
-    kl = (kl_logp.exp() * (kl_logp - ref)).sum(-1) if reverse else (ref.exp() * (ref - kl_logp)).sum(-1)
-    kind = r.template[kr]
-    n_preserve = max(1, len(hp.preserve_prompts))
-    weight = torch.where(kind == KL_ROW, hp.kl_factor, hp.preserve_factor / n_preserve).to(kl)
-    return nll + torch.zeros(n, device=logits.device).index_add_(0, r.case[kr], weight * kl), kl_logp
-
-
 def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[EditCase], templates: list[str],
                     hp: EditHParams, site: Site, layer: int) -> ValueTargets:
     """v* of every case at (`site`, `layer`), optimised together in one batch per step."""
@@ -126,7 +107,7 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
     delta = torch.zeros(n, d, device=dev, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=hp.v_lr)
     v_init = torch.zeros(n, d, device=dev)
-    init_kl: torch.Tensor | None = None
+    init_kl = torch.zeros(0)
     active = torch.arange(n, device=dev)
     losses: list[list[float]] = [[] for _ in range(n)]
     best, best_at = [float("inf")] * n, [0] * n  # per case: lowest loss so far and its step (plateau stop)
@@ -136,6 +117,9 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
     n_templated = n * len(templates)  # rows before the KL and preservation rows (build_rows' order)
     cache_kv = suffix_wanted(hp.suffix_replay, model) and hp.v_num_grad_steps > 1  # keep the first forward's cache
     suffix: SuffixRows | None = None
+    use_graphs = graphs_wanted(hp.cuda_graphs, model, hp.v_num_grad_steps)
+    graph: StepGraph | None = None
+    graph_cases = 0  # how many cases the graph's batch holds
 
     def inject(out: torch.Tensor) -> torch.Tensor:  # (R', T, d_model), or (R'*T, d_model) for OPT
         r = view["rows"]
@@ -147,31 +131,55 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
         add = delta[r.case].to(device=y.device, dtype=y.dtype)
         return y.index_put((at, fact), add, accumulate=True).reshape(out.shape)
 
-    with no_param_grads(model), edit_output(module, inject):
+    def weight_decay() -> torch.Tensor:  # (n,)
+        return hp.v_weight_decay * delta.norm(dim=1) / v_init.norm(dim=1).clamp_min(1e-12) ** 2
+
+    def later_step(row_idx: torch.Tensor):
+        """The loss function of a step after the first, for the rows `row_idx`: () -> per-case loss (n,).
+        Its index work is done here, so that calling it never waits on the GPU (editing.graphed)."""
+        r, kw = suffix.step(row_idx) if suffix is not None else \
+            (rows.index(row_idx), dict(input_ids=rows.input_ids[row_idx], attention_mask=rows.attention_mask[row_idx],
+                                       use_cache=False))
+        ix = LossIndex.of(r, hp)
+        ref = init_kl[row_idx[ix.kl_rows] - n_templated]
+
+        def loss() -> torch.Tensor:
+            view["rows"], view["first"] = r, False
+            with prefix.replaying(row_idx):
+                logits = model(**kw).logits.to(dev)
+            return case_losses(logits, r, ix, n, len(templates), ref, hp)[0] + weight_decay()
+        return loss
+
+    def graphed_step(row_idx: torch.Tensor) -> torch.Tensor:  # forward and backward, one launch when replayed
+        loss = later_step(row_idx)()
+        # the gradient tensor is the graph's: replays refill it (finished cases' gradients are unused: their
+        # deltas are restored after the Adam step)
+        delta.grad, = torch.autograd.grad(loss.sum(), delta)
+        return loss.detach()
+
+    with no_param_grads(model), edit_output(module, inject), side_stream(use_graphs, dev) as stream:
         for step in range(hp.v_num_grad_steps):
-            row_idx = rows.rows_of(active)
-            if suffix is None:
-                r = rows.index(row_idx)
-                kw = dict(input_ids=r.input_ids, attention_mask=r.attention_mask, use_cache=step == 0 and cache_kv)
-            else:
-                r, kw = suffix.step(row_idx)
-            view["rows"], view["first"] = r, step == 0
-            keys = record({"k": module}, outputs=False) if step == 0 and site == "down_proj" else nullcontext({})
-            with prefix.recording() if step == 0 else prefix.replaying(row_idx), keys as seen:
-                out = model(**kw)
-            logits = out.logits.to(dev)
-            if step == 0 and cache_kv and suffix_cache_supported(out.past_key_values):
-                suffix = SuffixRows(rows, out.past_key_values, pad_id(tok))
-                prefix.map_output(suffix.gather_hidden)
-            if "k" in seen:
-                k_star, k_bare = fact_keys(r, r.per_token(seen["k"]["in"]), n)
-            kl_rows = (r.template < 0).nonzero()[:, 0]
-            ref = None if step == 0 else init_kl[row_idx[kl_rows] - n_templated]
-            per_case, kl_logp = _case_losses(logits, r, n, len(templates), ref, hp)
             if step == 0:
-                init_kl = kl_logp.detach()
-            wd = hp.v_weight_decay * delta.norm(dim=1) / v_init.norm(dim=1).clamp_min(1e-12) ** 2
-            cur = (per_case + wd)[active]
+                r = rows
+                view["rows"], view["first"] = r, True
+                keys = record({"k": module}, outputs=False) if site == "down_proj" else nullcontext({})
+                with prefix.recording(), keys as seen:
+                    out = model(input_ids=r.input_ids, attention_mask=r.attention_mask, use_cache=cache_kv)
+                if cache_kv and suffix_cache_supported(out.past_key_values):
+                    suffix = SuffixRows(rows, out.past_key_values, pad_id(tok))
+                    prefix.map_output(suffix.gather_hidden)
+                if "k" in seen:
+                    k_star, k_bare = fact_keys(r, r.per_token(seen["k"]["in"]), n)
+                per_case, init_kl = case_losses(out.logits.to(dev), r, LossIndex.of(r, hp), n, len(templates),
+                                                None, hp)
+                init_kl = init_kl.detach()
+                del out
+                cur_all = per_case + weight_decay()
+            elif graph is not None:
+                cur_all = graph.replay()
+            else:
+                cur_all = later_step(rows.rows_of(active))()
+            cur = cur_all[active]
             keep = cur.detach() >= hp.early_stop_loss
             for j, (c, value) in enumerate(zip(active.tolist(), cur.detach().tolist(), strict=True)):
                 losses[c].append(value)
@@ -183,8 +191,9 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
             go = active[keep]
             if step == hp.v_num_grad_steps - 1 or len(go) == 0:
                 break
-            opt.zero_grad(set_to_none=True)
-            cur[keep].sum().backward()
+            if graph is None:
+                opt.zero_grad(set_to_none=True)
+                cur[keep].sum().backward()
             held = delta.detach().clone()
             opt.step()
             with torch.no_grad():
@@ -195,4 +204,10 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
                 scale = (max_norm / delta.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
                 delta.mul_(torch.where(fixed, torch.ones_like(scale), scale)[:, None])
             active = go
+            if use_graphs and step + 1 >= EAGER_STEPS and hp.v_num_grad_steps - step > 2 and \
+                    (graph is None or 2 * len(active) <= graph_cases):  # (re)capture for the remaining batch
+                graph = cur_all = cur = delta.grad = None  # free the previous graph's memory first
+                graph = try_capture(partial(graphed_step, rows.rows_of(active)), stream, "the v* step")
+                graph_cases, use_graphs = len(active), graph is not None
+    delta.grad = None
     return ValueTargets(site, layer, v_init, (v_init + delta.detach()), losses, steps, k_star, k_bare)

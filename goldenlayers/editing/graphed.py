@@ -1,0 +1,87 @@
+"""CUDA-graph replay of the v* step (a speed-up of the v* optimisation, REFERENCE.md section 3 "v*"; same loss).
+
+On a GPU one v* step of a large model is thousands of small kernels (forward and backward of every block above
+the edited layer), and the time goes to launching them from Python, not to running them (docs/benchmarks.md).
+Once the batch of a v* optimisation is fixed, every step runs the same kernels on the same buffers; only the
+values of delta change, and delta is updated in place. `StepGraph` records one step (forward, loss, backward
+into `delta.grad`) as a CUDA graph and then replays it: one launch per step, no Python in the model's forward.
+
+The recorded function must not wait on the GPU (no `.item()`, `.nonzero()`, boolean-mask indexing; see
+editing.value_loss) and must read its inputs from tensors that stay in place. Capture happens on a side
+stream after at least one eager step has run on that stream (libraries initialise lazily on first use, which
+a capture must not record). `graphs_wanted` decides where graphs are used ("auto": a model wholly on one CUDA
+device); a capture that fails (a model whose forward synchronises) leaves the optimisation in eager mode.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def graphs_wanted(setting: bool | str, model, n_steps: int) -> bool:
+    """`EditHParams.cuda_graphs` resolved for `model`: "auto" uses a graph when every parameter lies on one CUDA
+    device and there are at least 4 steps to replay (capture costs about one eager step); True asks for it
+    wherever CUDA is available (False off)."""
+    devices = {p.device for p in model.parameters()}
+    on_one_gpu = len(devices) == 1 and next(iter(devices)).type == "cuda"
+    if setting == "auto":
+        return on_one_gpu and n_steps >= 4
+    return bool(setting) and on_one_gpu
+
+
+@contextmanager
+def side_stream(enabled: bool, device: torch.device) -> Iterator[torch.cuda.Stream | None]:
+    """Run the block on a fresh CUDA stream ordered after the current one (and the current one after it on exit);
+    yields None (and does nothing) when not enabled."""
+    if not enabled:
+        yield None
+        return
+    outer = torch.cuda.current_stream(device)
+    s = torch.cuda.Stream(device)
+    s.wait_stream(outer)
+    try:
+        with torch.cuda.stream(s):
+            yield s
+    finally:
+        outer.wait_stream(s)
+
+
+class StepGraph:
+    """`fn()` captured once on `stream` (which must have run it, or the same kinds of work, eagerly before);
+    `replay()` runs it again and returns the same output tensor, refilled."""
+
+    def __init__(self, fn: Callable[[], torch.Tensor], stream: torch.cuda.Stream):
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.stream(stream):
+            self.graph.capture_begin()
+            try:
+                self.out = fn()
+            except BaseException:
+                try:
+                    self.graph.capture_end()
+                except RuntimeError:
+                    pass  # the capture is invalid anyway; the first error is the one to report
+                raise
+            self.graph.capture_end()
+
+    def replay(self) -> torch.Tensor:
+        self.graph.replay()
+        return self.out
+
+
+def try_capture(fn: Callable[[], torch.Tensor], stream: torch.cuda.Stream, what: str) -> StepGraph | None:
+    """A StepGraph of `fn`, or None (logged) when the capture fails, e.g. because `fn` synchronises."""
+    try:
+        return StepGraph(fn, stream)
+    except RuntimeError as e:
+        log.warning("could not capture %s as a CUDA graph (%s); continuing without graphs", what,
+                    str(e).splitlines()[0])
+        torch.cuda.synchronize()
+        return None
+

@@ -1,0 +1,68 @@
+"""The per-case v* loss (REFERENCE.md section 3, "v*"), written without host synchronisation.
+
+    loss = mean over templates of the per-token NLL of target_new
+           + kl_factor * KL at the KL prompt's fact token
+           + preserve_factor * mean over preservation prompts of the KL at each prompt's last token
+
+(weight decay is added by the caller, editing.values). Every data-dependent index (which positions predict a
+target token, which rows are KL rows) is computed once per batch layout by `LossIndex.of`, so computing the loss
+launches only fixed-shape kernels and never waits on the GPU: the same function serves the eager steps and the
+steps captured as a CUDA graph (editing.graphed), where a host synchronisation is not allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from goldenlayers.editing.batch import KL_ROW, Rows
+from goldenlayers.editing.hparams import EditHParams
+
+
+@dataclass
+class LossIndex:
+    """For one Rows layout: pred_row, pred_pos, pred_next (N,): every position that predicts a target token and
+    that token; n_pred (R,): the number of such positions per row (at least 1); tmpl_rows (R_t,): the
+    templated rows; kl_rows, kl_pos (R_k,): the KL and preservation rows and their `kl_at` positions;
+    kl_weight (R_k,): kl_factor for KL rows, preserve_factor / #preserve prompts for preservation rows."""
+
+    pred_row: torch.Tensor
+    pred_pos: torch.Tensor
+    pred_next: torch.Tensor
+    n_pred: torch.Tensor
+    tmpl_rows: torch.Tensor
+    kl_rows: torch.Tensor
+    kl_pos: torch.Tensor
+    kl_weight: torch.Tensor
+
+    @classmethod
+    def of(cls, r: Rows, hp: EditHParams) -> LossIndex:
+        pm = r.predict_mask
+        pred_row, pred_pos = pm.nonzero(as_tuple=True)
+        kl_rows = (r.template < 0).nonzero()[:, 0]
+        n_preserve = max(1, len(hp.preserve_prompts))
+        kl_weight = torch.where(r.template[kl_rows] == KL_ROW, hp.kl_factor, hp.preserve_factor / n_preserve)
+        return cls(pred_row, pred_pos, r.next_ids[pred_row, pred_pos], pm.sum(1).clamp(min=1),
+                   (r.template >= 0).nonzero()[:, 0], kl_rows, r.kl_at[kl_rows], kl_weight.float())
+
+
+def case_losses(logits: torch.Tensor, r: Rows, ix: LossIndex, n: int, n_templates: int,
+                init_kl: torch.Tensor | None, hp: EditHParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-case NLL + KL terms -> (n,), and the log-probs (R_k, V) of the KL and preservation rows at their
+    positions, from logits (R, T, V) of the rows `r` indexed by `ix`. init_kl: those log-probs at the first
+    step for the same rows (None at the first step: no KL term)."""
+    dev = logits.device
+    logp = torch.log_softmax(logits[ix.pred_row, ix.pred_pos].float(), dim=-1)  # (N, V)
+    tok_nll = -logp.gather(1, ix.pred_next[:, None]).squeeze(1)
+    per_row = torch.zeros(len(r.case), device=dev).index_add_(0, ix.pred_row, tok_nll) / ix.n_pred
+    nll = torch.zeros(n, device=dev).index_add_(0, r.case[ix.tmpl_rows], per_row[ix.tmpl_rows]) / n_templates
+    kl_logp = torch.log_softmax(logits[ix.kl_rows, ix.kl_pos].float(), dim=-1)  # (R_k, V)
+    if init_kl is None or (hp.kl_factor == 0 and not hp.preserve_prompts):
+        return nll, kl_logp
+    ref = init_kl
+    if hp.kl_direction == "current||original":
+        kl = (kl_logp.exp() * (kl_logp - ref)).sum(-1)
+    else:
+        kl = (ref.exp() * (ref - kl_logp)).sum(-1)
+    return nll + torch.zeros(n, device=dev).index_add_(0, r.case[ix.kl_rows], ix.kl_weight * kl), kl_logp

@@ -1,0 +1,113 @@
+"""The CUDA-graph replay of the v* step (editing.graphed): same v* as the eager steps.
+
+On a CPU the capture is replaced by a stand-in that calls the recorded step function at every replay, which checks
+everything the graph path changes in the optimisation loop (a fixed batch whose finished cases stay in it, the
+gradient handed over through `delta.grad`, re-capture when half the batch has finished, no host synchronisation
+needed by the loss). With a CUDA device the real capture is compared against eager steps as well.
+"""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from contextlib import contextmanager
+
+import pytest
+import torch
+from editing_helpers import setup_tiny
+from test_editing_values import CASES, FAST
+
+import goldenlayers.editing.values as values_mod
+from goldenlayers.editing import resolve_hparams
+from goldenlayers.editing.graphed import graphs_wanted
+from goldenlayers.editing.hparams import EditHParams
+from goldenlayers.editing.values import optimise_values
+
+TEMPLATES = ["{}", "A long sentence of context here. {}", "Short. {}"]
+
+
+class CallEachTime:
+    """Stand-in for StepGraph on a CPU: `replay` calls the captured function again."""
+
+    made: list[int] = []
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.out = fn()
+        CallEachTime.made.append(1)
+
+    def replay(self):
+        self.out = self.fn()
+        return self.out
+
+
+@contextmanager
+def _no_stream(enabled, device):
+    yield None
+
+
+def _fake_graphs(monkeypatch):
+    CallEachTime.made = []
+    monkeypatch.setattr(values_mod, "graphs_wanted", lambda setting, model, n: bool(setting))
+    monkeypatch.setattr(values_mod, "side_stream", _no_stream)
+    monkeypatch.setattr(values_mod, "try_capture", lambda fn, stream, what: CallEachTime(fn))
+
+
+@pytest.mark.parametrize(("arch", "suffix"), [("gpt2", True), ("gpt2", False), ("llama", True)])
+def test_graph_steps_give_the_eager_v_star(arch, suffix, monkeypatch):
+    _fake_graphs(monkeypatch)
+    model, tok, adapter = setup_tiny(arch)
+    out = {}
+    for graphs in (False, True):
+        hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=10, v_lr=0.05, kl_factor=0.5, v_weight_decay=0.1,
+                                          suffix_replay=suffix, cuda_graphs=graphs, early_stop_loss=0.0,
+                                          preserve_prompts=["{} lives in"]))
+        out[graphs] = optimise_values(model, tok, adapter, CASES, TEMPLATES, hp, "down_proj", 1)
+    assert len(CallEachTime.made) == 1  # captured once, after the eager steps
+    a, b = out[False], out[True]
+    assert a.steps == b.steps == [10, 10, 10]
+    for la, lb in zip(a.losses, b.losses, strict=True):
+        assert lb == pytest.approx(la, rel=1e-5, abs=1e-6)
+    torch.testing.assert_close(b.v_star, a.v_star, rtol=1e-5, atol=1e-6 * a.v_star.abs().max().item())
+    assert (b.v_star - b.v_init).norm() > 0.01 * b.v_init.norm()  # it moved
+
+
+def test_finished_cases_stay_fixed_in_the_graph_batch_and_half_a_batch_recaptures(monkeypatch):
+    _fake_graphs(monkeypatch)
+    model, tok, adapter = setup_tiny("gpt2")
+    out = {}
+    for graphs in (False, True):  # on this tiny model two cases stall after the capture (plateau stop), one goes on
+        hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=14, v_lr=0.5, cuda_graphs=graphs, early_stop_loss=0.0,
+                                          plateau_patience=3, plateau_min_improvement=0.001))
+        out[graphs] = optimise_values(model, tok, adapter, CASES, TEMPLATES[:2], hp, "down_proj", 1)
+    a, b = out[False], out[True]
+    assert a.steps == b.steps and len(set(a.steps)) > 1 and min(a.steps) > values_mod.EAGER_STEPS, a.steps
+    for la, lb in zip(a.losses, b.losses, strict=True):
+        assert lb == pytest.approx(la, rel=1e-5, abs=1e-6)
+    torch.testing.assert_close(b.v_star, a.v_star, rtol=1e-5, atol=1e-6 * a.v_star.abs().max().item())
+    # 3 cases captured; once 2 have stopped (1 left, 2 * 1 <= 3) the last one is re-captured alone
+    assert len(CallEachTime.made) == 2
+
+
+def test_graphs_auto_needs_a_model_on_one_cuda_device():
+    model, _, _ = setup_tiny("gpt2")
+    assert EditHParams().cuda_graphs == "auto"
+    assert not graphs_wanted("auto", model, 20) and not graphs_wanted(True, model, 20)
+    with pytest.raises(ValueError, match="cuda_graphs"):
+        EditHParams(cuda_graphs="maybe")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gemma3"])
+def test_real_cuda_graph_matches_eager_steps(arch):
+    model, tok, adapter = setup_tiny(arch)
+    model.cuda()
+    out = {}
+    for graphs in (False, True):
+        hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=10, v_lr=0.05, kl_factor=0.5, cuda_graphs=graphs,
+                                          suffix_replay=True, early_stop_loss=0.0))
+        out[graphs] = optimise_values(model, tok, adapter, CASES, TEMPLATES, hp, "down_proj", 1)
+    a, b = out[False], out[True]
+    for la, lb in zip(a.losses, b.losses, strict=True):
+        assert lb == pytest.approx(la, rel=1e-4, abs=1e-5)
+    torch.testing.assert_close(b.v_star, a.v_star, rtol=1e-4, atol=1e-5 * a.v_star.abs().max().item())
