@@ -50,7 +50,7 @@ def _fake_graphs(monkeypatch):
     CallEachTime.made = []
     monkeypatch.setattr(values_mod, "graphs_wanted", lambda setting, model, n: bool(setting))
     monkeypatch.setattr(values_mod, "side_stream", _no_stream)
-    monkeypatch.setattr(values_mod, "try_capture", lambda fn, stream, what: CallEachTime(fn))
+    monkeypatch.setattr(values_mod, "try_capture", lambda fn, stream, what, model: CallEachTime(fn))
 
 
 @pytest.mark.parametrize(("arch", "suffix"), [("gpt2", True), ("gpt2", False), ("llama", True)])
@@ -99,7 +99,17 @@ def test_graphs_auto_needs_a_model_on_one_cuda_device():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "gemma3"])
-def test_real_cuda_graph_matches_eager_steps(arch):
+def test_real_cuda_graph_matches_eager_steps(arch, monkeypatch):
+    import goldenlayers.editing.graphed as graphed_mod
+
+    made = []
+
+    class Spy(graphed_mod.StepGraph):
+        def __init__(self, fn, stream):
+            super().__init__(fn, stream)
+            made.append(1)
+
+    monkeypatch.setattr(graphed_mod, "StepGraph", Spy)
     model, tok, adapter = setup_tiny(arch)
     model.cuda()
     out = {}
@@ -107,6 +117,7 @@ def test_real_cuda_graph_matches_eager_steps(arch):
         hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=10, v_lr=0.05, kl_factor=0.5, cuda_graphs=graphs,
                                           suffix_replay=True, early_stop_loss=0.0))
         out[graphs] = optimise_values(model, tok, adapter, CASES, TEMPLATES, hp, "down_proj", 1)
+    assert made == [1]  # captured (a failed capture falls back to eager steps silently but for a warning)
     a, b = out[False], out[True]
     for la, lb in zip(a.losses, b.losses, strict=True):
         assert lb == pytest.approx(la, rel=1e-4, abs=1e-5)

@@ -16,18 +16,22 @@ device); a capture that fails (a model whose forward synchronises) leaves the op
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 
 log = logging.getLogger(__name__)
+_failed: weakref.WeakSet = weakref.WeakSet()  # models whose v* step could not be captured: not tried again
 
 
 def graphs_wanted(setting: bool | str, model, n_steps: int) -> bool:
     """`EditHParams.cuda_graphs` resolved for `model`: "auto" uses a graph when every parameter lies on one CUDA
     device and there are at least 4 steps to replay (capture costs about one eager step); True asks for it
     wherever CUDA is available (False off)."""
+    if model in _failed:
+        return False
     devices = {p.device for p in model.parameters()}
     on_one_gpu = len(devices) == 1 and next(iter(devices)).type == "cuda"
     if setting == "auto":
@@ -75,13 +79,15 @@ class StepGraph:
         return self.out
 
 
-def try_capture(fn: Callable[[], torch.Tensor], stream: torch.cuda.Stream, what: str) -> StepGraph | None:
-    """A StepGraph of `fn`, or None (logged) when the capture fails, e.g. because `fn` synchronises."""
+def try_capture(fn: Callable[[], torch.Tensor], stream: torch.cuda.Stream, what: str, model) -> StepGraph | None:
+    """A StepGraph of `fn`, or None when the capture fails, e.g. because `fn` synchronises: logged once, the
+    memory the capture took is released, and `model` is not captured again (graphs_wanted says False)."""
     try:
         return StepGraph(fn, stream)
     except RuntimeError as e:
-        log.warning("could not capture %s as a CUDA graph (%s); continuing without graphs", what,
-                    str(e).splitlines()[0])
+        log.warning("could not capture %s of %s as a CUDA graph (%s); it runs without graphs", what,
+                    type(model).__name__, str(e).splitlines()[0])
+        _failed.add(model)
         torch.cuda.synchronize()
+        torch.cuda.empty_cache()
         return None
-

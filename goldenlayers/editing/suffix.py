@@ -85,10 +85,11 @@ class SuffixRows:
         idx = self.index.to(hidden.device)
         return hidden.gather(1, idx[..., None].expand(-1, -1, hidden.shape[-1]))
 
-    def step(self, row_idx: torch.Tensor) -> tuple[Rows, dict]:
-        """(suffix Rows of `row_idx`, the model's keyword arguments for their forward). While every row is in
-        the batch the cached tensors are used as they are (the forward appends the suffix to a new tensor, so
-        they stay as recorded); once cases have left, their rows are dropped."""
+    def inputs(self, row_idx: torch.Tensor) -> dict:
+        """The model's keyword arguments for the forward of the suffix rows `row_idx`, with a new cache object.
+        While every row is in the batch the cached tensors are used as they are (the forward appends the suffix
+        to a new tensor, so they stay as recorded); once cases have left, their rows are dropped. Never waits on
+        the GPU (editing.graphed records it)."""
         from transformers.cache_utils import DynamicCache
 
         every = len(row_idx) == self.n_rows  # row_idx is ascending, so this is arange(n_rows)
@@ -99,5 +100,5 @@ class SuffixRows:
             layer.lazy_initialization(k, v)
             layer.keys, layer.values = k, v
         r = self.rows.index(row_idx)
-        return r, dict(input_ids=r.input_ids, attention_mask=pick(self.mask), position_ids=pick(self.index),
-                       past_key_values=cache, use_cache=True)
+        return dict(input_ids=r.input_ids, attention_mask=pick(self.mask), position_ids=pick(self.index),
+                    past_key_values=cache, use_cache=True)

@@ -30,7 +30,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from functools import partial
 from typing import Literal
 
 import torch
@@ -137,25 +136,30 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
     def later_step(row_idx: torch.Tensor):
         """The loss function of a step after the first, for the rows `row_idx`: () -> per-case loss (n,).
         Its index work is done here, so that calling it never waits on the GPU (editing.graphed)."""
-        r, kw = suffix.step(row_idx) if suffix is not None else \
-            (rows.index(row_idx), dict(input_ids=rows.input_ids[row_idx], attention_mask=rows.attention_mask[row_idx],
-                                       use_cache=False))
+        r = suffix.rows.index(row_idx) if suffix is not None else rows.index(row_idx)
         ix = LossIndex.of(r, hp)
         ref = init_kl[row_idx[ix.kl_rows] - n_templated]
 
         def loss() -> torch.Tensor:
+            kw = suffix.inputs(row_idx) if suffix is not None else \
+                dict(input_ids=r.input_ids, attention_mask=r.attention_mask, use_cache=False)
             view["rows"], view["first"] = r, False
             with prefix.replaying(row_idx):
                 logits = model(**kw).logits.to(dev)
             return case_losses(logits, r, ix, n, len(templates), ref, hp)[0] + weight_decay()
         return loss
 
-    def graphed_step(row_idx: torch.Tensor) -> torch.Tensor:  # forward and backward, one launch when replayed
-        loss = later_step(row_idx)()
-        # the gradient tensor is the graph's: replays refill it (finished cases' gradients are unused: their
-        # deltas are restored after the Adam step)
-        delta.grad, = torch.autograd.grad(loss.sum(), delta)
-        return loss.detach()
+    def graphed_step(row_idx: torch.Tensor):
+        """() -> per-case loss (n,) and its gradient in `delta.grad`: what a CUDA graph records."""
+        loss_fn = later_step(row_idx)  # index work before the capture
+
+        def step() -> torch.Tensor:
+            loss = loss_fn()
+            # the gradient tensor is the graph's: replays refill it (finished cases' gradients are unused: their
+            # deltas are restored after the Adam step)
+            delta.grad, = torch.autograd.grad(loss.sum(), delta)
+            return loss.detach()
+        return step
 
     with no_param_grads(model), edit_output(module, inject), side_stream(use_graphs, dev) as stream:
         for step in range(hp.v_num_grad_steps):
@@ -207,7 +211,7 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
             if use_graphs and step + 1 >= EAGER_STEPS and hp.v_num_grad_steps - step > 2 and \
                     (graph is None or 2 * len(active) <= graph_cases):  # (re)capture for the remaining batch
                 graph = cur_all = cur = delta.grad = None  # free the previous graph's memory first
-                graph = try_capture(partial(graphed_step, rows.rows_of(active)), stream, "the v* step")
+                graph = try_capture(graphed_step(rows.rows_of(active)), stream, "the v* step", model)
                 graph_cases, use_graphs = len(active), graph is not None
     delta.grad = None
     return ValueTargets(site, layer, v_init, (v_init + delta.detach()), losses, steps, k_star, k_bare)
