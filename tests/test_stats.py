@@ -251,3 +251,34 @@ def test_world_source(tmp_path):
     assert open_source("world").fingerprint != src.fingerprint  # the default world (1000 people) is another
     build_world(people=12, seed=4).save(tmp_path / "world.json")
     assert open_source(f"world:{tmp_path}").fingerprint != src.fingerprint  # another world, another cache key
+
+
+def _fill_cache(root, barrier, out):
+    """One process of test_processes_filling_one_entry_collect_once: collect layers 0-3 into `root`."""
+    torch.set_num_threads(1)
+    from goldenlayers.models.tiny import tiny_tokenizer
+
+    model, tok = tiny_model("gpt2", dtype=torch.float64), tiny_tokenizer()
+    cache = StatsCache(root)
+    barrier.wait()
+    paths = cache.files(model, tok, get_adapter(model), [0, 1, 2, 3], StatsSettings(source="toy", max_tokens=20_000),
+                        texts=TEXTS * 400, progress=False)
+    out.put((cache.collected, sorted(p.name for p in paths.values())))
+
+
+def test_processes_filling_one_entry_collect_once(tmp_path):
+    """Two processes (as the ranks of a torchrun launch) ask for the same statistics at once: the cache's lock
+    lets one collect while the other waits and then finds the files; no temporary file is left."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_fill_cache, args=(tmp_path, barrier, out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    got = sorted(out.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert [n for n, _ in got] == [0, 4] and got[0][1] == got[1][1]
+    assert len(list(tmp_path.rglob("*.safetensors"))) == 4 and not list(tmp_path.rglob("*.tmp*"))

@@ -9,8 +9,12 @@ Accumulator memory: len(layers) * d_ff^2 * bytes(dtype) on the device (GPT-2 XL,
 
 `StatsCache` keeps results on disk (safetensors) keyed by model identity (name, config, tokenizer and a hash of
 every down-proj weight, so an edited model never reads a stale entry), layer, source fingerprint, token budget,
-max_length and dtype. `key_stats` resolves `StatsSettings`, including `mom2="identity"` (C = I, returned as
-None: the editing API's "no stats"). `check_stats` refuses NaN/inf or (near-)singular C naming the layer;
+max_length and dtype. Processes that fill the same entry at once (the ranks of a torchrun launch, two runs)
+take a file lock, so the first collects and the others then read its files; every file is written to a
+temporary name and renamed, so a reader never sees half of one. `key_stats` resolves `StatsSettings`, including
+`mom2="identity"` (C = I, returned as None: the editing API's "no stats"); `lazy=True` returns `CachedStats`,
+which reads each layer's file when the editor asks for it (a sweep over 48 layers of GPT-2 XL would otherwise
+hold 15.7 GB of float64 matrices). `check_stats` refuses NaN/inf or (near-)singular C naming the layer;
 C is only ever factorised or inverted in float64 (goldenlayers.editing.solve), never in reduced precision.
 """
 
@@ -21,7 +25,8 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -171,6 +176,7 @@ class StatsCache:
     def __init__(self, root: str | Path | None = None):
         root = root or os.environ.get("GOLDENLAYERS_CACHE") or Path.home() / ".cache" / "goldenlayers"
         self.root = Path(root).expanduser() / "key_stats"
+        self.collected = 0  # layers this instance collected (the others were read from files)
 
     @staticmethod
     def model_identity(model: nn.Module, tok, adapter: ArchAdapter) -> str:
@@ -195,14 +201,7 @@ class StatsCache:
         return (self.root / f"{slug}-{identity[:16]}" / f"{src}-{source.fingerprint[:12]}"
                 / f"layer{layer:03d}-tok{max_tokens}-len{max_length}-{dtype}.safetensors")
 
-    def get_or_compute(self, model: nn.Module, tok, adapter: ArchAdapter, layers: list[int],
-                       settings: StatsSettings | None = None, texts: Iterable[str] | None = None,
-                       name: str | None = None, progress: bool = True) -> dict[int, torch.Tensor]:
-        """{layer: C} from the cache; the missing layers are collected together in one pass, checked and stored.
-
-        texts: the corpus itself, labelled by `settings.source` in the key (else the source spec is opened).
-        name: how the model is named in the cache folder (default: its config's name_or_path).
-        """
+    def _entry(self, model, tok, adapter, layers, settings, texts, name):
         s = settings or StatsSettings()
         if s.mom2 == "identity":
             raise ValueError("mom2='identity' needs no statistics: use key_stats(), which returns None for C = I")
@@ -211,30 +210,100 @@ class StatsCache:
         name = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
         identity = self.model_identity(model, tok, adapter)
         paths = {lay: self.path(name, identity, source, lay, s.max_tokens, s.max_length, s.dtype) for lay in layers}
-        out = {lay: load_file(p)["C"] for lay, p in paths.items() if p.exists()}
-        missing = [lay for lay in layers if lay not in out]
-        if missing:
-            new, n = _collect(model, tok, adapter, missing, source.texts(), s.max_tokens, s.batch_size, s.max_length,
-                              _DTYPES[s.dtype], progress, False)
-            for lay, C in new.items():
-                check_stats(C, lay)
-                meta = dict(model=name, identity=identity, source=source.label, fingerprint=source.fingerprint,
-                            layer=str(lay), tokens=str(n), max_tokens=str(s.max_tokens),
-                            max_length=str(s.max_length), dtype=s.dtype)
-                paths[lay].parent.mkdir(parents=True, exist_ok=True)
-                tmp = paths[lay].with_suffix(f".tmp{os.getpid()}")
-                save_file({"C": C.contiguous()}, tmp, metadata=meta)
-                os.replace(tmp, paths[lay])
-            out |= new
-        return {lay: out[lay] for lay in layers}
+        return s, source, name, identity, paths
+
+    def _fill(self, model, tok, adapter, layers, settings, texts, name, progress
+              ) -> tuple[dict[int, Path], dict[int, torch.Tensor]]:
+        """(every layer's file, the C collected now): the layers without a file are collected together in one
+        pass, checked and stored, under the entry's lock (a process that waited for it finds the files there)."""
+        s, source, name, identity, paths = self._entry(model, tok, adapter, layers, settings, texts, name)
+        new: dict[int, torch.Tensor] = {}
+        if all(p.exists() for p in paths.values()):
+            return paths, new
+        with _locked(next(iter(paths.values())).parent):
+            missing = [lay for lay in layers if not paths[lay].exists()]
+            if missing:
+                new, n = _collect(model, tok, adapter, missing, source.texts(), s.max_tokens, s.batch_size,
+                                  s.max_length, _DTYPES[s.dtype], progress, False)
+                for lay, C in new.items():
+                    check_stats(C, lay)
+                    meta = dict(model=name, identity=identity, source=source.label, fingerprint=source.fingerprint,
+                                layer=str(lay), tokens=str(n), max_tokens=str(s.max_tokens),
+                                max_length=str(s.max_length), dtype=s.dtype)
+                    tmp = paths[lay].with_suffix(f".tmp{os.getpid()}")
+                    save_file({"C": C.contiguous()}, tmp, metadata=meta)
+                    os.replace(tmp, paths[lay])
+                self.collected += len(new)
+        return paths, new
+
+    def get_or_compute(self, model: nn.Module, tok, adapter: ArchAdapter, layers: list[int],
+                       settings: StatsSettings | None = None, texts: Iterable[str] | None = None,
+                       name: str | None = None, progress: bool = True) -> dict[int, torch.Tensor]:
+        """{layer: C} from the cache; the missing layers are collected together in one pass, checked and stored.
+
+        texts: the corpus itself, labelled by `settings.source` in the key (else the source spec is opened).
+        name: how the model is named in the cache folder (default: its config's name_or_path).
+        """
+        paths, new = self._fill(model, tok, adapter, layers, settings, texts, name, progress)
+        return {lay: new[lay] if lay in new else load_file(paths[lay])["C"] for lay in layers}
+
+    def files(self, model: nn.Module, tok, adapter: ArchAdapter, layers: list[int],
+              settings: StatsSettings | None = None, texts: Iterable[str] | None = None, name: str | None = None,
+              progress: bool = True) -> dict[int, Path]:
+        """{layer: file of C}, collecting the missing layers as get_or_compute does, but loading nothing."""
+        return self._fill(model, tok, adapter, layers, settings, texts, name, progress)[0]
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on folder/.lock (POSIX fcntl; without it, no lock: files are still written whole)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(folder / ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class CachedStats(Mapping):
+    """{layer: C} backed by the cache's files: C is read when asked for, and the last one read is kept (a sweep
+    edits layer by layer). What `edit(..., stats=)` takes, without every layer's matrix in memory at once."""
+
+    def __init__(self, paths: Mapping[int, Path]):
+        self.paths = dict(paths)
+        self._last: tuple[int, torch.Tensor] | None = None
+
+    def __getitem__(self, layer: int) -> torch.Tensor:
+        if self._last is None or self._last[0] != layer:
+            self._last = (layer, load_file(self.paths[layer])["C"])  # KeyError for a layer it does not hold
+        return self._last[1]
+
+    def __contains__(self, layer: object) -> bool:
+        return layer in self.paths
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
 
 
 def key_stats(model: nn.Module, tok, adapter: ArchAdapter, layers: list[int], settings: StatsSettings | None = None,
               cache: StatsCache | None = None, texts: Iterable[str] | None = None, name: str | None = None,
-              progress: bool = True) -> dict[int, torch.Tensor] | None:
+              progress: bool = True, lazy: bool = False) -> Mapping[int, torch.Tensor] | None:
     """C per layer as the settings say, for `edit(..., stats=...)`: None for mom2="identity" (C = I), else
-    checked statistics from `cache` (default: StatsCache() at its default root)."""
+    checked statistics from `cache` (default: StatsCache() at its default root), missing layers collected in one
+    pass. lazy: a `CachedStats` that reads each layer's file when it is used, instead of a dict of every C."""
     s = settings or StatsSettings()
     if s.mom2 == "identity":
         return None
-    return (cache or StatsCache()).get_or_compute(model, tok, adapter, layers, s, texts, name, progress)
+    cache = cache or StatsCache()
+    if lazy:
+        return CachedStats(cache.files(model, tok, adapter, layers, s, texts, name, progress))
+    return cache.get_or_compute(model, tok, adapter, layers, s, texts, name, progress)

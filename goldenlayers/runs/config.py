@@ -6,7 +6,7 @@ Every section is a pydantic model with extra="forbid": an unknown key is an erro
 file, `dump_config(config)` writes the resolved config (every default filled in) with the command that runs it.
 Dataset files follow REFERENCE.md section 5; a relative `file` is read from the config's `data_dir`. Method
 `hparams` are overrides on the editor's per-model presets (goldenlayers.editing.hparams), checked by the editor
-when the run executes.
+when the run executes; `stats` says where the key statistics come from when those settings need them.
 """
 
 from __future__ import annotations
@@ -135,9 +135,26 @@ class SelectorsSpec(_Strict):
 
 
 class BatchSpec(_Strict):
+    """edit: cases whose v* are optimised together; select: LGA's batch; evaluate: the scorer's; stats: texts per
+    forward while collecting key statistics."""
+
     edit: int = Field(16, ge=1)
     select: int = Field(16, ge=1)
     evaluate: int = Field(32, ge=1)
+    stats: int = Field(8, ge=1)
+
+
+class StatsSpec(_Strict):
+    """Key statistics C = E[k k^T] for the methods whose hparams have mom2_adjustment true (goldenlayers.editing.
+    stats; nothing is collected otherwise). source: a text source spec (goldenlayers.editing.sources: "world",
+    "world:PATH", a folder of .txt files, "hf:NAME[:CONFIG][:SPLIT]"); None: the held-out corpus of the world a
+    model was trained on ("world:<model folder>", the embedded default models and `train-world` outputs), an
+    error for other models. tokens: the token budget; max_length: tokens per text; dtype: accumulation dtype."""
+
+    source: str | None = Field(None, min_length=1)
+    tokens: int = Field(100_000, ge=1)
+    max_length: int = Field(256, ge=2)
+    dtype: Literal["float32", "float64"] = "float64"
 
 
 class SeedSpec(_Strict):
@@ -159,6 +176,7 @@ class ExperimentConfig(_Strict):
     metrics: list[str] = Field(default_factory=lambda: [m for m in METRICS if m != "overall"])
     seeds: SeedSpec = SeedSpec()
     batch: BatchSpec = BatchSpec()
+    stats: StatsSpec = StatsSpec()
     data_dir: str = "data"
     output_dir: str = "runs"
 

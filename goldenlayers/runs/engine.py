@@ -9,6 +9,13 @@ kept while consecutive jobs use them (the plan is model-major, so each model loa
 are cached per (model, dataset). Resuming is cell by cell (`store.done_keys`): a killed run redoes only the cells
 that had not been written. With several workers (`goldenlayers.runs.distributed`), worker `rank` of `world` does
 every world-th remaining cell and writes to its own shard store; the select jobs run on worker 0.
+
+Key statistics: when a method's settings need C (mom2_adjustment, e.g. the EMMET/MEMIT presets of the paper
+models), a cells job first makes sure C of every layer that still has cells to do is in the shared cache
+(goldenlayers.editing.stats.StatsCache: $GOLDENLAYERS_CACHE, else ~/.cache/goldenlayers), collecting the missing
+layers in one pass from the config's `stats.source` (default: the held-out corpus of the model's synthetic world),
+and hands the editor a mapping that reads each layer's C from its file when used. Workers of a torchrun launch
+ask for the same layers; the cache's file lock lets the first collect and the others read its files.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from pathlib import Path
 import torch
 
 from goldenlayers.runs.config import DatasetSpec, ExperimentConfig, ModelSpec
-from goldenlayers.runs.engine_jobs import chosen_layer, run_cells, run_select
+from goldenlayers.runs.engine_jobs import chosen_layer, needs_key_stats, run_cells, run_select
 from goldenlayers.runs.plan import Job
 from goldenlayers.runs.rundir import RunDir
 from goldenlayers.runs.store import Store
@@ -46,6 +53,26 @@ def load_cases(config: ExperimentConfig, model: ModelSpec, dataset: DatasetSpec,
     return list(data.cases)
 
 
+def stats_settings(config: ExperimentConfig, model: ModelSpec):
+    """The StatsSettings of the config's `stats` section for `model`: its source, else the held-out corpus of the
+    synthetic world the model was trained on ("world:<model folder>", where load_cases finds the world too)."""
+    from goldenlayers.editing.stats import StatsSettings
+    from goldenlayers.models.loader import resolve_model_path
+
+    s = config.stats
+    source = s.source
+    if source is None:
+        folder = Path(resolve_model_path(model.source))
+        if not (folder / "world.json").is_file():
+            raise ValueError(f"{model.name}: the editing settings need key statistics C (mom2_adjustment: true) and "
+                             f"the model has no synthetic world ({folder / 'world.json'}) to take them from: set "
+                             "stats.source in the config (a folder of .txt files, 'hf:NAME[:CONFIG][:SPLIT]', ...), "
+                             "or mom2_adjustment: false in the method's hparams for C = I")
+        source = f"world:{folder}"
+    return StatsSettings(source=source, max_tokens=s.tokens, max_length=s.max_length, dtype=s.dtype,
+                         batch_size=config.batch.stats)
+
+
 class RunEngine:
     """Executes jobs (see the module docstring). rank/world: this worker among `world`; device: where models go
     (None: the ModelSpec's device, else CUDA when available); progress: show progress bars."""
@@ -56,6 +83,7 @@ class RunEngine:
         self._cases: dict[tuple[str, str], tuple[list, set[str]]] = {}
         self._caches: dict[str, object] = {}
         self._shards: dict[Path, Store] = {}
+        self.stats_cache = None  # the StatsCache, made when first needed (its root is read from the environment)
         self.log: list[dict] = []  # one entry per cells job: what it did
         self.timeline = Timeline()  # seconds per phase of this process (printed by `goldenlayers run`)
 
@@ -92,6 +120,20 @@ class RunEngine:
             self._cases[key] = (cases, {c.case_id for c in split.proxy})
         return self._cases[key]
 
+    def key_stats(self, config: ExperimentConfig, job: Job, spec: ModelSpec, lm, layers: list[int]):
+        """(C of `layers` read lazily from the cache, or None when the job's settings use C = I or no layer is
+        left; {"layers", "collected"}: what was asked for and how many layers had to be collected)."""
+        if not layers or not needs_key_stats(config, job, lm.model, spec.source):
+            return None, None
+        from goldenlayers.editing.stats import StatsCache, key_stats
+
+        self.stats_cache = self.stats_cache or StatsCache()
+        before = self.stats_cache.collected
+        with self.timeline.phase("key statistics"):
+            C = key_stats(lm.model, lm.tokenizer, lm.adapter, layers, stats_settings(config, spec),
+                          cache=self.stats_cache, name=spec.source, progress=self.progress, lazy=True)
+        return C, dict(layers=layers, collected=self.stats_cache.collected - before)
+
     def out_store(self, run: RunDir) -> Store:
         """Where this worker writes cells: the main store alone, else its shard."""
         if self.world == 1:
@@ -125,10 +167,13 @@ class RunEngine:
         done = run.store.done_keys(job.model, job.dataset, job.method, selector)
         out = self.out_store(run)
         cache = self._caches.setdefault(job.model, _pre_cache())
+        # C of the layers with cells left (every worker asks for the same ones: one collection serves all)
+        C, got = self.key_stats(config, job, spec, lm, [x for x in layers if any((c.case_id, x) not in done
+                                                                                 for c in todo)])
         with self.timeline.phase(job.kind):
             stats = run_cells(config, job, lm.model, lm.tokenizer, todo, proxy_ids, layers, selector, done, out,
-                              rank=self.rank, world=self.world, cache=cache, progress=self.progress)
-        self.log.append(dict(job=job.key, layers=layers, **stats))
+                              rank=self.rank, world=self.world, cache=cache, key_stats=C, progress=self.progress)
+        self.log.append(dict(job=job.key, layers=layers, **stats, key_stats=got))
 
     def close(self) -> None:
         for s in self._shards.values():

@@ -9,8 +9,9 @@
       exports/, report/    written on request
 
 `RunDir.create_or_resume(config, root)` creates it, or resumes it when it exists: a config that differs from the
-stored one (output_dir aside) is refused with the differing keys listed, unless force=True, which keeps the old
-config as config.<timestamp>.yaml and records the forced change in meta.json.
+stored one (output_dir aside; settings added to the schema since the run was created count at their defaults) is
+refused with the differing keys listed, unless force=True, which keeps the old config as config.<timestamp>.yaml
+and records the forced change in meta.json.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pathlib import Path
 
 import yaml
 
-from goldenlayers.runs.config import ExperimentConfig, dump_config, load_config, resolved
+from goldenlayers.runs.config import ExperimentConfig, dump_config, load_config, resolved, validate_config
+from goldenlayers.runs.errors import ConfigError
 from goldenlayers.runs.schema import now
 from goldenlayers.runs.store import Store, merge_shards, shard_path
 
@@ -71,6 +73,16 @@ def config_diff(old: dict, new: dict) -> list[str]:
     return out
 
 
+def _stored(cfg_file: Path) -> dict:
+    """A run's stored config, resolved again by the current schema: a setting added to the schema after the run
+    was created counts at its default (such a run resumes), every stored value stays as it was."""
+    data = yaml.safe_load(cfg_file.read_text())
+    try:
+        return resolved(validate_config(data, str(cfg_file)))
+    except ConfigError:
+        return data
+
+
 def _write(path: Path, text: str) -> None:
     """Write a file atomically (temp file + rename): a crash leaves the old or the new file, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
@@ -113,7 +125,7 @@ class RunDir:
         fresh = dict(name=config.name, created_at=session["started_at"], versions=session["versions"],
                      seeds=dict(config.seeds.model_dump(), split=config.split.seed), sessions=[])
         if cfg_file.exists():
-            diff = config_diff(yaml.safe_load(cfg_file.read_text()), resolved(config))
+            diff = config_diff(_stored(cfg_file), resolved(config))
             meta = json.loads(meta_file.read_text()) if meta_file.exists() else fresh
             if diff and not force:
                 raise ConfigMismatchError(path, diff)
