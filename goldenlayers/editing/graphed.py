@@ -62,6 +62,7 @@ class StepGraph:
 
     def __init__(self, fn: Callable[[], torch.Tensor], stream: torch.cuda.Stream):
         self.graph = torch.cuda.CUDAGraph()
+        self.fn = fn  # keeps alive the tensors fn reads (made before the capture): replays read their memory
         with torch.cuda.stream(stream):
             self.graph.capture_begin()
             try:
