@@ -9,7 +9,7 @@ into `delta.grad`) as a CUDA graph and then replays it: one launch per step, no 
 The recorded function must not wait on the GPU (no `.item()`, `.nonzero()`, boolean-mask indexing; see
 editing.value_loss) and must read its inputs from tensors that stay in place. Capture happens on a side
 stream after at least one eager step has run on that stream (libraries initialise lazily on first use, which
-a capture must not record). `graphs_wanted` decides where graphs are used ("auto": a model wholly on one CUDA
+a capture must not record); the stream and the graphs' memory pool are kept per device and reused. `graphs_wanted` decides where graphs are used ("auto": a model wholly on one CUDA
 device); a capture that fails (a model whose forward synchronises) leaves the optimisation in eager mode.
 """
 
@@ -39,15 +39,24 @@ def graphs_wanted(setting: bool | str, model, n_steps: int) -> bool:
     return bool(setting) and on_one_gpu
 
 
+_streams: dict[torch.device, torch.cuda.Stream] = {}  # one side stream per device, reused by every optimisation
+_pools: dict[torch.device, tuple] = {}  # one graph memory pool per device
+
+
 @contextmanager
 def side_stream(enabled: bool, device: torch.device) -> Iterator[torch.cuda.Stream | None]:
-    """Run the block on a fresh CUDA stream ordered after the current one (and the current one after it on exit);
-    yields None (and does nothing) when not enabled."""
+    """Run the block on this device's side stream, ordered after the current stream (and the current one after
+    it on exit); yields None (and does nothing) when not enabled. The stream is reused because CUDA libraries
+    keep a workspace per stream and the caching allocator caches freed memory per stream: a new stream per
+    optimisation would grow both."""
     if not enabled:
         yield None
         return
+    device = torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
     outer = torch.cuda.current_stream(device)
-    s = torch.cuda.Stream(device)
+    s = _streams.get(device)
+    if s is None:
+        s = _streams[device] = torch.cuda.Stream(device)
     s.wait_stream(outer)
     try:
         with torch.cuda.stream(s):
@@ -63,8 +72,11 @@ class StepGraph:
     def __init__(self, fn: Callable[[], torch.Tensor], stream: torch.cuda.Stream):
         self.graph = torch.cuda.CUDAGraph()
         self.fn = fn  # keeps alive the tensors fn reads (made before the capture): replays read their memory
+        pool = _pools.get(stream.device)
+        if pool is None:  # one memory pool per device: a graph reuses the memory of the graphs freed before it
+            pool = _pools[stream.device] = torch.cuda.graph_pool_handle()
         with torch.cuda.stream(stream):
-            self.graph.capture_begin()
+            self.graph.capture_begin(pool=pool)
             try:
                 self.out = fn()
             except BaseException:
@@ -81,14 +93,17 @@ class StepGraph:
 
 
 def try_capture(fn: Callable[[], torch.Tensor], stream: torch.cuda.Stream, what: str, model) -> StepGraph | None:
-    """A StepGraph of `fn`, or None when the capture fails, e.g. because `fn` synchronises: logged once, the
-    memory the capture took is released, and `model` is not captured again (graphs_wanted says False)."""
+    """A StepGraph of `fn`, or None when the capture fails (logged; the memory the capture took is released).
+    A model whose step cannot be captured (e.g. its forward synchronises) is not tried again (graphs_wanted says
+    False); running out of memory only skips this capture."""
     try:
         return StepGraph(fn, stream)
     except RuntimeError as e:
-        log.warning("could not capture %s of %s as a CUDA graph (%s); it runs without graphs", what,
-                    type(model).__name__, str(e).splitlines()[0])
-        _failed.add(model)
+        oom = isinstance(e, torch.cuda.OutOfMemoryError)
+        log.warning("could not capture %s of %s as a CUDA graph (%s); %s", what, type(model).__name__,
+                    str(e).splitlines()[0][:200], "this batch runs without one" if oom else "it runs without graphs")
+        if not oom:
+            _failed.add(model)
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
         return None

@@ -49,7 +49,7 @@ from goldenlayers.models.loader import model_device
 from goldenlayers.text import model_max_length, pad_id
 
 Site = Literal["down_proj", "block"]
-EAGER_STEPS = 2  # v* steps run eagerly before a CUDA graph is captured (the first warms the side stream up)
+EAGER_STEPS = 1  # v* steps run eagerly before a CUDA graph is captured (they warm the side stream up)
 
 
 @dataclass
