@@ -40,7 +40,7 @@ def graphs_wanted(setting: bool | str, model, n_steps: int) -> bool:
 
 
 _streams: dict[torch.device, torch.cuda.Stream] = {}  # one side stream per device, reused by every optimisation
-_pools: dict[torch.device, tuple] = {}  # one graph memory pool per device
+_last: dict[torch.device, StepGraph] = {}  # per device, the last graph captured: the next one shares its memory
 
 
 @contextmanager
@@ -72,11 +72,9 @@ class StepGraph:
     def __init__(self, fn: Callable[[], torch.Tensor], stream: torch.cuda.Stream):
         self.graph = torch.cuda.CUDAGraph()
         self.fn = fn  # keeps alive the tensors fn reads (made before the capture): replays read their memory
-        pool = _pools.get(stream.device)
-        if pool is None:  # one memory pool per device: a graph reuses the memory of the graphs freed before it
-            pool = _pools[stream.device] = torch.cuda.graph_pool_handle()
+        last = _last.get(stream.device)  # its memory pool is reused: it is never replayed again
         with torch.cuda.stream(stream):
-            self.graph.capture_begin(pool=pool)
+            self.graph.capture_begin(pool=None if last is None else last.graph.pool())
             try:
                 self.out = fn()
             except BaseException:
@@ -86,6 +84,12 @@ class StepGraph:
                     pass  # the capture is invalid anyway; the first error is the one to report
                 raise
             self.graph.capture_end()
+        _last[stream.device] = self
+
+    def retire(self) -> None:
+        """Done with replays: drop the captured function and the output; the graph stays (until the next capture
+        on this device) only so that the next one can reuse its memory pool."""
+        self.fn = self.out = None
 
     def replay(self) -> torch.Tensor:
         self.graph.replay()

@@ -210,8 +210,12 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
             active = go
             if use_graphs and step + 1 >= EAGER_STEPS and hp.v_num_grad_steps - step > 2 and \
                     (graph is None or 2 * len(active) <= graph_cases):  # (re)capture for the remaining batch
-                graph = cur_all = cur = delta.grad = None  # free the previous graph's memory first
+                if graph is not None:
+                    graph.retire()
+                graph = cur_all = cur = delta.grad = None
                 graph = try_capture(graphed_step(rows.rows_of(active)), stream, "the v* step", model)
                 graph_cases, use_graphs = len(active), graph is not None
     delta.grad = None
+    if graph is not None:
+        graph.retire()
     return ValueTargets(site, layer, v_init, (v_init + delta.detach()), losses, steps, k_star, k_bare)
