@@ -40,6 +40,9 @@ class CallEachTime:
         self.out = self.fn()
         return self.out
 
+    def retire(self):
+        self.fn = self.out = None
+
 
 @contextmanager
 def _no_stream(enabled, device):
