@@ -29,6 +29,7 @@ import torch
 
 from goldenlayers.cases import EditCase
 from goldenlayers.editing import edit, edit_each, values
+from goldenlayers.editing.graphed import graphs_wanted
 from goldenlayers.editing.replay import FrozenPrefix
 from goldenlayers.editing.suffix import suffix_wanted
 
@@ -163,7 +164,7 @@ def main() -> None:
               for flag in (True, False)}
     print(f"suffix replay on: {forced[True]:.3f} s per edit, off (whole rows at every step): {forced[False]:.3f} s; "
           f"speed-up {forced[False] / forced[True]:.2f}x (the per-edit figure above uses the default, \"auto\": "
-          f"{'on' if suffix_wanted('auto', model) else 'off'} here)")
+          f"{'on' if suffix_wanted('auto', model, graphs_wanted('auto', model, args.steps)) else 'off'} here)")
     if cuda:
         eager = statistics.median(v + s for v, s in _timed_edits(model, tok, cases[1:3], layer,
                                                                   dict(settings, cuda_graphs=False)))

@@ -125,3 +125,19 @@ def test_real_cuda_graph_matches_eager_steps(arch, monkeypatch):
     for la, lb in zip(a.losses, b.losses, strict=True):
         assert lb == pytest.approx(la, rel=1e-4, abs=1e-5)
     torch.testing.assert_close(b.v_star, a.v_star, rtol=1e-4, atol=1e-5 * a.v_star.abs().max().item())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_suffix_replay_auto_on_a_gpu_follows_the_dtype_and_the_graphs():
+    from goldenlayers.editing.suffix import suffix_wanted
+
+    model, _, _ = setup_tiny("gpt2")
+    model.cuda()
+    assert suffix_wanted("auto", model, graphs=True) and suffix_wanted("auto", model, graphs=False)
+    torch.set_float32_matmul_precision("high")  # TF32: worth it only when graphs remove the launch overhead
+    try:
+        assert suffix_wanted("auto", model, graphs=True) and not suffix_wanted("auto", model, graphs=False)
+    finally:
+        torch.set_float32_matmul_precision("highest")
+    model.to(torch.bfloat16)
+    assert not suffix_wanted("auto", model, graphs=True) and suffix_wanted(True, model, graphs=True)

@@ -114,9 +114,10 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
     view: dict = {}
     k_star = k_bare = None
     n_templated = n * len(templates)  # rows before the KL and preservation rows (build_rows' order)
-    cache_kv = suffix_wanted(hp.suffix_replay, model) and hp.v_num_grad_steps > 1  # keep the first forward's cache
-    suffix: SuffixRows | None = None
     use_graphs = graphs_wanted(hp.cuda_graphs, model, hp.v_num_grad_steps)
+    # keep the first forward's cache for the suffix layout (editing.suffix)
+    cache_kv = suffix_wanted(hp.suffix_replay, model, use_graphs) and hp.v_num_grad_steps > 1
+    suffix: SuffixRows | None = None
     graph: StepGraph | None = None
     graph_cases = 0  # how many cases the graph's batch holds
 
