@@ -140,4 +140,5 @@ def test_suffix_replay_auto_on_a_gpu_follows_the_dtype_and_the_graphs():
     finally:
         torch.set_float32_matmul_precision("highest")
     model.to(torch.bfloat16)
-    assert not suffix_wanted("auto", model, graphs=True) and suffix_wanted(True, model, graphs=True)
+    assert suffix_wanted("auto", model, graphs=True) and not suffix_wanted("auto", model, graphs=False)
+    assert not suffix_wanted(False, model, graphs=True)

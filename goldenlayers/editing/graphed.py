@@ -65,6 +65,20 @@ def side_stream(enabled: bool, device: torch.device) -> Iterator[torch.cuda.Stre
         outer.wait_stream(s)
 
 
+@contextmanager
+def without_cudnn_attention(enabled: bool) -> Iterator[None]:
+    """Inside, scaled-dot-product attention may use every backend but cuDNN's (when `enabled`). cuDNN's attention
+    is planned per shape, and every v* optimisation has its own shapes: on LLaMA-2-7B (bf16, H100) it made an edit
+    3-4x slower (4.54 s against 0.90 s with the flash / memory-efficient kernels, docs/benchmarks.md)."""
+    if not enabled:
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+        yield
+
+
 class StepGraph:
     """`fn()` captured once on `stream` (which must have run it, or the same kinds of work, eagerly before);
     `replay()` runs it again and returns the same output tensor, refilled."""

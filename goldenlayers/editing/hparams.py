@@ -48,8 +48,8 @@ class EditHParams(BaseModel):
         "always" adds it for every batch (EasyEdit).
     suffix_replay: after the first v* forward, compute only the positions from the fact token on, with the
         earlier positions' keys and values cached (editing.suffix; same loss, other rounding). "auto" (default):
-        on a CPU and for float32 models on a GPU (with TF32 matmuls only when CUDA graphs replay the steps),
-        where it is faster; True / False force it; False runs the whole rows at every step, as the reference
+        on a CPU, on a GPU when CUDA graphs replay the steps, and for full-float32 models without graphs, where it
+        is faster; True / False force it; False runs the whole rows at every step, as the reference
         code does.
     cuda_graphs: replay the v* steps after the second as one CUDA graph (editing.graphed; same loss, one launch
         per step instead of thousands). "auto" (default): whenever the model lies wholly on one CUDA device;

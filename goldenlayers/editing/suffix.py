@@ -14,7 +14,7 @@ cuts the matrix work of each step about 3x.
 
 Used when the first forward's cache is a plain `DynamicCache` of full-attention layers (every causal LM the
 adapters cover except those with sliding-window layers, e.g. Gemma 2/3, which keep the full forward), and by
-default ("auto", `suffix_wanted`) where the matrix work dominates a step (CPUs, float32 on a GPU); `EditHParams.suffix_replay` True/False
+default ("auto", `suffix_wanted`) where the matrix work dominates a step (CPUs, GPUs with CUDA graphs); `EditHParams.suffix_replay` True/False
 forces it on/off.
 """
 
@@ -27,16 +27,16 @@ from goldenlayers.editing.batch import Rows
 
 def suffix_wanted(setting: bool | str, model, graphs: bool = False) -> bool:
     """`EditHParams.suffix_replay` resolved for `model`: "auto" uses it where the matrix work dominates a v* step:
-    on a CPU, and for float32 models on a GPU when the steps are replayed as a CUDA graph (`graphs`,
-    editing.graphed) or matmuls run in full float32; not for bfloat16/float16 models on a GPU, nor for TF32
-    without graphs, where the extra cache and mask kernels cost more than the smaller products save
+    on a CPU, on a GPU when the steps are replayed as a CUDA graph (`graphs`, editing.graphed), and for float32
+    models with full-float32 matmuls; not for bfloat16/float16 models or TF32 matmuls on a GPU without graphs,
+    where the extra cache and mask kernels' launches cost more than the smaller products save
     (docs/benchmarks.md)."""
     if setting != "auto":
         return bool(setting)
     p = next(model.parameters())
-    if p.device.type == "cpu":
+    if p.device.type == "cpu" or graphs:
         return True
-    return p.dtype == torch.float32 and (graphs or torch.get_float32_matmul_precision() == "highest")
+    return p.dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest"
 
 
 def suffix_cache_supported(cache) -> bool:

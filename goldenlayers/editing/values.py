@@ -37,7 +37,13 @@ from torch import nn
 
 from goldenlayers.cases import EditCase
 from goldenlayers.editing.batch import build_rows
-from goldenlayers.editing.graphed import StepGraph, graphs_wanted, side_stream, try_capture
+from goldenlayers.editing.graphed import (
+    StepGraph,
+    graphs_wanted,
+    side_stream,
+    try_capture,
+    without_cudnn_attention,
+)
 from goldenlayers.editing.hparams import EditHParams
 from goldenlayers.editing.keys import fact_keys
 from goldenlayers.editing.replay import FrozenPrefix
@@ -162,7 +168,8 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
             return loss.detach()
         return step
 
-    with no_param_grads(model), edit_output(module, inject), side_stream(use_graphs, dev) as stream:
+    with no_param_grads(model), edit_output(module, inject), without_cudnn_attention(dev.type == "cuda"), \
+            side_stream(use_graphs, dev) as stream:
         for step in range(hp.v_num_grad_steps):
             if step == 0:
                 r = rows
