@@ -24,6 +24,7 @@ import argparse
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 
 import torch
 
@@ -121,12 +122,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (faster on Ampere+, other numerics "
                                                         "than EasyEdit's fp32)")
+    ap.add_argument("--cudnn-attention", action="store_true",
+                    help="let attention use cuDNN's kernels during v* (the editor avoids them: planned per shape)")
     ap.add_argument("--profile", action="store_true", help="print the top GPU/CPU ops of one edit "
                                                                "(torch.profiler; v* steps run without CUDA graphs)")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
     if args.tf32:
         torch.set_float32_matmul_precision("high")
+    if args.cudnn_attention:
+        values.without_cudnn_attention = lambda enabled: nullcontext()
     if args.model:
         from goldenlayers.models.loader import load_model
 
