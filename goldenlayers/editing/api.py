@@ -118,8 +118,9 @@ def _covariances(model, adapter: ArchAdapter, layers: list[int], hp: EditHParams
     if stats is None:
         if hp.mom2_adjustment:
             raise ValueError(
-                "these settings use key statistics C (mom2_adjustment=True): pass stats={layer: C} (see "
-                "goldenlayers.editing.stats.collect_key_stats), or set mom2_adjustment=False for C = I"
+                "these settings use key statistics C (mom2_adjustment=True): pass stats={layer: C} (e.g. "
+                "goldenlayers.editing.stats.key_stats(model, tok, adapter, layers, StatsSettings(...)), cached on "
+                "disk; `goldenlayers run` collects them itself), or set mom2_adjustment=False for C = I"
             )
         return {lay: KeyCov.identity(d_ff) for lay in layers}
     missing = [lay for lay in layers if lay not in stats]
