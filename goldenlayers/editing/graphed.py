@@ -9,8 +9,10 @@ into `delta.grad`) as a CUDA graph and then replays it: one launch per step, no 
 The recorded function must not wait on the GPU (no `.item()`, `.nonzero()`, boolean-mask indexing; see
 editing.value_loss) and must read its inputs from tensors that stay in place. Capture happens on a side
 stream after at least one eager step has run on that stream (libraries initialise lazily on first use, which
-a capture must not record); the stream and the graphs' memory pool are kept per device and reused. `graphs_wanted` decides where graphs are used ("auto": a model wholly on one CUDA
-device); a capture that fails (a model whose forward synchronises) leaves the optimisation in eager mode.
+a capture must not record); the stream and the graphs' memory pool are kept per device and reused.
+`graphs_wanted` decides where graphs are used ("auto": a model wholly on one CUDA device); a capture that fails
+(a model whose forward synchronises) leaves the optimisation in eager mode. `without_cudnn_attention` keeps the
+v* steps off cuDNN's attention kernels, which are planned anew for every shape.
 """
 
 from __future__ import annotations
