@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+import runs_helpers
 import yaml
+from runs_helpers import RESULT_KEY
 
 from goldenlayers.runs import RunDir, execute, load_config
 from goldenlayers.runs.engine import make_engine
@@ -23,21 +25,18 @@ CONFIG = dict(
     selectors=dict(lga={}, bruteforce=dict(layers=[1, 3])),
     metrics=["rewrite", "rephrase", "locality", "portability"],
 )
-KEY = "model, dataset, case_id, method, selector, layer, metric"
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
 
 
 def write_config(tmp: Path, name: str) -> Path:
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(dict(CONFIG, name=name, output_dir=str(tmp / "runs"))))
-    return path
+    return runs_helpers.write_config(tmp, name, CONFIG)
 
 
 def rows(store: Path) -> dict[str, list[tuple]]:
     """Every row of a store without its timing columns (seconds, created_at), sorted."""
     with sqlite3.connect(store) as c:
         return dict(
-            results=sorted(c.execute(f"SELECT {KEY}, value, pre, split FROM results")),
+            results=sorted(c.execute(f"SELECT {RESULT_KEY}, value, pre, split FROM results")),
             selectors=sorted(c.execute("SELECT selector, dataset, model, layer, score, cases FROM selectors")),
             failures=sorted(c.execute("SELECT model, dataset, case_id, method, layer, stage FROM failures")),
             jobs=sorted(c.execute("SELECT key, status FROM jobs")))

@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import runs_helpers
 import yaml
+from runs_helpers import RESULT_KEY
 
 from goldenlayers.runs import ConfigError, ConfigMismatchError, RunDir, execute, load_config, validate_config
 from goldenlayers.runs.config import dump_config
@@ -25,18 +27,15 @@ CONFIG = dict(
     selectors=dict(lga={}, bruteforce=dict(layers=[0, 2])), metrics=["rewrite", "locality"],
     stats=dict(tokens=5000),
 )
-KEY = "model, dataset, case_id, method, selector, layer, metric"
 
 
 def write_config(tmp: Path, name: str) -> Path:
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(dict(CONFIG, name=name, output_dir=str(tmp / "runs"))))
-    return path
+    return runs_helpers.write_config(tmp, name, CONFIG)
 
 
 def rows(store: Path) -> dict[str, list[tuple]]:
     with sqlite3.connect(store) as c:
-        return dict(results=sorted(c.execute(f"SELECT {KEY}, value, pre, split FROM results")),
+        return dict(results=sorted(c.execute(f"SELECT {RESULT_KEY}, value, pre, split FROM results")),
                     failures=sorted(c.execute("SELECT case_id, layer, stage, reason FROM failures")),
                     jobs=sorted(c.execute("SELECT key, status, detail FROM jobs")))
 

@@ -87,8 +87,9 @@ class SuffixRows:
         idx = self.index.to(hidden.device)
         return hidden.gather(1, idx[..., None].expand(-1, -1, hidden.shape[-1]))
 
-    def inputs(self, row_idx: torch.Tensor) -> dict:
-        """The model's keyword arguments for the forward of the suffix rows `row_idx`, with a new cache object.
+    def inputs(self, row_idx: torch.Tensor, rows: Rows) -> dict:
+        """The model's keyword arguments for the forward of the suffix rows `row_idx` (`rows`: those rows, as
+        `self.rows.index(row_idx)` gives them), with a new cache object.
         While every row is in the batch the cached tensors are used as they are (the forward appends the suffix
         to a new tensor, so they stay as recorded); once cases have left, their rows are dropped. Never waits on
         the GPU (editing.graphed records it)."""
@@ -101,6 +102,5 @@ class SuffixRows:
             k, v = pick(k), pick(v)
             layer.lazy_initialization(k, v)
             layer.keys, layer.values = k, v
-        r = self.rows.index(row_idx)
-        return dict(input_ids=r.input_ids, attention_mask=pick(self.mask), position_ids=pick(self.index),
+        return dict(input_ids=rows.input_ids, attention_mask=pick(self.mask), position_ids=pick(self.index),
                     past_key_values=cache, use_cache=True)

@@ -148,7 +148,7 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
         ref = init_kl[row_idx[ix.kl_rows] - n_templated]
 
         def loss() -> torch.Tensor:
-            kw = suffix.inputs(row_idx) if suffix is not None else \
+            kw = suffix.inputs(row_idx, r) if suffix is not None else \
                 dict(input_ids=r.input_ids, attention_mask=r.attention_mask, use_cache=False)
             view["rows"], view["first"] = r, False
             with prefix.replaying(row_idx):
