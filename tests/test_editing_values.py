@@ -214,6 +214,32 @@ def test_suffix_replay_gives_the_full_rows_v_star(arch, monkeypatch):
         torch.testing.assert_close(b.v_init, a.v_init, rtol=0, atol=0)
 
 
+def test_suffix_rows_end_at_the_last_position_the_loss_reads():
+    """A templated row's suffix runs from the fact token to the token before the target's last one; a KL row's is
+    the fact token alone; a preservation row's runs to its last token."""
+    from goldenlayers.editing.batch import KL_ROW, PRESERVE_ROW, build_rows
+    from goldenlayers.editing.suffix import SuffixRows
+
+    model, tok, _ = setup_tiny("gpt2")
+    case = EditCase(case_id="c", dataset="t", subject="Anna Smith", prompt="Anna Smith plays the",
+                    target_new="violin concerto")
+    rows = build_rows(tok, [case], ["{}", "Short. {}"], with_target=True, kl_prompt="{} is a",
+                      preserve_prompts=["{} lives in"])
+    with torch.no_grad():
+        out = model(input_ids=rows.input_ids, attention_mask=rows.attention_mask, use_cache=True)
+    sr = SuffixRows(rows, out.past_key_values, tok.pad_token_id)
+    lengths = sr.rows.attention_mask.sum(1)
+    n_target = len(tok(" violin concerto")["input_ids"])
+    for i, kind in enumerate(rows.template.tolist()):
+        end = int(rows.attention_mask[i].sum())  # the row's length
+        fact = int(rows.fact[i])
+        want = {KL_ROW: 1, PRESERVE_ROW: end - fact}.get(kind, end - 1 - fact)
+        assert int(lengths[i]) == want, (kind, int(lengths[i]), want)
+        if kind >= 0:  # every prediction of the target is kept, the last target token (predicts nothing) is not
+            assert int(sr.rows.predict_mask[i].sum()) == int(rows.predict_mask[i].sum()) == n_target
+    assert sr.rows.input_ids.shape[1] == int(lengths.max())
+
+
 def test_suffix_replay_with_a_case_stopping_early():
     """A case that reaches the early stop leaves the batch; the others go on in the suffix layout."""
     model, tok, adapter = setup_tiny("gpt2")

@@ -9,8 +9,10 @@ first forward as the past, masked to the positions before that row's fact token,
 continue the row's own positions. The fact token is then suffix position 0 of every row. All the positions the
 loss reads (the target tokens' predictions, the KL position, the preservation prompts' last tokens) lie at or
 after the fact token, so the loss is the same function of delta; only the floating-point rounding of the
-smaller matrix products differs. On a prompt of ~20 tokens whose fact token is ~7 tokens from the end this
-cuts the matrix work of each step about 3x.
+smaller matrix products differs. A suffix also ends at the last position the loss reads (attention is causal,
+so later ones cannot change it): the last target token of a templated row, which predicts nothing, and the
+words after the subject in a KL row ("is a"; its KL is read at the fact token) are left out. On a prompt of ~20
+tokens whose fact token is ~7 tokens from the end this cuts the matrix work of each step about 3x.
 
 Used when the first forward's cache is a plain `DynamicCache` of full-attention layers (every causal LM the
 adapters cover except those with sliding-window layers, e.g. Gemma 2/3, which keep the full forward), and by
@@ -60,7 +62,9 @@ class SuffixRows:
         R, T = rows.input_ids.shape
         dev = rows.input_ids.device
         start = rows.fact  # (R,) the fact token opens every suffix
-        length = rows.attention_mask.sum(1) - start  # (R,) suffix lengths, >= 1
+        pos = torch.arange(T, device=dev)
+        last_read = torch.maximum(torch.where(rows.predict_mask, pos, -1).amax(1), rows.kl_at)  # (R,)
+        length = last_read + 1 - start  # (R,) suffix lengths, >= 1: nothing after the last position read
         S = int(length.max())
         j = torch.arange(S, device=dev)
         valid = j[None] < length[:, None]  # (R, S)
@@ -76,7 +80,7 @@ class SuffixRows:
             next_ids=rows.next_ids.gather(1, self.index),
             kl_at=rows.kl_at - start,
         )
-        past_mask = (torch.arange(T, device=dev)[None] < start[:, None]).long()  # (R, T)
+        past_mask = (pos[None] < start[:, None]).long()  # (R, T)
         self.mask = torch.cat([past_mask, self.rows.attention_mask], dim=1)  # (R, T + S)
         # (R, heads, T, head_dim) per layer; detached: the first forward ran with delta in the graph (at zero)
         self.kv = [(layer.keys.detach(), layer.values.detach()) for layer in cache.layers]
