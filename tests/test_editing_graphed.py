@@ -92,6 +92,27 @@ def test_finished_cases_stay_fixed_in_the_graph_batch_and_half_a_batch_recapture
     assert len(CallEachTime.made) == 2
 
 
+def test_every_case_reaching_the_early_stop_in_graph_steps_keeps_its_delta(monkeypatch):
+    """In graph steps the Adam step is launched before the losses are read: a case that stops at that step gets
+    its delta back, also when the last case stops and the loop ends early."""
+    _fake_graphs(monkeypatch)
+    model, tok, adapter = setup_tiny("gpt2")
+    base = resolve_hparams("rome", dict(FAST, v_num_grad_steps=16, v_lr=0.5, suffix_replay=True,
+                                        plateau_patience=3, plateau_min_improvement=0.001))
+    first = optimise_values(model, tok, adapter, CASES, TEMPLATES[:2], base, "down_proj", 1)
+    # on this tiny model two cases stall (plateau stop); the third, the last to stop, falls below the early stop
+    # at step 7 of 16
+    stop = (first.losses[0][6] + first.losses[0][7]) / 2
+    out = {}
+    for graphs in (False, True):
+        hp = base.model_copy(update=dict(early_stop_loss=stop, cuda_graphs=graphs))
+        out[graphs] = optimise_values(model, tok, adapter, CASES, TEMPLATES[:2], hp, "down_proj", 1)
+    a, b = out[False], out[True]
+    assert a.steps == b.steps and a.steps[0] == 8 == max(a.steps) and len(set(a.steps)) > 1, a.steps
+    assert min(a.steps) > values_mod.EAGER_STEPS
+    torch.testing.assert_close(b.v_star, a.v_star, rtol=1e-5, atol=1e-6 * a.v_star.abs().max().item())
+
+
 def test_graphs_auto_needs_a_model_on_one_cuda_device():
     model, _, _ = setup_tiny("gpt2")
     assert EditHParams().cuda_graphs == "auto"

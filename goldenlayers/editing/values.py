@@ -22,7 +22,9 @@ Batching is exact: the loss is the sum of per-case losses, cases share no parame
 finished cases leave the batch and their deltas are held fixed. The blocks below the site are computed once
 (editing.replay.FrozenPrefix), so are the positions before the fact token (editing.suffix), parameters never get
 gradients, and on a GPU the later steps are replayed as a CUDA graph (editing.graphed; finished cases then stay
-in the replayed batch, their deltas held, until half the batch has finished and a smaller graph is captured).
+in the replayed batch, their deltas held, until half the batch has finished and a smaller graph is captured;
+each Adam step is launched while its replay still runs, before the host has read the losses, and the cases that
+stop at that step get their delta back). Tanh-GELU activations run as one kernel (models.activations).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from goldenlayers.editing.keys import fact_keys
 from goldenlayers.editing.replay import FrozenPrefix
 from goldenlayers.editing.suffix import SuffixRows, suffix_cache_supported, suffix_wanted
 from goldenlayers.editing.value_loss import LossIndex, case_losses
+from goldenlayers.models.activations import fused_activations
 from goldenlayers.models.adapters import ArchAdapter
 from goldenlayers.models.hooks import edit_output, record
 from goldenlayers.models.loader import model_device
@@ -114,6 +117,7 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
     v_init = torch.zeros(n, d, device=dev)
     init_kl = torch.zeros(0)
     active = torch.arange(n, device=dev)
+    live = torch.ones(n, dtype=torch.bool, device=dev)  # the cases still optimised (not stopped)
     losses: list[list[float]] = [[] for _ in range(n)]
     best, best_at = [float("inf")] * n, [0] * n  # per case: lowest loss so far and its step (plateau stop)
     steps = [0] * n
@@ -136,6 +140,18 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
             v_init[r.case[bare]] = y[bare.to(y.device), fact[bare.to(y.device)]].detach().float().to(dev)
         add = delta[r.case].to(device=y.device, dtype=y.dtype)
         return y.index_put((at, fact), add, accumulate=True).reshape(out.shape)
+
+    def update() -> torch.Tensor:
+        """One Adam step of the live cases' deltas, then ||delta|| <= clamp_norm_factor * ||v_init||; the other
+        cases' deltas are held. Returns delta as it was before. Never waits on the GPU, so that it can be launched
+        while a replayed step still runs."""
+        held = delta.detach().clone()
+        opt.step()
+        with torch.no_grad():
+            max_norm = hp.clamp_norm_factor * v_init.norm(dim=1)
+            scale = (max_norm / delta.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
+            delta.copy_(torch.where(live[:, None], delta * scale[:, None], held))
+        return held
 
     def weight_decay() -> torch.Tensor:  # (n,)
         return hp.v_weight_decay * delta.norm(dim=1) / v_init.norm(dim=1).clamp_min(1e-12) ** 2
@@ -168,9 +184,11 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
             return loss.detach()
         return step
 
-    with no_param_grads(model), edit_output(module, inject), without_cudnn_attention(dev.type == "cuda"), \
-            side_stream(use_graphs, dev) as stream:
+    last = hp.v_num_grad_steps - 1  # the last forward only measures
+    with no_param_grads(model), fused_activations(model), edit_output(module, inject), \
+            without_cudnn_attention(dev.type == "cuda"), side_stream(use_graphs, dev) as stream:
         for step in range(hp.v_num_grad_steps):
+            held = None  # delta before an update launched ahead of this step's stop decisions
             if step == 0:
                 r = rows
                 view["rows"], view["first"] = r, True
@@ -189,6 +207,8 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
                 cur_all = per_case + weight_decay()
             elif graph is not None:
                 cur_all = graph.replay()
+                if step < last:  # launched while the replay runs; the cases that stop here get `held` back below
+                    held = update()
             else:
                 cur_all = later_step(rows.rows_of(active))()
             cur = cur_all[active]
@@ -201,20 +221,17 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
                 elif hp.plateau_patience is not None and step - best_at[c] >= hp.plateau_patience:
                     keep[j] = False  # stalled: stop here, like an early stop
             go = active[keep]
-            if step == hp.v_num_grad_steps - 1 or len(go) == 0:
+            if len(go) < len(active):
+                live[active[~keep]] = False
+                if held is not None:
+                    with torch.no_grad():
+                        delta.copy_(torch.where(live[:, None], delta, held))
+            if step == last or len(go) == 0:
                 break
-            if graph is None:
+            if held is None:
                 opt.zero_grad(set_to_none=True)
                 cur[keep].sum().backward()
-            held = delta.detach().clone()
-            opt.step()
-            with torch.no_grad():
-                fixed = torch.ones(n, dtype=torch.bool, device=dev)
-                fixed[go] = False
-                delta[fixed] = held[fixed]
-                max_norm = hp.clamp_norm_factor * v_init.norm(dim=1)
-                scale = (max_norm / delta.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
-                delta.mul_(torch.where(fixed, torch.ones_like(scale), scale)[:, None])
+                update()
             active = go
             if use_graphs and step + 1 >= EAGER_STEPS and hp.v_num_grad_steps - step > 2 and \
                     (graph is None or 2 * len(active) <= graph_cases):  # (re)capture for the remaining batch
