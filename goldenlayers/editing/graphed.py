@@ -7,9 +7,10 @@ values of delta change, and delta is updated in place. `StepGraph` records one s
 into `delta.grad`) as a CUDA graph and then replays it: one launch per step, no Python in the model's forward.
 
 The recorded function must not wait on the GPU (no `.item()`, `.nonzero()`, boolean-mask indexing; see
-editing.value_loss) and must read its inputs from tensors that stay in place. Capture happens on a side
-stream after at least one eager step has run on that stream (libraries initialise lazily on first use, which
-a capture must not record); the stream and the graphs' memory pool are kept per device and reused.
+editing.value_loss) and must read its inputs from tensors that stay in place. The first capture on a device
+happens on a side stream after one eager step has run on it (libraries initialise lazily on first use, which a
+capture must not record; `mark_warm`); later optimisations on that stream (`stream_warm`) capture before any
+eager step and replay every step. The stream and the graphs' memory pool are kept per device and reused.
 `graphs_wanted` decides where graphs are used ("auto": a model wholly on one CUDA device); a capture that fails
 (a model whose forward synchronises) leaves the optimisation in eager mode. `without_cudnn_attention` keeps the
 v* steps off cuDNN's attention kernels, which are planned anew for every shape.
@@ -65,6 +66,19 @@ def side_stream(enabled: bool, device: torch.device) -> Iterator[torch.cuda.Stre
             yield s
     finally:
         outer.wait_stream(s)
+
+
+_warm: set[torch.device] = set()  # devices whose side stream has run an eager v* step (forward and backward)
+
+
+def stream_warm(stream: torch.cuda.Stream | None) -> bool:
+    """True when the side stream `stream` has run an eager v* step: a step may then be captured before any
+    eager one."""
+    return stream is not None and stream.device in _warm
+
+
+def mark_warm(stream: torch.cuda.Stream) -> None:
+    _warm.add(stream.device)
 
 
 @contextmanager

@@ -20,11 +20,13 @@ improved by a factor (1 - plateau_min_improvement) for that many steps; after ea
 
 Batching is exact: the loss is the sum of per-case losses, cases share no parameter (Adam is element-wise),
 finished cases leave the batch and their deltas are held fixed. The blocks below the site are computed once
-(editing.replay.FrozenPrefix), so are the positions before the fact token (editing.suffix), parameters never get
-gradients, and on a GPU the later steps are replayed as a CUDA graph (editing.graphed; finished cases then stay
-in the replayed batch, their deltas held, until half the batch has finished and a smaller graph is captured;
-each Adam step is launched while its replay still runs, before the host has read the losses, and the cases that
-stop at that step get their delta back). Tanh-GELU activations run as one kernel (models.activations).
+(editing.replay.FrozenPrefix), so are the positions before the fact token (editing.suffix), and parameters never
+get gradients. On a GPU the steps are replayed as a CUDA graph (editing.graphed): on a warm side stream every
+step, after a first forward without gradient that records what the steps replay, else every step after the
+first. Finished cases then stay in the replayed batch, their deltas held, until half the batch has finished and
+a smaller graph is captured; each Adam step is launched while its replay still runs, before the host has read
+the losses, and the cases that stop at that step get their delta back. Tanh-GELU activations run as one kernel
+(models.activations).
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ from goldenlayers.editing.batch import build_rows
 from goldenlayers.editing.graphed import (
     StepGraph,
     graphs_wanted,
+    mark_warm,
     side_stream,
+    stream_warm,
     try_capture,
     without_cudnn_attention,
 )
@@ -58,7 +62,7 @@ from goldenlayers.models.loader import model_device
 from goldenlayers.text import model_max_length, pad_id
 
 Site = Literal["down_proj", "block"]
-EAGER_STEPS = 1  # v* steps run eagerly before a CUDA graph is captured (they warm the side stream up)
+EAGER_STEPS = 1  # v* steps run eagerly before a CUDA graph is captured on a new side stream (they warm it up)
 
 
 @dataclass
@@ -153,11 +157,28 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
             delta.copy_(torch.where(live[:, None], delta * scale[:, None], held))
         return held
 
+    def first_forward() -> torch.Tensor:
+        """The whole rows at delta = 0: records v_init, the keys, the output of the blocks below the site, the
+        suffix layout and the KL reference distributions; returns the per-case loss (n,) (no KL term: it is 0)."""
+        nonlocal suffix, init_kl, k_star, k_bare
+        view["rows"], view["first"] = rows, True
+        keys = record({"k": module}, outputs=False) if site == "down_proj" else nullcontext({})
+        with prefix.recording(), keys as seen:
+            out = model(input_ids=rows.input_ids, attention_mask=rows.attention_mask, use_cache=cache_kv)
+        if cache_kv and suffix_cache_supported(out.past_key_values):
+            suffix = SuffixRows(rows, out.past_key_values, pad_id(tok))
+            prefix.map_output(suffix.gather_hidden)
+        if "k" in seen:
+            k_star, k_bare = fact_keys(rows, rows.per_token(seen["k"]["in"]), n)
+        per_case, init_kl = case_losses(out.logits.to(dev), rows, LossIndex.of(rows, hp), n, len(templates), None, hp)
+        init_kl = init_kl.detach()
+        return per_case + weight_decay()
+
     def weight_decay() -> torch.Tensor:  # (n,)
         return hp.v_weight_decay * delta.norm(dim=1) / v_init.norm(dim=1).clamp_min(1e-12) ** 2
 
     def later_step(row_idx: torch.Tensor):
-        """The loss function of a step after the first, for the rows `row_idx`: () -> per-case loss (n,).
+        """The loss function of a step after `first_forward`, for the rows `row_idx`: () -> per-case loss (n,).
         Its index work is done here, so that calling it never waits on the GPU (editing.graphed)."""
         r = suffix.rows.index(row_idx) if suffix is not None else rows.index(row_idx)
         ix = LossIndex.of(r, hp)
@@ -187,24 +208,18 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
     last = hp.v_num_grad_steps - 1  # the last forward only measures
     with no_param_grads(model), fused_activations(model), edit_output(module, inject), \
             without_cudnn_attention(dev.type == "cuda"), side_stream(use_graphs, dev) as stream:
+        # on a stream that has run an eager step before, every step is replayed, the first one too: the first
+        # forward then needs no gradient, and the graph is captured before any backward
+        ahead = use_graphs and stream_warm(stream)
+        if ahead:
+            with torch.no_grad():
+                first_forward()
+            graph = try_capture(graphed_step(rows.rows_of(active)), stream, "the v* step", model)
+            graph_cases, use_graphs = n, graph is not None
         for step in range(hp.v_num_grad_steps):
             held = None  # delta before an update launched ahead of this step's stop decisions
-            if step == 0:
-                r = rows
-                view["rows"], view["first"] = r, True
-                keys = record({"k": module}, outputs=False) if site == "down_proj" else nullcontext({})
-                with prefix.recording(), keys as seen:
-                    out = model(input_ids=r.input_ids, attention_mask=r.attention_mask, use_cache=cache_kv)
-                if cache_kv and suffix_cache_supported(out.past_key_values):
-                    suffix = SuffixRows(rows, out.past_key_values, pad_id(tok))
-                    prefix.map_output(suffix.gather_hidden)
-                if "k" in seen:
-                    k_star, k_bare = fact_keys(r, r.per_token(seen["k"]["in"]), n)
-                per_case, init_kl = case_losses(out.logits.to(dev), r, LossIndex.of(r, hp), n, len(templates),
-                                                None, hp)
-                init_kl = init_kl.detach()
-                del out
-                cur_all = per_case + weight_decay()
+            if step == 0 and not ahead:
+                cur_all = first_forward()
             elif graph is not None:
                 cur_all = graph.replay()
                 if step < last:  # launched while the replay runs; the cases that stop here get `held` back below
@@ -232,6 +247,8 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
                 opt.zero_grad(set_to_none=True)
                 cur[keep].sum().backward()
                 update()
+                if stream is not None and step + 1 == EAGER_STEPS:
+                    mark_warm(stream)
             active = go
             if use_graphs and step + 1 >= EAGER_STEPS and hp.v_num_grad_steps - step > 2 and \
                     (graph is None or 2 * len(active) <= graph_cases):  # (re)capture for the remaining batch
