@@ -25,8 +25,8 @@ get gradients. On a GPU the steps are replayed as a CUDA graph (editing.graphed)
 step, after a first forward without gradient that records what the steps replay, else every step after the
 first. Finished cases then stay in the replayed batch, their deltas held, until half the batch has finished and
 a smaller graph is captured; each Adam step is launched while its replay still runs, before the host has read
-the losses, and the cases that stop at that step get their delta back. Tanh-GELU activations run as one kernel
-(models.activations).
+the losses, and the cases that stop at that step get their delta back. Some layers run faster kernels for the
+same function (models.kernels: one-kernel tanh-GELU; on a GPU in float32, the bias added after the product).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from goldenlayers.editing.keys import fact_keys
 from goldenlayers.editing.replay import FrozenPrefix
 from goldenlayers.editing.suffix import SuffixRows, suffix_cache_supported, suffix_wanted
 from goldenlayers.editing.value_loss import LossIndex, case_losses
-from goldenlayers.models.activations import fused_activations
+from goldenlayers.models.kernels import editing_kernels
 from goldenlayers.models.adapters import ArchAdapter
 from goldenlayers.models.hooks import edit_output, record
 from goldenlayers.models.loader import model_device
@@ -206,7 +206,7 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
         return step
 
     last = hp.v_num_grad_steps - 1  # the last forward only measures
-    with no_param_grads(model), fused_activations(model), edit_output(module, inject), \
+    with no_param_grads(model), editing_kernels(model), edit_output(module, inject), \
             without_cudnn_attention(dev.type == "cuda"), side_stream(use_graphs, dev) as stream:
         # on a stream that has run an eager step before, every step is replayed, the first one too: the first
         # forward then needs no gradient, and the graph is captured before any backward
