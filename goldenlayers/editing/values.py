@@ -55,9 +55,9 @@ from goldenlayers.editing.keys import fact_keys
 from goldenlayers.editing.replay import FrozenPrefix
 from goldenlayers.editing.suffix import SuffixRows, suffix_cache_supported, suffix_wanted
 from goldenlayers.editing.value_loss import LossIndex, case_losses
-from goldenlayers.models.kernels import editing_kernels
 from goldenlayers.models.adapters import ArchAdapter
 from goldenlayers.models.hooks import edit_output, record
+from goldenlayers.models.kernels import editing_kernels
 from goldenlayers.models.loader import model_device
 from goldenlayers.text import model_max_length, pad_id
 
