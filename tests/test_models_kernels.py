@@ -51,7 +51,7 @@ def test_half_precision_and_other_activations_are_left_alone():
 
 def test_split_bias_only_on_a_cuda_device_in_float32():
     model, _, _ = setup_tiny("gpt2")
-    with split_bias(model) as swapped, editing_kernels(model):
+    with split_bias(model) as swapped, editing_kernels(model, graphs=True):
         assert swapped == 0 and _swapped_forwards(model) == ["NewGELUActivation"] * model.config.n_layer
     assert not _swapped_forwards(model)
 
@@ -82,3 +82,16 @@ def test_split_bias_products_equal_the_fused_ones(arch, monkeypatch):
         for a, b in zip(got, want, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
     assert p.dtype == torch.float64 and not _swapped_forwards(model)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_split_bias_on_a_cuda_device_gives_the_same_logits():
+    model, tok, _ = setup_tiny("gpt2")
+    model.cuda()
+    ids = tok(["Anna Smith plays the violin"], return_tensors="pt").to("cuda")
+    with torch.no_grad():
+        want = model(**ids).logits
+        with split_bias(model) as swapped:
+            assert swapped == 4 * model.config.n_layer  # c_attn, attn c_proj, c_fc, mlp c_proj
+            got = model(**ids).logits
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

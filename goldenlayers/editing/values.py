@@ -206,7 +206,7 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
         return step
 
     last = hp.v_num_grad_steps - 1  # the last forward only measures
-    with no_param_grads(model), editing_kernels(model), edit_output(module, inject), \
+    with no_param_grads(model), editing_kernels(model, use_graphs), edit_output(module, inject), \
             without_cudnn_attention(dev.type == "cuda"), side_stream(use_graphs, dev) as stream:
         # on a stream that has run an eager step before, every step is replayed, the first one too: the first
         # forward then needs no gradient, and the graph is captured before any backward

@@ -16,9 +16,9 @@ is evaluated with.
 Bias added after the product. A linear layer with a bias (GPT-2's `Conv1D`, `nn.Linear`) runs as `addmm`, which
 on a GPU uses cuBLASLt's fused-bias GEMMs. For float32 on an H100 with the few hundred token rows of a v* step
 (suffix replay), those are 20-40% slower than a plain cuBLAS product followed by a bias add (GPT-2 XL shapes,
-docs/benchmarks.md); with more rows the fused kernel wins. So on a CUDA device, for float32 models, a product
-over at most `SPLIT_BIAS_MAX_ROWS` rows is computed as `mm` then `add_` (the same float32 sum, rounded once more
-at most), larger ones as before.
+docs/benchmarks.md); with more rows the fused kernel wins. So on a CUDA device, for float32 models with full float32
+products, when the steps are replayed as CUDA graphs, a product over at most `SPLIT_BIAS_MAX_ROWS` rows is
+computed as `mm` then `add_` (the same float32 sum, rounded once more at most), larger ones as before.
 """
 
 from __future__ import annotations
@@ -89,10 +89,12 @@ def _linear_forward(m):
 
 @contextmanager
 def split_bias(model: nn.Module, force: bool = False) -> Iterator[int]:
-    """Inside, the `Conv1D` and `nn.Linear` layers with a bias of a float32 `model` on a CUDA device (any model
-    with `force`) add the bias after the product when it has few rows; yields how many layers were swapped."""
+    """Inside, the `Conv1D` and `nn.Linear` layers with a bias of a float32 `model` on a CUDA device, with full
+    float32 products (not TF32), add the bias after the product when it has few rows (any model with `force`);
+    yields how many layers were swapped."""
     p = next(model.parameters(), None)
-    if not force and (p is None or p.device.type != "cuda" or p.dtype != torch.float32):
+    full = torch.get_float32_matmul_precision() == "highest"  # TF32 products: not measured, left fused
+    if not force and (p is None or p.device.type != "cuda" or p.dtype != torch.float32 or not full):
         yield 0
         return
     try:
@@ -114,9 +116,12 @@ def split_bias(model: nn.Module, force: bool = False) -> Iterator[int]:
 
 
 @contextmanager
-def editing_kernels(model: nn.Module) -> Iterator[None]:
-    """Both swaps of this module, for the forwards of a v* optimisation."""
+def editing_kernels(model: nn.Module, graphs: bool) -> Iterator[None]:
+    """The swaps of this module for the forwards of a v* optimisation: the fused GELU always, the split bias when
+    the steps are replayed as CUDA graphs (`graphs`; launched one by one from Python, the extra kernel and call
+    cost more than the faster product saves)."""
     with ExitStack() as stack:
         stack.enter_context(fused_activations(model))
-        stack.enter_context(split_bias(model))
+        if graphs:
+            stack.enter_context(split_bias(model))
         yield
