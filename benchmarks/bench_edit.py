@@ -11,11 +11,13 @@ KL 0.0625, 21 context templates = "{}" + 10 x 5 tokens + 10 x 10 tokens, C = I, 
 (TARGETS.md): GPT-2 XL = 48 layers, d_model 1600, vocabulary 2048; LLaMA-2-7B = 32 layers, d 4096, d_ff 11008,
 bf16. The tokenizer is a byte-level BPE with 2048 entries trained on seeded Faker text, so that generated
 templates and prompts have word-like tokens. Printed: the median over `--edits` edits of the per-edit time
-(after one warm-up edit), the same with the below-the-layer replay switched off (ratio = the replay's
-speed-up), the same with the suffix replay forced on and off (editing.suffix: later v* steps compute only the
-positions from the fact token on; the default "auto" uses it in full float32 and on CPUs), on a GPU the same
-without CUDA graphs (editing.graphed: v* steps after the second replayed as one graph), the ratio to EasyEdit's R-ROME anchor (2.46 s on one H100), peak GPU memory, and cases per second
-of v* optimisation one at a time vs `--batch` together (edit_each), the brute-force sweep's use case.
+(after one warm-up edit, which also warms the CUDA-graph side stream up), the same with the below-the-layer replay
+switched off (ratio = the replay's speed-up), the same with the suffix replay forced on and off (editing.suffix:
+later v* steps compute only the positions from the fact token on; the default "auto" uses it on CPUs and wherever
+graphs are used), on a GPU the same without CUDA graphs (editing.graphed: every v* step replayed as one graph),
+the ratio to EasyEdit's R-ROME anchor (2.46 s on one H100), peak GPU memory, and cases per second of v*
+optimisation one at a time vs `--batch` together (edit_each), the brute-force sweep's use case.
+Results and commands: docs/benchmarks.md.
 """
 
 from __future__ import annotations
