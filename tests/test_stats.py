@@ -57,6 +57,7 @@ def test_equals_independent_computation(model_type, tok_for):
     for lay in (0, 2, 3):
         assert C[lay].dtype == torch.float64 and C[lay].shape == (64, 64) and C[lay].device.type == "cpu"
         torch.testing.assert_close(C[lay], ref[lay], rtol=1e-12, atol=1e-14)
+        assert torch.equal(C[lay], C[lay].T)  # the accumulated upper block triangle, mirrored
         assert check_stats(C[lay], lay) < 1e8  # 250 tokens > d_ff = 64: full rank
     assert not torch.allclose(C[0], C[2])
 
@@ -282,3 +283,20 @@ def test_processes_filling_one_entry_collect_once(tmp_path):
         assert p.exitcode == 0
     assert [n for n, _ in got] == [0, 4] and got[0][1] == got[1][1]
     assert len(list(tmp_path.rglob("*.safetensors"))) == 4 and not list(tmp_path.rglob("*.tmp*"))
+
+
+@pytest.mark.parametrize("d", [1, 3, 10, 64])
+def test_block_triangle_accumulation_gives_the_whole_second_moment(d):
+    """Accumulating only the upper block triangle of K^T K (widths that do not split evenly into the panels too)
+    and mirroring it gives K^T K, exactly symmetric."""
+    from goldenlayers.editing.stats import _accumulate, _symmetric
+
+    g = torch.Generator().manual_seed(d)
+    acc = torch.zeros(d, d, dtype=torch.float64)
+    ks = [torch.randn(n, d, generator=g, dtype=torch.float64) for n in (5, 1, 17)]
+    for k in ks:
+        _accumulate(acc, k)
+    K = torch.cat(ks)
+    C = _symmetric(acc)
+    torch.testing.assert_close(C, K.T @ K, rtol=1e-12, atol=1e-12)
+    assert torch.equal(C, C.T)
