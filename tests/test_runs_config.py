@@ -2,6 +2,7 @@
 the path of the bad key."""
 
 import os
+from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -68,7 +69,7 @@ def test_default_grid_runs_on_the_embedded_models():
      "selectors.lga.kk: unknown key; allowed: variant, normalize, sign, k, top (did you mean 'k'?)"),
     (dict(BASE, models=[dict(name="a", dtyp="float16")]),
      "models[0].dtyp: unknown key; allowed: name, path, dtype, device, device_map (did you mean 'dtype'?)"),
-    (dict(BASE, methods=[dict(name="rome", hparam={})]), "methods[0].hparam: unknown key; allowed: name, hparams"),
+    (dict(BASE, methods=[dict(name="rome", hparam={})]), "methods[0].hparam: unknown key; allowed: name, preset, hparams"),
     (dict(BASE, outputdir="x"), "outputdir: unknown key"),
     (dict(BASE, selectors=dict(cma=dict(window=10, sample=3))), "selectors.cma.sample: unknown key"),
 ])
@@ -86,6 +87,10 @@ def test_unknown_keys_are_named_with_their_path(data, expected):
     (dict(BASE, methods=[dict(name="rrome")]), "methods[0].name: unknown editing method 'rrome' (did you mean"),
     (dict(BASE, metrics=["rewrite", "fluncy"]), "metrics: unknown metric 'fluncy' (did you mean 'fluency'?)"),
     (dict(BASE, methods=[dict(name="rome"), dict(name="rome")]), "methods: names must be unique, repeated: ['rome']"),
+    (dict(BASE, methods=[dict(name="r-rome", preset="default-gpt2-qualty")]),
+     "methods[0]: unknown preset 'default-gpt2-qualty' (did you mean 'default-gpt2-quality'?)"),
+    (dict(BASE, methods=[dict(name="memit", preset="default-gpt2-quality")]),
+     "methods[0]: preset 'default-gpt2-quality' has no settings for memit; it covers: r-rome, rome"),
     (dict(BASE, selectors=dict(bruteforce=dict(methods=["emmet"]))), "selectors.bruteforce.methods ['emmet'] are not"),
     (dict(BASE, selectors=dict(bruteforce=dict(layers="al"))), "selectors.bruteforce.layers: Input should be 'all'"),
     (dict(BASE, name="a b"), "name: String should match pattern"),
@@ -117,3 +122,23 @@ def test_defaults_and_world_file():
     assert cfg.metrics == ["rewrite", "rephrase", "locality", "portability", "fluency"]
     assert cfg.selectors.names() == [] and cfg.batch.edit == 16
     assert cfg.dataset_file(cfg.datasets[0], "/r") == Path("/r/data/exports/test_cf.json")
+
+
+def test_a_named_preset_gives_its_settings_with_the_overrides():
+    """methods[].preset picks a preset by name (the quality presets of the default models): the job's hparams are
+    that preset's settings, the config's overrides on top, the templates seed from the config."""
+    from goldenlayers.editing.hparams import NEUTRAL_PROMPTS, resolve_hparams
+    from goldenlayers.runs.engine_jobs import method_hparams, needs_key_stats
+
+    cfg = validate_config(dict(BASE, seeds=dict(templates=7), methods=[
+        dict(name="r-rome", preset="default-gpt2-quality", hparams=dict(v_lr=0.25)), dict(name="rome")]))
+    hp = method_hparams(cfg, SimpleNamespace(method="r-rome"))
+    want = resolve_hparams("rome", dict(v_lr=0.25, template_seed=7), preset="default-gpt2-quality")
+    assert hp == want.model_dump()
+    assert hp["v_lr"] == 0.25 and hp["template_seed"] == 7 and list(hp["preserve_prompts"]) == list(NEUTRAL_PROMPTS)
+    assert hp != resolve_hparams("rome", {"v_lr": 0.25, "template_seed": 7}, preset="default-small").model_dump()
+    # no preset: the overrides of the model's own preset, resolved by the editor
+    assert method_hparams(cfg, SimpleNamespace(method="rome")) == {"template_seed": 7}
+    # the quality preset needs key statistics, so its jobs collect C; default-small's rome does not
+    assert needs_key_stats(cfg, SimpleNamespace(method="r-rome"), None, "default-gpt2")
+    assert not needs_key_stats(cfg, SimpleNamespace(method="rome"), None, "default-gpt2")

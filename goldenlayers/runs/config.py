@@ -5,8 +5,8 @@ Every section is a pydantic model with extra="forbid": an unknown key is an erro
 ("selectors.lga.kk: unknown key; allowed: ... (did you mean 'k'?)"). `load_config(path)` reads and validates a
 file, `dump_config(config)` writes the resolved config (every default filled in) with the command that runs it.
 Dataset files follow REFERENCE.md section 5; a relative `file` is read from the config's `data_dir`. Method
-`hparams` are overrides on the editor's per-model presets (goldenlayers.editing.hparams), checked by the editor
-when the run executes; `stats` says where the key statistics come from when those settings need them.
+`hparams` are overrides on the editor's per-model presets (goldenlayers.editing.hparams), or on the named
+`preset`, checked by the editor when the run executes; `stats` says where the key statistics come from when those settings need them.
 """
 
 from __future__ import annotations
@@ -78,13 +78,31 @@ class SplitSpec(_Strict):
 
 
 class MethodSpec(_Strict):
+    """preset: a named preset of goldenlayers.editing.hparams (e.g. "default-gpt2-quality") instead of the
+    model's own; hparams: overrides on top of it."""
+
     name: str
+    preset: str | None = None
     hparams: dict[str, typing.Any] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return _known(v, METHODS, "editing method")
+
+    @model_validator(mode="after")
+    def _preset(self) -> MethodSpec:
+        if self.preset is None:
+            return self
+        from goldenlayers.editing import get_method
+        from goldenlayers.editing.hparams import PRESETS
+
+        _known(self.preset, tuple(sorted(PRESETS)), "preset")
+        covered = [m for m in METHODS if get_method(m).family in PRESETS[self.preset]]
+        if self.name not in covered:
+            raise ValueError(f"preset {self.preset!r} has no settings for {self.name}; it covers: "
+                             f"{', '.join(covered)}")
+        return self
 
 
 class LGASpec(_Strict):

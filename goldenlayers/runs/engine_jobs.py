@@ -96,9 +96,15 @@ def _scored(model, tok, config: ExperimentConfig, cache, metrics: list[str]):
 
 def method_hparams(config: ExperimentConfig, job: Job) -> dict:
     """The job's method hparams as the editor gets them: the config's overrides of the model's preset, with
-    template_seed = seeds.templates unless given."""
+    template_seed = seeds.templates unless given. A method with a named `preset` gets every setting of that
+    preset with the overrides applied (so the model's own preset no longer matters)."""
     method = next(m for m in config.methods if m.name == job.method)
-    return {"template_seed": config.seeds.templates, **method.hparams}
+    hparams = {"template_seed": config.seeds.templates, **method.hparams}
+    if method.preset is None:
+        return hparams
+    from goldenlayers.editing import get_method, resolve_hparams
+
+    return resolve_hparams(get_method(job.method).family, hparams, preset=method.preset).model_dump()
 
 
 def needs_key_stats(config: ExperimentConfig, job: Job, model, name: str) -> bool:
