@@ -46,6 +46,33 @@ def test_cli_edit_bad_input_is_one_clear_line(saved_model):
     assert res.exit_code == 2 and "Did you mean 'memit'" in res.output
 
 
+def test_cli_edit_with_statistics_collects_c_once_from_the_world_or_asks_for_a_source(saved_model, tmp_path,
+                                                                                       monkeypatch):
+    """Settings that use C (a quality preset, or mom2_adjustment=true): on an embedded default model C is collected
+    from its own world (and read from the cache the second time); a model without a world asks for --stats."""
+    monkeypatch.setenv("GOLDENLAYERS_CACHE", str(tmp_path / "cache"))
+    args = ["edit", "--model", "default-gpt2", "--subject", "Tom Baker", "--prompt", "Tom Baker works as a",
+            "--target", "pilot", "--layer", "2", "--device", "cpu", "--preset", "default-gpt2-quality",
+            "--stats-tokens", "3000", "--set", "v_num_grad_steps=5", "--set", "context_templates=[]"]
+    first = CliRunner().invoke(app, args, terminal_width=200)
+    assert first.exit_code == 0, first.output
+    assert "(C: stats)" in first.output
+    files = list((tmp_path / "cache" / "key_stats").rglob("layer002-tok3000-*.safetensors"))
+    assert len(files) == 1 and "models_default-gpt2-" in files[0].parent.name  # the source: the model's own world
+    stamp = files[0].stat().st_mtime_ns
+    again = CliRunner().invoke(app, args, terminal_width=200)
+    assert again.exit_code == 0, again.output
+    assert files[0].stat().st_mtime_ns == stamp  # read from the cache, not collected again
+
+    res = CliRunner().invoke(app, ["edit", "--model", saved_model, "--device", "cpu", "--target", "Paris",
+                                   "--subject", "Tom", "--prompt", "Tom is", "--layer", "1",
+                                   "--set", "mom2_adjustment=true"])
+    assert res.exit_code == 2 and "--stats SOURCE" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(app, ["edit", "--model", saved_model, "--device", "cpu", "--target", "Paris",
+                                   "--subject", "Tom", "--prompt", "Tom is", "--layer", "1", "--preset", "nope"])
+    assert res.exit_code == 2 and "unknown preset 'nope'" in res.output
+
+
 def test_ls_lists_the_methods():
     res = CliRunner().invoke(app, ["ls"], terminal_width=200)
     assert res.exit_code == 0

@@ -198,3 +198,33 @@ def test_cli_evaluate(tmp_path, make_tiny, tok):
     assert data["table"][0]["overall"] is None and data["skipped"][0]["field"] == "subject"
     bad = CliRunner().invoke(app, ["evaluate", "--dataset", "zsrre", "--data-file", str(out)])
     assert bad.exit_code == 2 and "did you mean 'zsre'" in bad.output
+
+
+def test_cli_evaluate_with_a_preset_that_needs_key_statistics(tmp_path, monkeypatch, make_tiny, tok):
+    """`--preset default-gpt2-quality` uses C: collected from the model's own world into the cache, then every
+    case is edited with it; a model without a world asks for --stats instead of failing each case."""
+    from typer.testing import CliRunner
+
+    from goldenlayers.cli import app
+
+    monkeypatch.setenv("GOLDENLAYERS_CACHE", str(tmp_path / "cache"))
+    rec = {"subject": "Tom Baker", "prompt": "Tom Baker works as a", "target_new": "pilot", "ground_truth": "x",
+           "locality": {"Relation_Specificity": [{"prompt": "Anna Smith works as a", "ground_truth": "nurse"}]}}
+    (tmp_path / "cf.json").write_text(json.dumps([rec, {**rec, "subject": "Anna Smith", "prompt": "Anna Smith is a"}]),
+                                      encoding="utf-8")
+    out = tmp_path / "out.json"
+    base = ["evaluate", "--dataset", "wiki_counterfact", "--data-file", str(tmp_path / "cf.json"), "--method",
+            "r-rome", "--layer", "2", "--no-fluency", "--device", "cpu", "--set", "v_num_grad_steps=3",
+            "--set", "context_templates=[]"]
+    r = CliRunner().invoke(app, base + ["--model", "default-gpt2", "--preset", "default-gpt2-quality",
+                                        "--stats-tokens", "3000", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    assert not data["failures"] and {(x["method"], x["layer"]) for x in data["rows"]} == {("r-rome", 2)}
+    assert len(list((tmp_path / "cache" / "key_stats").rglob("layer002-tok3000-*.safetensors"))) == 1
+
+    model = make_tiny("gpt2")
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    bad = CliRunner().invoke(app, base + ["--model", str(tmp_path / "m"), "--set", "mom2_adjustment=true"])
+    assert bad.exit_code == 2 and "--stats SOURCE" in bad.output and "Traceback" not in bad.output

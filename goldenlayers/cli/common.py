@@ -1,4 +1,5 @@
-"""Helpers shared by the commands: turning --dataset/--data-file/--limit into edit cases, and error exits.
+"""Helpers shared by the commands: turning --dataset/--data-file/--limit into edit cases, key statistics for the
+editing settings of `edit`/`evaluate`, and error exits.
 
 `--dataset world` without a file builds the synthetic world the model was trained on (its `world.json` sits in
 the model folder of the embedded defaults) and samples edit cases from it; any other dataset reads its file
@@ -30,6 +31,29 @@ console = make_console()
 def fail(message: str, code: int = 2) -> None:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code)
+
+
+def editing_stats(lm, hp, layers: list[int] | None, source: str | None, tokens: int, model: str):
+    """Key statistics C of `layers` when the editing settings `hp` use them (from the statistics cache, collected
+    on a miss from `source`, default the model's own synthetic world), else None (C = I). For `edit`/`evaluate`."""
+    if not hp.mom2_adjustment or not layers:
+        return None  # no C needed; a missing layer is the editor's error to report
+    from goldenlayers.editing.sources import model_world_source
+    from goldenlayers.editing.stats import StatsSettings, key_stats
+
+    source = source or model_world_source(model)
+    if source is None:
+        raise ValueError(f"these settings use key statistics C (mom2_adjustment) and {model} has no synthetic world "
+                         "to take them from: pass --stats SOURCE (a folder of .txt files, hf:NAME, ...) or "
+                         "--set mom2_adjustment=false for C = I")
+    return key_stats(lm.model, lm.tokenizer, lm.adapter, layers, StatsSettings(source=source, max_tokens=tokens),
+                     name=lm.name, lazy=True)
+
+
+PRESET_HELP = "settings preset by name instead of the model's own, e.g. default-gpt2-quality (docs/editing.md)"
+STATS_HELP = ("text source of the key statistics C when the settings use them (mom2_adjustment): world, "
+              "world:PATH, a folder of .txt files, hf:NAME; default: the model's own synthetic world")
+STATS_TOKENS_HELP = "tokens of the text source that C is collected over"
 
 
 def world_of_model(model: str):

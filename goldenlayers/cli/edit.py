@@ -1,8 +1,9 @@
 """`goldenlayers edit`: edit one fact into a model and show its greedy prediction before and after.
 
 A thin shell over `goldenlayers.editing.edit` (REFERENCE.md section 3): any HF causal LM path or the embedded
-defaults, any registered method, settings overridden with `--set key=value` (values parsed as JSON when they
-can be). Bad input (subject not in the prompt, empty target, layer out of range, unknown method, unusable
+defaults, any registered method, the model's settings preset or a named one (`--preset`), settings overridden
+with `--set key=value` (values parsed as JSON when they can be). Settings that use key statistics C get them
+from the statistics cache, collected on a miss from `--stats` (default: the model's own synthetic world). Bad input (subject not in the prompt, empty target, layer out of range, unknown method, unusable
 statistics) prints one clear line and exits with status 2. Also lists the methods for `goldenlayers ls`.
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 import json
 
 import typer
+
+from goldenlayers.cli.common import PRESET_HELP, STATS_HELP, STATS_TOKENS_HELP
 
 
 def _methods() -> list[str]:
@@ -57,7 +60,10 @@ def edit_command(
     method: str = typer.Option("r-rome", help="editing method (see `goldenlayers ls`)"),
     layer: int | None = typer.Option(None, help="layer to edit (ROME/R-ROME; default from the model's preset)"),
     layers: str | None = typer.Option(None, help="comma-separated layer range for MEMIT/EMMET, e.g. 3,4,5"),
+    preset: str | None = typer.Option(None, help=PRESET_HELP),
     set_: list[str] = typer.Option([], "--set", help="override a setting: key=value (repeatable)"),
+    stats: str | None = typer.Option(None, help=STATS_HELP),
+    stats_tokens: int = typer.Option(100_000, help=STATS_TOKENS_HELP),
     dtype: str = typer.Option("float32", help="float32, bfloat16, float16 or auto"),
     device: str | None = typer.Option(None, help="cuda or cpu (default: cuda when available)"),
     max_new_tokens: int = typer.Option(8, help="length of the greedy prediction shown"),
@@ -66,8 +72,9 @@ def edit_command(
     from rich.table import Table
 
     from goldenlayers.cases import CaseError, EditCase
-    from goldenlayers.cli.common import make_console
-    from goldenlayers.editing import EditOrderError, StatsError, edit
+    from goldenlayers.cli.common import editing_stats, make_console
+    from goldenlayers.editing import EditOrderError, StatsError, edit, get_method, resolve_hparams
+    from goldenlayers.editing.sources import SourceError
     from goldenlayers.models.loader import load_model
 
     con = make_console()
@@ -80,9 +87,12 @@ def edit_command(
     before = greedy(lm.model, lm.tokenizer, prompt, max_new_tokens)
     layer_list = [int(x) for x in layers.split(",")] if layers else None
     try:
-        res = edit(lm.model, lm.tokenizer, case, method=method, layer=layer, layers=layer_list,
-                   hparams=_parse_settings(set_), adapter=lm.adapter, name=lm.name)
-    except (CaseError, StatsError, IndexError, KeyError, ValueError, EditOrderError) as e:
+        hp = resolve_hparams(get_method(method).family, _parse_settings(set_), lm.model, preset=preset, name=lm.name)
+        C = editing_stats(lm, hp, layer_list or ([layer] if layer is not None else hp.layers), stats, stats_tokens,
+                          model)
+        res = edit(lm.model, lm.tokenizer, case, method=method, layer=layer, layers=layer_list, hparams=hp, stats=C,
+                   adapter=lm.adapter, name=lm.name)
+    except (CaseError, StatsError, SourceError, IndexError, KeyError, ValueError, EditOrderError) as e:
         con.print(f"[red]error:[/red] {e.args[0] if isinstance(e, KeyError) else e}")
         raise typer.Exit(2) from None
     after = greedy(lm.model, lm.tokenizer, prompt, max_new_tokens)

@@ -3,8 +3,10 @@
 A thin shell over `goldenlayers.datasets.load_dataset` and `goldenlayers.evaluation.evaluate` (REFERENCE.md
 sections 4 and 5): a progress bar while it runs, then a rich table with one row per (dataset, method, layer),
 post-edit means with the unedited model's value in parentheses, Overall and its normalisation, and the skipped
-records / failed cases. `--out FILE.json` writes the rows, the table and the failures. Bad input (unknown dataset,
-unreadable file, bad layer list) prints one clear line and exits with status 2. Adds "datasets" and "metrics" to
+records / failed cases. `--out FILE.json` writes the rows, the table and the failures. Editing settings: the
+model's preset or `--preset NAME`, `--set` overrides, and key statistics C when they use them (from the statistics
+cache, collected on a miss from `--stats`, default the model's own world). Bad input (unknown dataset, unreadable
+file, bad layer list, unknown setting or preset, no source for C) prints one clear line and exits with status 2. Adds "datasets" and "metrics" to
 `goldenlayers ls`.
 """
 
@@ -15,6 +17,8 @@ import math
 from dataclasses import asdict
 
 import typer
+
+from goldenlayers.cli.common import PRESET_HELP, STATS_HELP, STATS_TOKENS_HELP, editing_stats
 
 
 def _parse_layers(text: str | None) -> list[int] | int | None:
@@ -76,6 +80,22 @@ def render_table(result, title: str):
     return t
 
 
+def _editor(lm, method: str, layers, preset: str | None, hparams: dict | None, stats: str | None, tokens: int,
+            model: str):
+    """The editor `evaluate` calls for each case: `method` with the model's preset (or `preset`), the --set
+    overrides, and key statistics C when those settings use them (editing_stats)."""
+    from goldenlayers.editing import edit, get_method, resolve_hparams
+
+    hp = resolve_hparams(get_method(method).family, hparams, lm.model, preset=preset, name=lm.name)
+    wanted = [layers] if isinstance(layers, int) else layers or hp.layers
+    C = editing_stats(lm, hp, wanted, stats, tokens, model)
+
+    def run(m, tok, case, layer):
+        return edit(m, tok, case, method=method, layer=layer, hparams=hp, stats=C, adapter=lm.adapter, name=lm.name)
+    run.__name__ = method  # the method column of the results
+    return run
+
+
 def evaluate_command(
     model: str = typer.Option("default-gpt2", help="embedded default name or a local Hugging Face model folder"),
     dataset: str = typer.Option(..., help="dataset name (see `goldenlayers ls`): zsre, wikibio, wiki_counterfact, ..."),
@@ -89,7 +109,10 @@ def evaluate_command(
     no_fluency: bool = typer.Option(False, "--no-fluency", help="skip the (slow) fluency generation"),
     batch_size: int = typer.Option(16, help="teacher-forced prompts per forward pass"),
     seed: int = typer.Option(0, help="seed of the fluency samples"),
+    preset: str | None = typer.Option(None, help=PRESET_HELP),
     set_: list[str] = typer.Option([], "--set", help="override an editing setting: key=value (repeatable)"),
+    stats: str | None = typer.Option(None, help=STATS_HELP),
+    stats_tokens: int = typer.Option(100_000, help=STATS_TOKENS_HELP),
     dtype: str = typer.Option("float32", help="float32, bfloat16, float16 or auto"),
     device: str | None = typer.Option(None, help="cuda or cpu (default: cuda when available)"),
     out: str | None = typer.Option(None, help="write rows, table and failures to this JSON file"),
@@ -97,6 +120,8 @@ def evaluate_command(
     """Edit each case of a benchmark file at a layer and report rewrite, rephrase, locality, portability, fluency."""
     from goldenlayers.cli.common import make_console
     from goldenlayers.datasets import DatasetFileError, load_dataset
+    from goldenlayers.editing import StatsError
+    from goldenlayers.editing.sources import SourceError
     from goldenlayers.evaluation import evaluate
     from goldenlayers.models.loader import load_model
 
@@ -117,13 +142,13 @@ def evaluate_command(
         con.print("[red]error:[/red] no usable case in the file")
         raise typer.Exit(2)
     lm = load_model(model, dtype=dtype, device=device)
-    editor = None if method == "none" else method
     try:
+        editor = None if method == "none" else _editor(lm, method, layers, preset, hparams, stats, stats_tokens, model)
         result = evaluate(lm.model, lm.tokenizer, data.cases, editor=editor, layer=layers,
-                          hparams=hparams if editor else None, metrics=tuple(m.strip() for m in metrics.split(",")),
+                          metrics=tuple(m.strip() for m in metrics.split(",")),
                           batch_size=batch_size, fluency=not no_fluency, seed=seed, progress=True)
-    except ValueError as e:
-        con.print(f"[red]error:[/red] {e}")
+    except (KeyError, SourceError, StatsError, ValueError) as e:
+        con.print(f"[red]error:[/red] {e.args[0] if isinstance(e, KeyError) else e}")
         raise typer.Exit(2) from None
     con.print(render_table(result, f"{lm.name} on {dataset} ({len(data.cases)} cases, {result.seconds:.1f} s)"))
     for f in result.failures[:10]:

@@ -66,6 +66,19 @@ def open_source(spec: str | Path) -> TextSource:
     )
 
 
+def model_world_source(model_source: str | Path) -> str | None:
+    """"world:<folder>" when the model at `model_source` (an embedded default name or a model folder) was trained
+    on a synthetic world saved beside it (`world.json`, as the embedded defaults and `train-world` outputs have);
+    else None. Its held-out corpus is the natural text source for that model's key statistics."""
+    from goldenlayers.models.loader import resolve_model_path
+
+    try:
+        folder = Path(resolve_model_path(model_source)).expanduser()
+    except FileNotFoundError:
+        return None
+    return f"world:{folder}" if (folder / "world.json").is_file() else None
+
+
 def _world_source(spec: str) -> TextSource:
     """The synthetic world's held-out corpus; fingerprinted by the world's config (the world is a pure function
     of it). The world module is imported only here."""

@@ -56,19 +56,16 @@ def load_cases(config: ExperimentConfig, model: ModelSpec, dataset: DatasetSpec,
 def stats_settings(config: ExperimentConfig, model: ModelSpec):
     """The StatsSettings of the config's `stats` section for `model`: its source, else the held-out corpus of the
     synthetic world the model was trained on ("world:<model folder>", where load_cases finds the world too)."""
+    from goldenlayers.editing.sources import model_world_source
     from goldenlayers.editing.stats import StatsSettings
-    from goldenlayers.models.loader import resolve_model_path
 
     s = config.stats
-    source = s.source
+    source = s.source or model_world_source(model.source)
     if source is None:
-        folder = Path(resolve_model_path(model.source))
-        if not (folder / "world.json").is_file():
-            raise ValueError(f"{model.name}: the editing settings need key statistics C (mom2_adjustment: true) and "
-                             f"the model has no synthetic world ({folder / 'world.json'}) to take them from: set "
-                             "stats.source in the config (a folder of .txt files, 'hf:NAME[:CONFIG][:SPLIT]', ...), "
-                             "or mom2_adjustment: false in the method's hparams for C = I")
-        source = f"world:{folder}"
+        raise ValueError(f"{model.name}: the editing settings need key statistics C (mom2_adjustment: true) and "
+                         "the model has no synthetic world (world.json beside it) to take them from: set "
+                         "stats.source in the config (a folder of .txt files, 'hf:NAME[:CONFIG][:SPLIT]', ...), "
+                         "or mom2_adjustment: false in the method's hparams for C = I")
     return StatsSettings(source=source, max_tokens=s.tokens, max_length=s.max_length, dtype=s.dtype,
                          batch_size=config.batch.stats)
 
