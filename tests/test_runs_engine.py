@@ -15,7 +15,9 @@ import pytest
 import runs_helpers
 import yaml
 from runs_helpers import RESULT_KEY
+from typer.testing import CliRunner
 
+from goldenlayers.cli import app
 from goldenlayers.runs import RunDir, execute, load_config
 from goldenlayers.runs.engine import make_engine
 
@@ -196,6 +198,27 @@ def test_a_bad_case_is_a_failure_row_and_the_run_goes_on(tmp_path, monkeypatch):
     assert len({r[2] for r in out["results"]}) == 3 and "bad-case" not in {r[2] for r in out["results"]}
     with sqlite3.connect(store) as c:
         assert c.execute("SELECT reason FROM failures").fetchone()[0]
+
+    # its cause fixed (the case now editable), a plain resume skips the failed cell; reopened, only it is redone
+    def fixed_case(*a, **kw):
+        cases = real(*a, **kw)
+        return [cases[4].model_copy(update=dict(case_id="bad-case")), *cases[1:4]]
+
+    monkeypatch.setattr(E, "load_cases", fixed_case)
+    engine = make_engine(progress=False)
+    with RunDir.create_or_resume(load_config(tmp_path / "bad.yaml")) as run:
+        assert execute(run, engine).skipped and rows(store)["failures"] == out["failures"]
+    engine.close()
+    monkeypatch.setattr(E, "make_engine", lambda *a, **kw: spy.append(real_make(*a, **kw)) or spy[-1])
+    spy, real_make = [], make_engine
+    res = CliRunner().invoke(app, ["run", str(tmp_path / "bad.yaml"), "--no-progress", "--retry-failed-cells"],
+                             terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert re.search(r"reopened \S+bruteforce\S+: 1 failure row", res.output) and "done 1," in res.output
+    assert [e["cells"] for e in spy[0].log] == [1]
+    again = rows(store)
+    assert not again["failures"] and {r[2] for r in again["results"]} == {r[2] for r in out["results"]} | {"bad-case"}
+    assert set(out["results"]) <= set(again["results"])  # the other cells were kept, not redone
 
 
 def test_demo_config_is_the_shipped_configs_demo_yaml():

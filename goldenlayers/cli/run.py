@@ -30,10 +30,13 @@ def run_cmd(
     force: bool = typer.Option(False, "--force", help="resume even though the config changed (keeps the old one)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="create/resume the run directory and list the jobs only"),
     progress: bool = typer.Option(True, help="show progress bars"),
+    retry_failed_cells: bool = typer.Option(False, "--retry-failed-cells",
+                                            help="redo the (case, layer) cells that failed in finished jobs (their "
+                                                 "failure rows are dropped), e.g. after fixing their cause"),
 ) -> None:
     """Create or resume the run directory of CONFIG and execute its jobs (resumable: run it again to go on).
     Under `torchrun --nproc-per-node N -m goldenlayers run CONFIG` the cells are spread over N processes."""
-    from goldenlayers.runs import ConfigError, ConfigMismatchError, RunDir, load_config
+    from goldenlayers.runs import ConfigError, ConfigMismatchError, RunDir, load_config, reopen_failed_cells
 
     con = _console()
     try:
@@ -41,9 +44,15 @@ def run_cmd(
     except ConfigError as e:
         con.print(f"[red]error:[/red] {_esc(e)}")
         raise typer.Exit(2) from None
-    execute_config(cfg, root=root, force=force, dry_run=dry_run, progress=progress,
-                   make_run=lambda: RunDir.create_or_resume(cfg, root, force=force,
-                                                            command=f"goldenlayers run {config}"),
+
+    def make_run():
+        run = RunDir.create_or_resume(cfg, root, force=force, command=f"goldenlayers run {config}")
+        if retry_failed_cells and not dry_run:  # on rank 0 only, before the other ranks open the run
+            for key, n in reopen_failed_cells(run).items():
+                con.print(f"reopened {_esc(key)}: {n} failure row(s) dropped, their cells will be redone")
+        return run
+
+    execute_config(cfg, root=root, force=force, dry_run=dry_run, progress=progress, make_run=make_run,
                    errors=(ConfigError, ConfigMismatchError))
 
 

@@ -5,7 +5,15 @@ See docs/runs.md. Row schema: `goldenlayers.runs.schema`.
 
 from goldenlayers.runs.config import ConfigError, ExperimentConfig, dump_config, load_config, validate_config
 from goldenlayers.runs.export import export_store, read_export
-from goldenlayers.runs.plan import Engine, ExecuteSummary, Job, default_engine, execute, plan
+from goldenlayers.runs.plan import (
+    Engine,
+    ExecuteSummary,
+    Job,
+    default_engine,
+    execute,
+    plan,
+    reopen_failed_cells,
+)
 from goldenlayers.runs.rundir import ConfigMismatchError, RunDir, config_diff, versions
 from goldenlayers.runs.schema import HIGHER_IS_BETTER, METRICS, SPLITS, RowError
 from goldenlayers.runs.store import Store, merge_shards, shard_path
@@ -31,6 +39,7 @@ __all__ = [
     "load_config",
     "merge_shards",
     "plan",
+    "reopen_failed_cells",
     "read_export",
     "shard_path",
     "validate_config",

@@ -7,7 +7,8 @@ For every model and dataset, in this order:
 The engine (editor + evaluator + selectors, wired in `goldenlayers/runs/engine.py` exposing `make_engine()`)
 runs one job at a time and writes rows to the run's store; it resumes inside a job with `store.done_keys`.
 `execute` records each finished job in the store's jobs table, so a resumed run skips finished jobs, and a
-failing job is recorded with its error and the run goes on to the next one.
+failing job is recorded with its error and the run goes on to the next one. Cells that failed inside a finished
+job count as done; `reopen_failed_cells` makes the next resume redo them.
 """
 
 from __future__ import annotations
@@ -93,6 +94,26 @@ def execute(run: RunDir, engine: Engine, jobs: list[Job] | None = None, retry_fa
         run.store.mark_job(job.key, "done")
         summary.done.append(job.key)
     return summary
+
+
+def reopen_failed_cells(run: RunDir, jobs: list[Job] | None = None) -> dict[str, int]:
+    """Make the next `execute` redo the cells that failed before (e.g. after fixing their cause): for every
+    bruteforce/evaluate job of `jobs` (default: the plan) whose model, dataset and method have failure rows, those
+    rows are deleted and the job, if finished, is marked "reopened" so that it runs again; its cells with results
+    are still skipped. Returns {job key: failure rows deleted for its model/dataset/method} of the reopened jobs."""
+    cell_jobs = [j for j in (plan(run.config) if jobs is None else jobs) if j.kind != "select"]
+    counts = {(j.model, j.dataset, j.method): run.store.failure_count(j.model, j.dataset, j.method) for j in cell_jobs}
+    status = run.store.jobs()
+    reopened = {}
+    for job in cell_jobs:
+        n = counts[(job.model, job.dataset, job.method)]
+        if n and status.get(job.key, {}).get("status") == "done":
+            run.store.mark_job(job.key, "reopened", f"{n} failed cell(s) of {job.method} to redo")
+            reopened[job.key] = n
+    for (model, dataset, method), n in counts.items():
+        if n:
+            run.store.clear_failures(model, dataset, method)
+    return reopened
 
 
 def default_engine() -> Engine | None:

@@ -116,6 +116,18 @@ class Store:
             keys |= {(c, int(layer)) for c, layer in self.conn.execute(q, (model, dataset, method))}
         return keys
 
+    def failure_count(self, model: str, dataset: str, method: str) -> int:
+        q = "SELECT COUNT(*) FROM failures WHERE model=? AND dataset=? AND method=?"
+        return int(self.conn.execute(q, (model, dataset, method)).fetchone()[0])
+
+    def clear_failures(self, model: str, dataset: str, method: str) -> int:
+        """Delete the failure rows of this model/dataset/method, so that `done_keys` no longer counts their cells
+        as finished (a resume redoes them); returns how many were deleted."""
+        with self.transaction():
+            cur = self.conn.execute("DELETE FROM failures WHERE model=? AND dataset=? AND method=?",
+                                    (model, dataset, method))
+        return cur.rowcount
+
     def rows(self, table: str, **where) -> Iterator[dict]:
         """Rows of `table` (results | selectors | failures) as dicts, filtered by column equality, in key order."""
         spec = self._spec(table)
