@@ -300,3 +300,17 @@ def test_block_triangle_accumulation_gives_the_whole_second_moment(d):
     C = _symmetric(acc)
     torch.testing.assert_close(C, K.T @ K, rtol=1e-12, atol=1e-12)
     assert torch.equal(C, C.T)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_collected_on_a_gpu_equals_the_cpu_result(tok):
+    """On a GPU, C comes back through the reused page-locked buffer (one per shape and dtype): the same matrices as
+    on the CPU, on the CPU, for every layer."""
+    model = tiny_model("gpt2", dtype=torch.float64)
+    ad = get_adapter(model)
+    cpu = collect_key_stats(model, tok, ad, [0, 1, 3], TEXTS, 200, batch_size=4, progress=False)
+    gpu = collect_key_stats(model.cuda(), tok, ad, [0, 1, 3], TEXTS, 200, batch_size=4, progress=False)
+    for lay in (0, 1, 3):
+        assert gpu[lay].device.type == "cpu" and not gpu[lay].is_pinned()
+        torch.testing.assert_close(gpu[lay], cpu[lay], rtol=1e-10, atol=1e-12)
+    assert len({gpu[lay].data_ptr() for lay in (0, 1, 3)}) == 3  # each its own copy, not the staging buffer
