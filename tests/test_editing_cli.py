@@ -71,6 +71,10 @@ def test_cli_edit_with_statistics_collects_c_once_from_the_world_or_asks_for_a_s
     res = CliRunner().invoke(app, ["edit", "--model", saved_model, "--device", "cpu", "--target", "Paris",
                                    "--subject", "Tom", "--prompt", "Tom is", "--layer", "1", "--preset", "nope"])
     assert res.exit_code == 2 and "unknown preset 'nope'" in res.output
+    res = CliRunner().invoke(app, ["edit", "--model", saved_model, "--device", "cpu", "--target", "Paris",
+                                   "--subject", "Tom", "--prompt", "Tom is", "--layer", "1",
+                                   "--set", "mom2_adjustment=true", "--stats", str(tmp_path / "no-such-texts")])
+    assert res.exit_code == 2 and "unknown text source" in res.output and "Traceback" not in res.output
 
 
 def test_ls_lists_the_methods():

@@ -228,3 +228,5 @@ def test_cli_evaluate_with_a_preset_that_needs_key_statistics(tmp_path, monkeypa
     tok.save_pretrained(tmp_path / "m")
     bad = CliRunner().invoke(app, base + ["--model", str(tmp_path / "m"), "--set", "mom2_adjustment=true"])
     assert bad.exit_code == 2 and "--stats SOURCE" in bad.output and "Traceback" not in bad.output
+    bad = CliRunner().invoke(app, base + ["--model", str(tmp_path / "m"), "--preset", "default-gpt2-qualty"])
+    assert bad.exit_code == 2 and "unknown preset 'default-gpt2-qualty'" in bad.output

@@ -33,11 +33,18 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def editing_stats(lm, hp, layers: list[int] | None, source: str | None, tokens: int, model: str):
-    """Key statistics C of `layers` when the editing settings `hp` use them (from the statistics cache, collected
-    on a miss from `source`, default the model's own synthetic world), else None (C = I). For `edit`/`evaluate`."""
+def editing_settings(lm, method: str, overrides: dict | None, preset: str | None, layers: list[int] | None,
+                     source: str | None, tokens: int, model: str):
+    """(settings, C) for `edit`/`evaluate`: `method`'s settings (the model's preset, or `preset`, with the --set
+    `overrides`), and when they use key statistics (mom2_adjustment) C of `layers` (default: the settings' layers)
+    from the statistics cache, collected on a miss from `source` (default: the model's own synthetic world);
+    C is None (C = I) otherwise."""
+    from goldenlayers.editing import get_method, resolve_hparams
+
+    hp = resolve_hparams(get_method(method).family, overrides, lm.model, preset=preset, name=lm.name)
+    layers = layers or hp.layers
     if not hp.mom2_adjustment or not layers:
-        return None  # no C needed; a missing layer is the editor's error to report
+        return hp, None  # no C needed; a missing layer is the editor's error to report
     from goldenlayers.editing.sources import model_world_source
     from goldenlayers.editing.stats import StatsSettings, key_stats
 
@@ -46,8 +53,8 @@ def editing_stats(lm, hp, layers: list[int] | None, source: str | None, tokens: 
         raise ValueError(f"these settings use key statistics C (mom2_adjustment) and {model} has no synthetic world "
                          "to take them from: pass --stats SOURCE (a folder of .txt files, hf:NAME, ...) or "
                          "--set mom2_adjustment=false for C = I")
-    return key_stats(lm.model, lm.tokenizer, lm.adapter, layers, StatsSettings(source=source, max_tokens=tokens),
-                     name=lm.name, lazy=True)
+    return hp, key_stats(lm.model, lm.tokenizer, lm.adapter, layers, StatsSettings(source=source, max_tokens=tokens),
+                         name=lm.name, lazy=True)
 
 
 PRESET_HELP = "settings preset by name instead of the model's own, e.g. default-gpt2-quality (docs/editing.md)"

@@ -3,8 +3,10 @@
 A thin shell over `goldenlayers.editing.edit` (REFERENCE.md section 3): any HF causal LM path or the embedded
 defaults, any registered method, the model's settings preset or a named one (`--preset`), settings overridden
 with `--set key=value` (values parsed as JSON when they can be). Settings that use key statistics C get them
-from the statistics cache, collected on a miss from `--stats` (default: the model's own synthetic world). Bad input (subject not in the prompt, empty target, layer out of range, unknown method, unusable
-statistics) prints one clear line and exits with status 2. Also lists the methods for `goldenlayers ls`.
+from the statistics cache, collected on a miss from `--stats` (default: the model's own synthetic world). Bad
+input (subject not in the prompt, empty target, layer out of range, unknown method or preset, unusable
+statistics or text source) prints one clear line and exits with status 2. Also lists the methods for
+`goldenlayers ls`.
 """
 
 from __future__ import annotations
@@ -72,8 +74,8 @@ def edit_command(
     from rich.table import Table
 
     from goldenlayers.cases import CaseError, EditCase
-    from goldenlayers.cli.common import editing_stats, make_console
-    from goldenlayers.editing import EditOrderError, StatsError, edit, get_method, resolve_hparams
+    from goldenlayers.cli.common import editing_settings, make_console
+    from goldenlayers.editing import EditOrderError, StatsError, edit
     from goldenlayers.editing.sources import SourceError
     from goldenlayers.models.loader import load_model
 
@@ -87,9 +89,8 @@ def edit_command(
     before = greedy(lm.model, lm.tokenizer, prompt, max_new_tokens)
     layer_list = [int(x) for x in layers.split(",")] if layers else None
     try:
-        hp = resolve_hparams(get_method(method).family, _parse_settings(set_), lm.model, preset=preset, name=lm.name)
-        C = editing_stats(lm, hp, layer_list or ([layer] if layer is not None else hp.layers), stats, stats_tokens,
-                          model)
+        hp, C = editing_settings(lm, method, _parse_settings(set_), preset,
+                                 layer_list or ([layer] if layer is not None else None), stats, stats_tokens, model)
         res = edit(lm.model, lm.tokenizer, case, method=method, layer=layer, layers=layer_list, hparams=hp, stats=C,
                    adapter=lm.adapter, name=lm.name)
     except (CaseError, StatsError, SourceError, IndexError, KeyError, ValueError, EditOrderError) as e:

@@ -6,8 +6,8 @@ post-edit means with the unedited model's value in parentheses, Overall and its 
 records / failed cases. `--out FILE.json` writes the rows, the table and the failures. Editing settings: the
 model's preset or `--preset NAME`, `--set` overrides, and key statistics C when they use them (from the statistics
 cache, collected on a miss from `--stats`, default the model's own world). Bad input (unknown dataset, unreadable
-file, bad layer list, unknown setting or preset, no source for C) prints one clear line and exits with status 2. Adds "datasets" and "metrics" to
-`goldenlayers ls`.
+file, bad layer list, unknown setting or preset, no source for C) prints one clear line and exits with status 2.
+Adds "datasets" and "metrics" to `goldenlayers ls`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import asdict
 
 import typer
 
-from goldenlayers.cli.common import PRESET_HELP, STATS_HELP, STATS_TOKENS_HELP, editing_stats
+from goldenlayers.cli.common import PRESET_HELP, STATS_HELP, STATS_TOKENS_HELP, editing_settings
 
 
 def _parse_layers(text: str | None) -> list[int] | int | None:
@@ -83,12 +83,11 @@ def render_table(result, title: str):
 def _editor(lm, method: str, layers, preset: str | None, hparams: dict | None, stats: str | None, tokens: int,
             model: str):
     """The editor `evaluate` calls for each case: `method` with the model's preset (or `preset`), the --set
-    overrides, and key statistics C when those settings use them (editing_stats)."""
-    from goldenlayers.editing import edit, get_method, resolve_hparams
+    overrides, and key statistics C when those settings use them (editing_settings)."""
+    from goldenlayers.editing import edit
 
-    hp = resolve_hparams(get_method(method).family, hparams, lm.model, preset=preset, name=lm.name)
-    wanted = [layers] if isinstance(layers, int) else layers or hp.layers
-    C = editing_stats(lm, hp, wanted, stats, tokens, model)
+    hp, C = editing_settings(lm, method, hparams, preset, [layers] if isinstance(layers, int) else layers, stats,
+                             tokens, model)
 
     def run(m, tok, case, layer):
         return edit(m, tok, case, method=method, layer=layer, hparams=hp, stats=C, adapter=lm.adapter, name=lm.name)

@@ -3,8 +3,10 @@ goldenlayers.report (docs/runs.md, docs/report.md).
 
 `run CONFIG` validates the config, creates or resumes its run directory, lists the jobs (done / failed / to do)
 and executes them with the project's engine (goldenlayers.runs.engine); launched by `torchrun --nproc-per-node N
--m goldenlayers run CONFIG` every process joins (goldenlayers.runs.distributed) and the cells are spread. Bad input (invalid config, changed config on resume, not a run
-directory) prints a clear message and exits with status 2.
+-m goldenlayers run CONFIG` every process joins (goldenlayers.runs.distributed) and the cells are spread.
+`--retry-failed-cells` redoes the cells that failed in finished jobs (goldenlayers.runs.reopen_failed_cells).
+Bad input (invalid config, changed config on resume, not a run directory) prints a clear message and exits with
+status 2.
 """
 
 from __future__ import annotations

@@ -46,14 +46,15 @@ class EditHParams(BaseModel):
         so an edit spills onto them; a = 1 keeps most of C's locality gain without that (docs/editing.md).
     emmet_ridge: "batch>1" adds emmet_lambda only for batches of more than one case (the official EMMET code);
         "always" adds it for every batch (EasyEdit).
-    suffix_replay: after the first v* forward, compute only the positions from the fact token on, with the
-        earlier positions' keys and values cached (editing.suffix; same loss, other rounding). "auto" (default):
-        on a CPU, on a GPU when CUDA graphs replay the steps, and for full-float32 models without graphs, where it
-        is faster; True / False force it; False runs the whole rows at every step, as the reference
-        code does.
-    cuda_graphs: replay the v* steps after the second as one CUDA graph (editing.graphed; same loss, one launch
-        per step instead of thousands). "auto" (default): whenever the model lies wholly on one CUDA device;
-        True / False force it on / off (True still needs a model on one CUDA device).
+    suffix_replay: after the first v* forward, compute only the positions from the fact token to the last one
+        the loss reads, with the earlier positions' keys and values cached (editing.suffix; same loss, other
+        rounding). "auto" (default): on a CPU, on a GPU when CUDA graphs replay the steps, and for full-float32
+        models without graphs, where it is faster; True / False force it; False runs the whole rows at every
+        step, as the reference code does.
+    cuda_graphs: replay the v* steps as one CUDA graph (editing.graphed; same loss, one launch per step instead
+        of thousands): every step on a side stream that has run an eager step before, else every step after the
+        first. "auto" (default): whenever the model lies wholly on one CUDA device and there are at least 4
+        steps; True / False force it on / off (True still needs a model on one CUDA device).
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -37,11 +37,6 @@ def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
-def _dtype(model: nn.Module) -> torch.dtype | None:
-    p = next(model.parameters(), None)
-    return None if p is None else p.dtype
-
-
 @contextmanager
 def _swapped(mods: list[nn.Module], make) -> Iterator[int]:
     for m in mods:
@@ -62,7 +57,8 @@ def fused_activations(model: nn.Module) -> Iterator[int]:
     except ImportError:  # transformers without the activation classes: nothing to swap
         yield 0
         return
-    full = _dtype(model) in (torch.float32, torch.float64)
+    p = next(model.parameters(), None)
+    full = p is not None and p.dtype in (torch.float32, torch.float64)
     mods = [m for m in model.modules() if full and type(m) is NewGELUActivation and "forward" not in m.__dict__]
     with _swapped(mods, lambda m: _gelu_tanh) as k:
         yield k

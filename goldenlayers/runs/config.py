@@ -6,7 +6,8 @@ Every section is a pydantic model with extra="forbid": an unknown key is an erro
 file, `dump_config(config)` writes the resolved config (every default filled in) with the command that runs it.
 Dataset files follow REFERENCE.md section 5; a relative `file` is read from the config's `data_dir`. Method
 `hparams` are overrides on the editor's per-model presets (goldenlayers.editing.hparams), or on the named
-`preset`, checked by the editor when the run executes; `stats` says where the key statistics come from when those settings need them.
+`preset`, checked by the editor when the run executes; `stats` says where the key statistics come from when
+those settings need them.
 """
 
 from __future__ import annotations
