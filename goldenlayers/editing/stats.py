@@ -78,8 +78,8 @@ def _symmetric(acc: torch.Tensor) -> torch.Tensor:
 
 def _to_host(t: torch.Tensor, stage: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(t on the CPU, the pinned staging buffer to reuse). A GPU tensor goes through one reused page-locked buffer:
-    a plain `.cpu()` copies through pageable memory, 1.2 GB/s on the lent H100 (6.4 s for GPT-2 XL's 48 float32
-    matrices), against 7.7 GB/s this way (docs/benchmarks.md)."""
+    a plain `.cpu()` copies through pageable memory, 1.2-1.3 GB/s on the lent H100 (6.4 s for GPT-2 XL's 48
+    float32 matrices), against 4-8 GB/s this way (benchmarks/bench_kernels.py, docs/benchmarks.md)."""
     if t.device.type != "cuda":
         return t, stage
     if stage is None or stage.shape != t.shape or stage.dtype != t.dtype:

@@ -15,8 +15,8 @@ is evaluated with.
 
 Bias added after the product. A linear layer with a bias (GPT-2's `Conv1D`, `nn.Linear`) runs as `addmm`, which
 on a GPU uses cuBLASLt's fused-bias GEMMs. For float32 on an H100 with the few hundred token rows of a v* step
-(suffix replay), those are 20-40% slower than a plain cuBLAS product followed by a bias add (GPT-2 XL shapes,
-docs/benchmarks.md); with more rows the fused kernel wins. So on a CUDA device, for float32 models with full float32
+(suffix replay), those are 9-44% slower than a plain cuBLAS product followed by a bias add (GPT-2 XL shapes,
+benchmarks/bench_kernels.py, docs/benchmarks.md); with 512 rows the fused kernel wins. So on a CUDA device, for float32 models with full float32
 products, when the steps are replayed as CUDA graphs, a product over at most `SPLIT_BIAS_MAX_ROWS` rows is
 computed as `mm` then `add_` (the same float32 sum, rounded once more at most), larger ones as before.
 """
