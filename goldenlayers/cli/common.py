@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 
 def make_console() -> Console:
@@ -43,7 +44,7 @@ def load_model_or_exit(model: str, **kwargs):
     try:
         return load_model(model, **kwargs)
     except _model_errors() as e:  # evaluated only on an error: no import of torch before it
-        fail(f"--model {model}: {e}")
+        fail(escape(f"--model {model}: {e}"))
 
 
 def model_folder(model: str) -> Path:

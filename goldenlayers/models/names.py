@@ -52,7 +52,10 @@ def parse_model_name(name: str | Path) -> ModelRef:
         return ModelRef("named", text)
     path = Path(text).expanduser()
     if path.exists():
-        gguf = find_gguf(path)
+        try:
+            gguf = find_gguf(path)
+        except ValueError as e:  # several .gguf files
+            raise UnknownModelError(str(e)) from None
         return ModelRef("gguf", str(gguf)) if gguf is not None else ModelRef("local", str(path))
     if _HUB_NAME.match(text) and not Path(text.split("/")[0]).expanduser().is_dir():
         return ModelRef("hub", text)
@@ -72,7 +75,7 @@ def unknown_model_message(text: str) -> str:
     head = (f"model folder {text} does not exist" if looks_like_path(text)
             else f"unknown model {text!r}")
     hint = f" (did you mean {near[0]}?)" if near else ""
-    if not looks_like_path(text) and "/" not in text:
+    if not near and not looks_like_path(text) and "/" not in text:
         hint += f" (a hub model is written hf:{text})"
     groups = "; ".join(f"{title}: {', '.join(names)}" for title, names in listing.items() if names)
     return (f"{head}{hint}; {groups}; a hub model: hf:NAME or ORG/NAME")
