@@ -39,10 +39,12 @@ def run_cmd(
     """Create or resume the run directory of CONFIG and execute its jobs (resumable: run it again to go on).
     Under `torchrun --nproc-per-node N -m goldenlayers run CONFIG` the cells are spread over N processes."""
     from goldenlayers.runs import ConfigError, ConfigMismatchError, RunDir, load_config, reopen_failed_cells
+    from goldenlayers.runs.config import check_models
 
     con = _console()
     try:
         cfg = load_config(config)
+        check_models(cfg, str(config))
     except ConfigError as e:
         con.print(f"[red]error:[/red] {_esc(e)}")
         raise typer.Exit(2) from None
