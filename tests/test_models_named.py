@@ -212,3 +212,16 @@ def test_models_get_fetches_and_rejects_unknown_names(cache, monkeypatch):
     assert res.exit_code == 0 and named_path("fake-1m").read_bytes() == WHOLE, res.output
     res = CliRunner().invoke(app, ["models", "get", "fake-1n"], env={"COLUMNS": "400"})
     assert res.exit_code == 2 and "(did you mean fake-1m?)" in res.output
+
+
+def test_run_with_a_misspelt_model_fails_before_the_run_starts(tmp_path):
+    import yaml
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(dict(name="typo", models=[dict(name="default-lama")],
+                                          datasets=[dict(name="world")], methods=[dict(name="r-rome")])))
+    res = CliRunner().invoke(app, ["run", str(config), "--root", str(tmp_path)])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert "models[0].name: unknown model 'default-lama' (did you mean default-llama?)" in text
+    assert not (tmp_path / "typo").exists()
