@@ -237,3 +237,39 @@ def test_greedy_hits_with_and_without_logits_to_keep(make_tiny, tok_bos):
             return self.m(input_ids=input_ids, attention_mask=attention_mask)
 
     assert rf.greedy_hits(NoKeep(model), tok_bos, pairs, batch_size=4) == (hits, first)
+
+
+def test_cli_exports_and_bad_input(tmp_path):
+    from typer.testing import CliRunner
+
+    from goldenlayers.cli import app
+    from goldenlayers.datasets import load_dataset
+
+    cf, ke, rep = tmp_path / "cf.json", tmp_path / "ke.json", tmp_path / "report.json"
+    res = CliRunner().invoke(app, ["realfacts", "--limit", "15", "--seed", "2", "--export-counterfact", str(cf),
+                                   "--export-knowedit", str(ke), "--report", str(rep)])
+    assert res.exit_code == 0, res.output
+    assert "city_country" in res.output and "wrote 15 cases" in res.output
+    assert len(load_dataset("realfacts", cf)) == 15 and len(load_dataset("realfacts", ke)) == 15
+    report = json.loads(rep.read_text())
+    assert report["filter"] == "none" and report["cases"] == 15
+    assert sum(r["facts"] for r in report["relations"].values()) == report["facts"]
+    for args, word in ((["--known-only"], "--known-only"), (["--limit", "0"], "--limit")):
+        bad = CliRunner().invoke(app, ["realfacts", *args])
+        assert bad.exit_code == 2 and word in bad.output and "Traceback" not in bad.output
+
+
+def test_dataset_realfacts_without_a_file_uses_the_models_known_facts(small_geo, tok, monkeypatch):
+    from goldenlayers.cli.common import load_cases
+    from goldenlayers.runs.config import DatasetSpec
+
+    facts = rf.build_facts(small_geo)
+    from goldenlayers.text import join_prompt_answer
+
+    chosen = [f for f in facts if f.relation in ("continent", "city_country")][:7]
+    model = StubLM([tok(join_prompt_answer(f.prompts()[0], f.object))["input_ids"] for f in chosen], len(tok))
+    lm = type("LM", (), {"name": "stub", "model": model, "tokenizer": tok})()
+    monkeypatch.setattr(rf.build, "load_geo", lambda: small_geo)
+    cases = load_cases("realfacts", None, 5, "unused", lm=lm)
+    assert len(cases) == 5 and {f"{c.relation}:{c.subject}" for c in cases} < {f.key for f in chosen}
+    assert DatasetSpec(name="realfacts").file is None  # a run config may name it without a file

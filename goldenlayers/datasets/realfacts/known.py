@@ -7,6 +7,7 @@ position is the answer token" (as the synthetic world's recall check, goldenlaye
 so it costs one batched forward per batch of (prompt, alias) pairs. Templates are tried in order and only for
 the facts not yet known; the first template and alias that match become the case's rewrite prompt and first
 answer. For each fact left unknown the model's greedy first token after the first template is kept, to say why.
+Aliases after the first are checked only when their first token is the model's greedy first token.
 """
 
 from __future__ import annotations
@@ -61,23 +62,39 @@ def greedy_hits(model, tok, pairs: list[tuple[str, str]], batch_size: int = 32) 
     return hits, first
 
 
+def first_answer_token(tok, prompt: str, answer: str) -> int:
+    """The id of the answer's first token when prompt + " " + answer is tokenised in one go."""
+    b = encode_answers(tok, [prompt], [answer])
+    return int(b.input_ids[0, int(b.prompt_last[0]) + 1])
+
+
 def find_known(model, tok, facts: list[Fact], batch_size: int = 32,
                progress: Callable[[str], None] | None = None) -> tuple[dict[str, Known], dict[str, str]]:
-    """({fact key: Known} for the facts the model knows, {fact key: greedy first token} for the others)."""
+    """({fact key: Known} for the facts the model knows, {fact key: greedy first token} for the others).
+
+    Per template, one teacher-forced pass over (prompt, first alias) gives the greedy first token; the other
+    aliases are checked only where their first token is that one (a full match needs it), so the cost grows
+    with the facts, not with their aliases.
+    """
     known: dict[str, Known] = {}
     said: dict[str, str] = {}
     templates = max((len(f.prompts()) for f in facts), default=0)
     for t in range(templates):
         pending = [f for f in facts if f.key not in known and t < len(f.prompts())]
-        queries = [(f, a) for f in pending for a in range(len(f.answers))]
-        if not queries:
+        if not pending:
             break
-        hits, first = greedy_hits(model, tok, [(f.prompts()[t], f.answers[a]) for f, a in queries], batch_size)
-        for (f, a), hit, tid in zip(queries, hits, first):
+        hits, first = greedy_hits(model, tok, [(f.prompts()[t], f.answers[0]) for f in pending], batch_size)
+        more = [(f, a) for f, hit, tid in zip(pending, hits, first) if not hit
+                for a in range(1, len(f.answers)) if first_answer_token(tok, f.prompts()[t], f.answers[a]) == tid]
+        more_hits, _ = greedy_hits(model, tok, [(f.prompts()[t], f.answers[a]) for f, a in more], batch_size)
+        for f, hit, tid in zip(pending, hits, first):
+            if hit:
+                known[f.key] = Known(t, 0)
+            if t == 0:
+                said[f.key] = tok.decode([tid])
+        for (f, a), hit in zip(more, more_hits):
             if hit and f.key not in known:
                 known[f.key] = Known(t, a)
-            if t == 0 and a == 0:
-                said[f.key] = tok.decode([tid])
         if progress:
-            progress(f"template {t}: {len(queries)} prompt/answer pairs, {len(known)} facts known so far")
+            progress(f"template {t}: {len(pending)} + {len(more)} prompt/answer pairs, {len(known)} facts known so far")
     return known, {k: v for k, v in said.items() if k not in known}
