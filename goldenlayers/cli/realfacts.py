@@ -49,7 +49,7 @@ def realfacts(
         except (OSError, ValueError) as e:
             fail(f"--model {model}: {e}")
     data = rf.build_realfacts(lm, limit=limit, seed=seed, neighbours=neighbours, batch_size=batch_size,
-                              geo=geo, known_only=known_only)
+                              geo=geo, known_only=known_only, progress=con.print if lm is not None else None)
     table = Table(title=f"real facts{f' known by {model}' if model else ''} (seed={seed})")
     for col in ("relation", "facts", "known", "dropped", "known by template"):
         table.add_column(col, justify="left" if col == "relation" else "right")
