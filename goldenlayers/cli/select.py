@@ -20,7 +20,7 @@ def select_command(
     model: str = typer.Option("default-gpt2", help="embedded default name or a local Hugging Face model folder"),
     method: str = typer.Option("lga", help="selector: lga, cma or bruteforce"),
     dataset: str = typer.Option("world", help="dataset name (see `goldenlayers ls`)"),
-    data_file: str | None = typer.Option(None, help="benchmark file (not needed for --dataset world)"),
+    data_file: str | None = typer.Option(None, help="benchmark file (not needed for --dataset world or realfacts)"),
     limit: int | None = typer.Option(20, help="number of proxy cases"),
     editor: str = typer.Option("r-rome", help="editing method for brute force"),
     metric: str = typer.Option("rewrite", help="brute-force metric whose golden layer is chosen"),
@@ -32,8 +32,8 @@ def select_command(
     from goldenlayers.cli.common import load_model_or_exit
     from goldenlayers.selection.compare import select_layer
 
-    cases = load_cases(dataset, data_file, limit, model)
     lm = load_model_or_exit(model, device=device)
+    cases = load_cases(dataset, data_file, limit, model, lm=lm)
     try:
         sel = select_layer(lm.model, lm.tokenizer, cases, method, editor=editor, metric=metric, tukey_k=tukey_k,
                            model_name=lm.name)
@@ -84,11 +84,11 @@ def compare_command(
     from goldenlayers.datasets.split import split_cases
     from goldenlayers.selection.compare import compare_selectors
 
-    cases = load_cases(dataset, data_file, limit, model)
+    lm = load_model_or_exit(model, device=device)
+    cases = load_cases(dataset, data_file, limit, model, lm=lm)
     split = split_cases(cases, proxy_fraction=proxy_fraction, seed=seed)
     if not split.proxy or not split.test:
         fail(f"the split left an empty side ({len(split.proxy)} proxy, {len(split.test)} test): use more cases")
-    lm = load_model_or_exit(model, device=device)
     cmp = compare_selectors(lm.model, lm.tokenizer, split.proxy, split.test, editor=editor,
                             selectors=[s.strip() for s in selectors.split(",")], fluency=not no_fluency,
                             model_name=lm.name)

@@ -33,9 +33,19 @@ from goldenlayers.runs.store import Store
 from goldenlayers.runs.timeline import Timeline
 
 
-def load_cases(config: ExperimentConfig, model: ModelSpec, dataset: DatasetSpec, base: str | Path = ".") -> list:
+def load_cases(config: ExperimentConfig, model: ModelSpec, dataset: DatasetSpec, base: str | Path = ".",
+               lm=None) -> list:
     """The edit cases of a dataset: the model's synthetic world (`world` without a file: `limit` cases, default
-    100, sampled with split.seed) or the benchmark file (relative to data_dir) through load_dataset."""
+    100, sampled with split.seed), the real facts the loaded model `lm` knows (`realfacts` without a file: the
+    first `limit`, ordered by split.seed; docs/realfacts.md) or the benchmark file (relative to data_dir) through
+    load_dataset."""
+    if dataset.name == "realfacts" and dataset.file is None:
+        from goldenlayers.datasets.realfacts import build_realfacts
+
+        cases = build_realfacts(lm, limit=dataset.limit, seed=config.split.seed).cases
+        if not cases:
+            raise ValueError(f"{model.name} knows none of the real facts")
+        return cases
     if dataset.name == "world" and dataset.file is None:
         from goldenlayers.datasets.synthetic.world import World
         from goldenlayers.models.loader import resolve_model_path
@@ -112,7 +122,8 @@ class RunEngine:
 
             spec = next(m for m in config.models if m.name == job.model)
             ds = next(d for d in config.datasets if d.name == job.dataset)
-            cases = load_cases(config, spec, ds)
+            lm = self.model(spec) if ds.name == "realfacts" and ds.file is None else None
+            cases = load_cases(config, spec, ds, lm=lm)
             split = split_cases(cases, config.split.proxy_fraction, config.split.seed)
             self._cases[key] = (cases, {c.case_id for c in split.proxy})
         return self._cases[key]
