@@ -129,7 +129,8 @@ def load_cases(dataset: str, data_file: str | None, limit: int | None, model: st
     --model too, before any file is read).
 
     lm: the loaded model, used (and otherwise loaded from `model`) by `--dataset realfacts` without a file."""
-    model_folder(model)
+    if lm is None:
+        model_folder(model)
     if dataset == "world" and data_file is None:
         return world_of_model(model).edit_cases(limit or 100, seed=seed)
     if dataset == "realfacts" and data_file is None:
