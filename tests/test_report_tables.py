@@ -113,6 +113,31 @@ def test_table2_method_by_selector(built):
     assert "Overall = mean of rewrite, rephrase, locality, portability (fixed per row)" in t.note
 
 
+def test_regret_table_against_the_test_sweep(built):
+    """Each selector of R-ROME (the swept method) scored on the fabricated test sweep, recomputed here."""
+    fab, _, tables = built
+    t = tables["regret-tiny-a-zsre"]
+    assert t.columns == ["Edit", "Selection", "Layer", "OV(↑)", "Regret OV", "Regret RwA", "Regret RpA", "Regret LOC",
+                         "Regret PRT", "ρ", "Cost"]
+    metrics = ("rewrite", "rephrase", "locality", "portability")
+    means = {m: values(fab, "tiny-a", "zsre", m, "test").mean(axis=0) for m in metrics}
+    ov = np.mean([means[m] for m in metrics], axis=0)  # Overall per layer: the plain mean of the four accuracies
+    sweep_seconds = 16 * sum(2.0 + 0.1 * layer for layer in range(6))  # 16 test cases x 6 layers
+    proxy_ov = np.mean([values(fab, "tiny-a", "zsre", m, "proxy").mean(axis=0) for m in ("rewrite",)], axis=0)
+    bf_layer = int(np.argmax(proxy_ov))
+    expect = {"CMA (mlp-w10)": (fab.picks[("tiny-a", "zsre", "r-rome", "cma-mlp-w10")], 30.0),
+              "LGA": (fab.picks[("tiny-a", "zsre", "r-rome", "lga")], 0.4),
+              "BF (proxy golden)": (bf_layer, 4 * sum(2.0 + 0.1 * layer for layer in range(6)))}
+    assert [r[1] for r in t.rows] == list(expect)  # ROME has no sweep: no row
+    for row in t.rows:
+        layer, seconds = expect[row[1]]
+        scores = proxy_ov if row[1].startswith("BF") else -np.abs(np.arange(6) - layer)
+        rho = stats.spearmanr(scores, ov).statistic
+        assert row[2:] == [str(layer), f"{ov[layer]:.4f}", f"{ov.max() - ov[layer]:.4f}",
+                           *(f"{means[m].max() - means[m][layer]:.4f}" for m in metrics),
+                           f"{rho:.2f}", f"{seconds / sweep_seconds:.3f}"]
+
+
 def test_table10_models_by_selector(built):
     t = built[2]["table10-wikibio"]
     assert t.columns == ["Model", "Selection", "Layer", "RwA(↑)", "LOC(↑)", "FLC(↓)", "OV(↑)"]
@@ -147,8 +172,8 @@ def test_parts_without_data_or_without_golden_are_left_out(tmp_path, monkeypatch
                                methods=[dict(name="rome")]))
     out = report(RunDir.create_or_resume(cfg, tmp_path))
     assert out.tables == [] and out.figures == {}
-    assert [x.split(":")[0] for x in out.left_out] == ["Table 1", "Tables 2/9/10", "Tables 3-8", "Figure 1",
-                                                        "Figure 2", "Figure 3", "Figure 4"]
+    assert [x.split(":")[0] for x in out.left_out] == ["Table 1", "Tables 2/9/10", "Regret", "Tables 3-8",
+                                                        "Figure 1", "Figure 2", "Figure 3", "Figure 4"]
     assert "- Table 1: needs brute-force rows" in out.markdown.read_text()
 
     import goldenlayers.selection as selection

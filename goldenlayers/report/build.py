@@ -22,6 +22,7 @@ from goldenlayers.report.html import render_html
 from goldenlayers.report.tables import (
     Table,
     pick_method,
+    regret_tables,
     selector_means,
     selector_tables,
     table1,
@@ -139,6 +140,7 @@ def report(run_dir: RunDir | str | Path, out: str | Path | None = None,
     result.tables += ([t1] if t1 else [])
     result.tables += attempt("Tables 2/9/10", lambda: selector_tables(data, s.method, s.golden_metric, s.overall,
                                                                       s.digits)) or []
+    result.tables += attempt("Regret", lambda: regret_tables(data, s.golden_metric, s.overall, s.digits)) or []
     result.tables += attempt("Tables 3-8", lambda: transfer_tables(data, s.method, s.overall, s.digits)) or []
     captions = {}
     for what, fn in (("Figure 1", _figure1), ("Figure 2", _figure2), ("Figure 3", _figure3), ("Figure 4", _figure4)):

@@ -144,6 +144,31 @@ class RunData:
                     out.setdefault(ds, {})[BRUTEFORCE] = float(sec)
         return {ds: out[ds] for ds in _order(out, DATASETS)}
 
+    def selector_scores(self, model: str, dataset: str, selector: str) -> tuple[list[int], list[float], float] | None:
+        """(layers, scores, seconds) of a selector's rows (its per-layer scores, higher is better), or None."""
+        rows = self._q("SELECT layer, score, seconds FROM selectors WHERE model=? AND dataset=? AND selector=? "
+                       "ORDER BY layer", model, dataset, selector)
+        return ([int(r[0]) for r in rows], [float(r[1]) for r in rows], max(float(r[2]) for r in rows)) if rows \
+            else None
+
+    def sweep_seconds(self, model: str, dataset: str, method: str, split: str) -> float:
+        """Summed seconds of the distinct brute-force (case, layer) cells of `method` on `split` (0 when none)."""
+        (sec,) = self._q("SELECT SUM(s) FROM (SELECT MAX(seconds) AS s FROM results WHERE model=? AND dataset=? "
+                         "AND method=? AND selector=? AND split=? GROUP BY case_id, layer)",
+                         model, dataset, method, BRUTEFORCE, split)[0]
+        return float(sec or 0.0)
+
+    def truth(self, model: str, dataset: str, method: str, spec: OverallSpec | None = None):
+        """The test-set ground truth (goldenlayers.selection.regret.GroundTruth) of `method`'s brute-force rows,
+        or None when it has none on the test split."""
+        from goldenlayers.selection.regret import GroundTruth
+
+        matrices = {m: x for m in self.metrics(model, dataset, method) if m != "overall"
+                    and (x := self.matrix(model, dataset, method, m, "test")) is not None}
+        if not matrices:
+            return None
+        return GroundTruth.from_matrices(matrices, self.sweep_seconds(model, dataset, method, "test"), spec)
+
     def counts(self) -> dict[str, int]:
         return {t: self.store.count(t) for t in ("results", "selectors", "failures")}
 

@@ -70,7 +70,7 @@ class Table:
 
 
 def num(v: float | None, digits: int = 4) -> str:
-    return DASH if v is None else f"{v:.{digits}f}"
+    return DASH if v is None or v != v else f"{v:.{digits}f}"  # None or NaN: a dash
 
 
 def header(metric: str) -> str:
@@ -189,6 +189,48 @@ def _selector_table(key: str, title: str, first: str, rows: dict, spec: OverallS
     return Table(key, title, [first, "Selection", "Layer", *map(header, metrics), header("overall")], body,
                  note="Test-set means. " + overall_note(metrics, spec) + "; a row lacking a metric averages the "
                  "others.")
+
+
+def regret_tables(data: RunData, golden_metric: str = "rewrite", spec: OverallSpec | None = None,
+                  digits: int = 4) -> list[Table]:
+    """Per model and dataset with brute-force rows on the test set: each selector's layer scored against that
+    ground truth (goldenlayers.selection.regret): the test Overall there, regret in Overall and per metric,
+    Spearman's rho of its layer scores with the per-layer test Overall, cost as a fraction of the test sweep."""
+    golden_module()  # Unavailable without it
+    from goldenlayers.selection.regret import score_selector
+
+    tables = []
+    for model in data.models():
+        for ds in data.datasets(model):
+            rows, metrics = [], []
+            for (method, selector), (layers, _) in selector_means(data, model, ds, golden_metric, spec).items():
+                truth = data.truth(model, ds, method, spec)
+                if truth is None or "," in layers or int(layers) not in truth.layers:
+                    continue
+                if selector == BRUTEFORCE:  # the proxy curve it chose from, and the proxy sweep's time
+                    c = metric_curves(data, model, ds, method, spec)[golden_metric]
+                    sign = 1.0 if HIGHER_IS_BETTER[golden_metric] else -1.0
+                    scored = (c.layers, list(sign * c.proxy), data.sweep_seconds(model, ds, method, "proxy"))
+                else:
+                    scored = data.selector_scores(model, ds, selector) or (None, None, float("nan"))
+                s = score_selector(selector, int(layers), truth, scored[2], scored[0], scored[1])
+                metrics = list(truth.means)
+                rows.append([method_label(method), _row_label(selector), layers, num(s.metrics["overall"], digits),
+                             num(s.regret["overall"], digits), *(num(s.regret[m], digits) for m in metrics),
+                             num(s.spearman, 2), num(s.cost, 3)])
+            if rows:
+                tables.append(Table(f"regret-{model}-{ds}", f"Selectors vs brute force on the test set: {model} on "
+                                    f"{dataset_label(ds)}", ["Edit", "Selection", "Layer", "OV(↑)", "Regret OV",
+                                                             *(f"Regret {METRIC_ABBR[m]}" for m in metrics), "ρ",
+                                                             "Cost"], rows,
+                                    note="Scored on the brute-force sweep of the test set: OV at the chosen layer; "
+                                    "regret = best test mean (Overall, or the metric) minus the mean at the chosen "
+                                    "layer (fluency: the reverse); ρ: Spearman correlation of the selector's layer "
+                                    "scores with the per-layer test Overall; cost: selector seconds / test-sweep "
+                                    "seconds. " + overall_note(metrics, spec) + "."))
+    if not tables:
+        raise Unavailable("needs brute-force rows on the test split and rows edited at a selector's layer")
+    return tables
 
 
 def selector_tables(data: RunData, method: str = "r-rome", golden_metric: str = "rewrite",
