@@ -99,7 +99,7 @@ def _comparison(data, model: str, editor: str) -> SimpleNamespace:
 
 def demo_command(
     models: str = typer.Option(DEFAULTS["models"], help="comma-separated models to run"),
-    cases: int = typer.Option(DEFAULTS["cases"], help="world edit cases per model (about 10% proxy, 90% test)"),
+    cases: int = typer.Option(DEFAULTS["cases"], help="world edit cases per model (exactly 10% proxy, rounded; the rest test)"),
     recall_sample: int = typer.Option(3000, help="recall queries to check per model (0: all of them)"),
     editor: str = typer.Option(DEFAULTS["editor"], help="editing method"),
     fluency: bool = typer.Option(DEFAULTS["fluency"], help="measure fluency of the selectors' test edits"),

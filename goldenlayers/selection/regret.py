@@ -7,8 +7,8 @@ For a selector that chose layer c:
 - regret (Overall) = Overall(test means at the Overall golden layer) - Overall(test means at c), >= 0;
 - regret of a metric = its best layer mean - its mean at c (fluency, lower-is-better: mean at c - lowest), >= 0;
 - Spearman's rho of the selector's per-layer scores (higher is better in every LayerScores) with the per-layer
-  test Overall, over the layers both have (scipy.stats.spearmanr; NaN when fewer than 2 layers or either side is
-  constant, where no rank correlation exists);
+  test Overall, over the layers both have (goldenlayers.selection.agreement, scipy.stats.spearmanr; NaN when fewer
+  than 2 layers are shared or either side is constant, where no rank correlation exists);
 - cost = the selector's wall time / the wall time of the test sweep.
 """
 
@@ -19,10 +19,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 
 from goldenlayers.evaluation.metrics import METRICS
 from goldenlayers.evaluation.overall import OverallSpec
+from goldenlayers.selection.agreement import agreement
 from goldenlayers.selection.golden import (
     OVERALL,
     ScoreMatrix,
@@ -31,6 +31,7 @@ from goldenlayers.selection.golden import (
     layer_means,
     overall_curve,
 )
+from goldenlayers.selection.table import LayerScores
 
 
 @dataclass
@@ -95,16 +96,14 @@ class GroundTruth:
 
 
 def spearman(layers: Sequence[int], scores: Sequence[float], truth: GroundTruth) -> float:
-    """Spearman's rho of (layers, scores) with the truth's per-layer Overall on their common layers."""
-    score_of = {int(layer): float(s) for layer, s in zip(layers, scores, strict=True)}
-    common = [layer for layer in truth.layers if layer in score_of and math.isfinite(score_of[layer])]
-    if len(common) < 2:
+    """Spearman's rho of (layers, scores) with the truth's per-layer Overall on their common layers
+    (goldenlayers.selection.agreement's; NaN when fewer than 2 layers are shared or a side is constant)."""
+    mine = {int(layer): float(s) for layer, s in zip(layers, scores, strict=True) if math.isfinite(s)}
+    curve = LayerScores("bruteforce", "-", "-", truth.layers, truth.overall, truth.cases, meta=dict(metric=OVERALL))
+    try:
+        return agreement(mine, curve).spearman
+    except ValueError:  # fewer than 2 shared layers
         return math.nan
-    a = np.array([score_of[layer] for layer in common])
-    b = np.array([truth.overall[truth.layers.index(layer)] for layer in common])
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return math.nan
-    return float(stats.spearmanr(a, b).statistic)
 
 
 @dataclass(frozen=True)
