@@ -96,7 +96,8 @@ def render_comparison(cmp, title: str):
 
 def selection_line(sel) -> str:
     """One line printed as soon as a selector has chosen its layer."""
-    return (f"{sel.selector}: layer {sel.layer} chosen on {sel.table.cases} proxy cases in {sel.seconds:.1f} s "
+    n = sel.table.cases
+    return (f"{sel.selector}: layer {sel.layer} chosen on {n} proxy case{'' if n == 1 else 's'} in {sel.seconds:.1f} s "
             f"(best-ranked: {', '.join(map(str, sel.table.ranking()[:3]))})")
 
 
