@@ -75,8 +75,8 @@ def render_table(result, title: str):
             cells.append(_fmt(r[m]) + ("" if math.isnan(pre) else f" ({_fmt(pre)})"))
         cells.append(_fmt(r["overall"]))
         t.add_row(*cells)
-    notes = dict.fromkeys(f"{r['dataset']}: {r['normalisation']}" for r in rows)
-    t.caption = "post-edit mean (unedited model); Overall = " + " | ".join(notes)
+    notes = dict.fromkeys(r["normalisation"] for r in rows)
+    t.caption = "post-edit mean (unedited model); " + " | ".join(notes)
     return t
 
 

@@ -56,7 +56,7 @@ class LoadedDataset:
         return self.cases[i]
 
     def split(self, proxy_fraction: float = 0.1, seed: int = 0) -> Split:
-        """Proxy/test split of these cases (hash-based, stable when the file grows)."""
+        """Proxy/test split of these cases: exactly round(proxy_fraction x N) proxy cases, in a seeded hash order."""
         return split_cases(self.cases, proxy_fraction, seed)
 
 

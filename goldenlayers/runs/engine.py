@@ -155,6 +155,7 @@ class RunEngine:
         config = run.config
         spec = next(m for m in config.models if m.name == job.model)
         cases, proxy_ids = self.cases(config, job)
+        _check_split(run, job, proxy_ids)
         lm = self.model(spec)
         if job.kind == "select":
             with self.timeline.phase("select"):
@@ -199,3 +200,15 @@ def _pre_cache():
 def make_engine(rank: int = 0, world: int = 1, device: str | None = None, progress: bool = True) -> RunEngine:
     """The project's engine (what `goldenlayers.runs.plan.default_engine()` returns)."""
     return RunEngine(rank, world, device, progress)
+
+
+def _check_split(run: RunDir, job: Job, proxy_ids: set[str]) -> None:
+    """Refuse to add rows to a run whose stored rows put cases on the other side of the proxy/test split (a run
+    started before splits became exact, docs/evaluation.md): mixing the two splits would spoil every table."""
+    stored = run.store.query("SELECT DISTINCT case_id, split FROM results WHERE model=? AND dataset=?",
+                             (job.model, job.dataset))
+    moved = sorted({c for c, split in stored if (split == "proxy") != (c in proxy_ids)})
+    if moved:
+        raise ValueError(f"{job.model} / {job.dataset}: {len(moved)} stored case(s) (e.g. {moved[0]!r}) lie on the "
+                         "other side of the proxy/test split this version computes (exactly round(proxy_fraction "
+                         "x N) proxy cases); the run was started with the former split: start a new run")
