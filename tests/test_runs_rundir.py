@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_helpers import flat
 from typer.testing import CliRunner
 
 from goldenlayers.cli import app
@@ -125,11 +126,6 @@ def test_worker_shards_merge_into_the_run(tmp_path):
     assert run.store.done_keys("tiny-a", "zsre", "r-rome", "bruteforce") == {
         (f"c{w}", layer) for w in range(3) for layer in range(2)}
     run.close()
-
-
-def flat(result) -> str:
-    """The command's output with rich's line wrapping undone."""
-    return " ".join(result.output.split())
 
 
 def test_cli_run_and_export(tmp_path):

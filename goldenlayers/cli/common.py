@@ -28,8 +28,34 @@ def make_console() -> Console:
 console = make_console()
 
 
-def fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/red] {message}")
+def error_line(e: BaseException | str, options: bool = False) -> str:
+    """One line for a user's mistake: a KeyError's message without its quotes, a pydantic ValidationError as
+    "field: message" items joined by "; " (never pydantic's multi-line dump with its documentation links; with
+    options=True the fields are written as the command's options, `table1_split` as `--table1-split`), any other
+    exception's message with its lines joined."""
+    from pydantic import ValidationError
+
+    if isinstance(e, ValidationError):
+        parts = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            loc = "--" + loc.replace("_", "-") if options and loc else loc
+            msg = err["msg"].removeprefix("Value error, ")
+            parts.append(f"{loc}: {msg}" if loc else msg)
+        return "; ".join(dict.fromkeys(parts))
+    if isinstance(e, KeyError) and e.args:
+        e = str(e.args[0])
+    return " ".join(str(e).split())
+
+
+def fail(message: BaseException | str, code: int = 2, option: str | None = None):
+    """Print `error: [option: ]message` as one unwrapped line and exit with `code` (2: bad input)."""
+    from rich.markup import escape
+
+    text = error_line(message)
+    if option and not text.startswith(option):
+        text = f"{option}: {text}"
+    make_console().print(f"[red]error:[/red] {escape(text)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -57,6 +83,61 @@ def editing_settings(lm, method: str, overrides: dict | None, preset: str | None
                          name=lm.name, lazy=True)
 
 
+def announce_model(model: str) -> None:
+    """The first line of a command that uses a model: which one (every command defaults to default-gpt2)."""
+    from rich.markup import escape
+
+    make_console().print(f"model: [bold]{escape(model)}[/bold]", soft_wrap=True)
+
+
+def check_model_options(dtype: str | None = None, device: str | None = None) -> None:
+    """Exit 2 on a --dtype or --device this torch cannot use, before any model is read."""
+    import torch
+
+    from goldenlayers.models.loader import resolve_dtype
+
+    if dtype is not None:
+        try:
+            resolve_dtype(dtype)
+        except ValueError as e:
+            fail(e, option="--dtype")
+    if device is not None:
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            fail(f"unknown device {device!r}; use cpu, cuda or cuda:N", option="--device")
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            fail(f"{device!r} asked for, but this torch {torch.__version__} sees no CUDA GPU; use --device cpu",
+                 option="--device")
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            fail(f"{device!r}: only {torch.cuda.device_count()} CUDA device(s)", option="--device")
+
+
+def load_model_or_fail(model: str, dtype: str = "float32", device: str | None = None):
+    """load_model(model, dtype, device), with a user's mistake (bad --dtype/--device, a folder that is not a
+    model, an architecture without an adapter, a name that cannot be found) as one line and exit status 2."""
+    from goldenlayers.models.adapters import UnknownArchitectureError
+    from goldenlayers.models.loader import load_model
+
+    check_model_options(dtype, device)
+    try:
+        return load_model(model, dtype=dtype, device=device)
+    except UnknownArchitectureError as e:
+        fail(str(e).splitlines()[0], option="--model")
+    except (OSError, ValueError, KeyError) as e:
+        fail(e, option=f"--model {model}")
+
+
+def check_layers(lm, layers: list[int], option: str = "--layer") -> None:
+    """Exit 2 when a layer is outside the loaded model's 0..L-1."""
+    for x in layers:
+        try:
+            lm.adapter.check_layer(lm.model, x)
+        except IndexError as e:
+            fail(e, option=option)
+
+
+LIMIT_HELP = "use the first N cases (N >= 1; leave it out for every case of a file)"
 PRESET_HELP = "settings preset by name instead of the model's own, e.g. default-gpt2-quality (docs/editing.md)"
 STATS_HELP = ("text source of the key statistics C when the settings use them (mom2_adjustment): world, "
               "world:PATH, a folder of .txt files, hf:NAME; default: the model's own synthetic world")
@@ -68,7 +149,10 @@ def world_of_model(model: str):
     from goldenlayers.datasets.synthetic.world import World
     from goldenlayers.models.loader import resolve_model_path
 
-    path = Path(resolve_model_path(model)) / "world.json"
+    try:
+        path = Path(resolve_model_path(model)) / "world.json"
+    except (OSError, ValueError, KeyError) as e:
+        fail(e, option=f"--model {model}")
     if not path.exists():
         fail(f"--dataset world needs a model trained on the synthetic world (no {path}); pass --data-file")
     return World.load(path)
@@ -78,7 +162,7 @@ def load_cases(dataset: str, data_file: str | None, limit: int | None, model: st
                seed: int = 0) -> list:
     """Edit cases for a command; prints the loader's skip summary. Exits with status 2 on bad input."""
     if dataset == "world" and data_file is None:
-        return world_of_model(model).edit_cases(limit or 100, seed=seed)
+        return world_of_model(model).edit_cases(100 if limit is None else limit, seed=seed)
     if data_file is None:
         fail(f"--dataset {dataset} needs --data-file (the benchmark's JSON file)")
     from goldenlayers.datasets import DatasetFileError, load_dataset
@@ -86,7 +170,7 @@ def load_cases(dataset: str, data_file: str | None, limit: int | None, model: st
     try:
         data = load_dataset(dataset, data_file, limit=limit, shuffle_seed=shuffle_seed)
     except (KeyError, DatasetFileError, ValueError) as e:
-        fail(str(e.args[0] if isinstance(e, KeyError) else e))
+        fail(e)
     console.print(data.report.summary())
     for s in data.report.skipped[:5]:
         console.print(f"  skipped {s}")

@@ -95,8 +95,8 @@ def _comparison(data, model: str, editor: str) -> SimpleNamespace:
 
 def demo_command(
     models: str = typer.Option(DEFAULTS["models"], help="comma-separated models to run"),
-    cases: int = typer.Option(DEFAULTS["cases"], help="world edit cases per model (about 10% proxy, 90% test)"),
-    recall_sample: int = typer.Option(3000, help="recall queries to check per model (0: all of them)"),
+    cases: int = typer.Option(DEFAULTS["cases"], min=1, help="world edit cases per model (about 10% proxy, 90% test)"),
+    recall_sample: int = typer.Option(3000, min=0, help="recall queries to check per model (0: all of them)"),
     editor: str = typer.Option(DEFAULTS["editor"], help="editing method"),
     fluency: bool = typer.Option(DEFAULTS["fluency"], help="measure fluency of the selectors' test edits"),
     compare: bool = typer.Option(True, help="run the LGA / CMA / brute-force experiment and its report"),

@@ -38,9 +38,12 @@ def run_cmd(
 ) -> None:
     """Create or resume the run directory of CONFIG and execute its jobs (resumable: run it again to go on).
     Under `torchrun --nproc-per-node N -m goldenlayers run CONFIG` the cells are spread over N processes."""
+    from goldenlayers.cli.common import fail
     from goldenlayers.runs import ConfigError, ConfigMismatchError, RunDir, load_config, reopen_failed_cells
 
     con = _console()
+    if root is not None and root.exists() and not root.is_dir():
+        fail(f"{root} is a file; give the directory that holds (or will hold) the run", option="--root")
     try:
         cfg = load_config(config)
     except ConfigError as e:
@@ -145,16 +148,24 @@ def report_cmd(
     """Write the paper-style tables and figures of a run as report.md and a self-contained report.html."""
     from pydantic import ValidationError
 
+    from goldenlayers.cli.common import error_line, fail
     from goldenlayers.report import ReportSettings, report
     from goldenlayers.runs import ConfigError
+    from goldenlayers.runs.config import METHODS, known
 
     con = _console()
     try:
+        known(method, METHODS, "editing method")
+    except ValueError as e:
+        fail(e, option="--method")
+    try:
         settings = ReportSettings(method=method, overall=overall, table1_split=table1_split)
+    except ValidationError as e:
+        fail(error_line(e, options=True))
+    try:
         result = report(run_dir, out, settings)
-    except (FileNotFoundError, ConfigError, ValidationError) as e:
-        con.print(f"[red]error:[/red] {_esc(e)}")
-        raise typer.Exit(2) from None
+    except (FileNotFoundError, ConfigError) as e:
+        fail(e)
     con.print(f"{len(result.tables)} tables, {len(result.figures)} figures -> {result.html}")
     for line in result.left_out:
         con.print(f"  left out: {_esc(line)}")

@@ -16,29 +16,43 @@ def _fmt(x) -> str:
     return f"{x:.3f}" if abs(x) < 100 else f"{x:.0f}"
 
 
+def _check_editor(editor: str) -> None:
+    from goldenlayers.editing import get_method
+
+    try:
+        get_method(editor)
+    except KeyError as e:
+        fail(e, option="--editor")
+
+
 def select_command(
     model: str = typer.Option("default-gpt2", help="embedded default name or a local Hugging Face model folder"),
     method: str = typer.Option("lga", help="selector: lga, cma or bruteforce"),
     dataset: str = typer.Option("world", help="dataset name (see `goldenlayers ls`)"),
     data_file: str | None = typer.Option(None, help="benchmark file (not needed for --dataset world)"),
-    limit: int | None = typer.Option(20, help="number of proxy cases"),
+    limit: int = typer.Option(20, min=1, help="number of proxy cases (N >= 1)"),
     editor: str = typer.Option("r-rome", help="editing method for brute force"),
     metric: str = typer.Option("rewrite", help="brute-force metric whose golden layer is chosen"),
-    tukey_k: float = typer.Option(1.5, help="Tukey fence factor for LGA"),
-    top: int = typer.Option(5, help="how many ranked layers to print"),
+    tukey_k: float = typer.Option(1.5, min=0, help="Tukey fence factor for LGA"),
+    top: int = typer.Option(5, min=1, help="how many ranked layers to print"),
     device: str | None = typer.Option(None, help="cuda or cpu (default: cuda when available)"),
 ) -> None:
     """Rank the layers of a model for editing with one selector and print the chosen layer and the time spent."""
-    from goldenlayers.models.loader import load_model
-    from goldenlayers.selection.compare import select_layer
+    from goldenlayers.cli.common import announce_model, check_model_options, load_model_or_fail
+    from goldenlayers.selection.compare import SELECTORS, select_layer
 
+    announce_model(model)
+    if method not in SELECTORS:
+        fail(f"unknown selector {method!r}; choose one of {', '.join(SELECTORS)}", option="--method")
+    _check_editor(editor)
+    check_model_options(device=device)
     cases = load_cases(dataset, data_file, limit, model)
-    lm = load_model(model, device=device)
+    lm = load_model_or_fail(model, device=device)
     try:
         sel = select_layer(lm.model, lm.tokenizer, cases, method, editor=editor, metric=metric, tukey_k=tukey_k,
                            model_name=lm.name)
-    except ValueError as e:
-        fail(str(e))
+    except (KeyError, ValueError) as e:
+        fail(e)
     ranking = sel.table.ranking()[:top]
     console.print(f"[bold]{sel.selector}[/bold] on {len(cases)} {dataset} cases ({sel.table.cases} used): "
                   f"chosen layer [bold]{sel.layer}[/bold] in {sel.seconds:.2f} s")
@@ -71,8 +85,8 @@ def compare_command(
     model: str = typer.Option("default-gpt2", help="embedded default name or a local Hugging Face model folder"),
     dataset: str = typer.Option("world"),
     data_file: str | None = typer.Option(None),
-    limit: int | None = typer.Option(200, help="cases in all (proxy + test)"),
-    proxy_fraction: float = typer.Option(0.1, help="share of the cases used as the proxy set"),
+    limit: int = typer.Option(200, min=1, help="cases in all (proxy + test; N >= 1)"),
+    proxy_fraction: float = typer.Option(0.1, help="share of the cases used as the proxy set (between 0 and 1)"),
     editor: str = typer.Option("r-rome", help="editing method"),
     selectors: str = typer.Option("lga,cma,bruteforce", help="comma-separated selectors"),
     no_fluency: bool = typer.Option(False, "--no-fluency", help="skip the fluency generation"),
@@ -80,18 +94,30 @@ def compare_command(
     device: str | None = typer.Option(None),
 ) -> None:
     """Find a layer with each selector on a proxy set, edit the test set there, and print Table 2 with wall times."""
+    from goldenlayers.cli.common import announce_model, check_model_options, load_model_or_fail
     from goldenlayers.datasets.split import split_cases
-    from goldenlayers.models.loader import load_model
-    from goldenlayers.selection.compare import compare_selectors
+    from goldenlayers.selection.compare import SELECTORS, compare_selectors
 
+    announce_model(model)
+    if not 0 < proxy_fraction < 1:
+        fail(f"{proxy_fraction} is not between 0 and 1 (both excluded)", option="--proxy-fraction")
+    names = [s.strip() for s in selectors.split(",") if s.strip()]
+    unknown = [s for s in names if s not in SELECTORS]
+    if unknown or not names:
+        fail(f"unknown selector(s) {', '.join(map(repr, unknown))}; choose from {', '.join(SELECTORS)}",
+             option="--selectors")
+    _check_editor(editor)
+    check_model_options(device=device)
     cases = load_cases(dataset, data_file, limit, model)
     split = split_cases(cases, proxy_fraction=proxy_fraction, seed=seed)
     if not split.proxy or not split.test:
         fail(f"the split left an empty side ({len(split.proxy)} proxy, {len(split.test)} test): use more cases")
-    lm = load_model(model, device=device)
-    cmp = compare_selectors(lm.model, lm.tokenizer, split.proxy, split.test, editor=editor,
-                            selectors=[s.strip() for s in selectors.split(",")], fluency=not no_fluency,
-                            model_name=lm.name)
+    lm = load_model_or_fail(model, device=device)
+    try:
+        cmp = compare_selectors(lm.model, lm.tokenizer, split.proxy, split.test, editor=editor, selectors=names,
+                                fluency=not no_fluency, model_name=lm.name)
+    except (KeyError, ValueError) as e:
+        fail(e)
     console.print(render_comparison(cmp, f"{lm.name}: {len(split.proxy)} proxy / {len(split.test)} test cases"))
 
 
