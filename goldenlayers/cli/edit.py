@@ -135,3 +135,15 @@ def register(app: typer.Typer) -> None:
 
     app.command("edit")(edit_command)
     LISTINGS["methods"] = _methods
+    LISTINGS["presets"] = _presets
+
+
+def _presets() -> list[str]:
+    """Settings presets by name (`--preset`), each with the methods it has settings for."""
+    from goldenlayers.editing import available_methods, get_method
+    from goldenlayers.editing.hparams import PRESETS
+
+    def methods(name: str) -> str:
+        return "/".join(m for m in available_methods() if get_method(m).family in PRESETS[name])
+
+    return [f"{name} ({methods(name)})" for name in sorted(PRESETS)]

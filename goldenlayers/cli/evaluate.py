@@ -181,9 +181,19 @@ def evaluate_command(
 
 def register(app: typer.Typer) -> None:
     from goldenlayers.cli import LISTINGS
-    from goldenlayers.datasets import available_datasets
-    from goldenlayers.evaluation.metrics import METRICS
 
     app.command("evaluate")(evaluate_command)
-    LISTINGS["datasets"] = available_datasets
-    LISTINGS["metrics"] = lambda: list(METRICS)
+    LISTINGS["datasets"] = _datasets
+    LISTINGS["metrics"] = _metrics
+
+
+def _datasets() -> list[str]:
+    from goldenlayers.datasets import available_datasets
+
+    return available_datasets()
+
+
+def _metrics() -> list[str]:
+    from goldenlayers.evaluation.metrics import METRICS
+
+    return list(METRICS)

@@ -123,8 +123,13 @@ def compare_command(
 
 def register(app: typer.Typer) -> None:
     from goldenlayers.cli import LISTINGS
-    from goldenlayers.selection.compare import SELECTORS
 
     app.command("select")(select_command)
     app.command("compare")(compare_command)
-    LISTINGS["selectors"] = lambda: list(SELECTORS)
+    LISTINGS["selectors"] = _selectors
+
+
+def _selectors() -> list[str]:
+    from goldenlayers.selection.compare import SELECTORS
+
+    return list(SELECTORS)
