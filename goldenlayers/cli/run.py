@@ -57,8 +57,32 @@ def run_cmd(
                 con.print(f"reopened {_esc(key)}: {n} failure row(s) dropped, their cells will be redone")
         return run
 
-    execute_config(cfg, root=root, force=force, dry_run=dry_run, progress=progress, make_run=make_run,
-                   errors=(ConfigError, ConfigMismatchError))
+    con.print("models: " + ", ".join(f"[bold]{_esc(m.name)}[/bold]" + (f" ({_esc(m.path)})" if m.path else "")
+                                     for m in cfg.models), soft_wrap=True)
+    _, summary = execute_config(cfg, root=root, force=force, dry_run=dry_run, progress=progress, make_run=make_run,
+                                errors=(ConfigError, ConfigMismatchError))
+    if summary is not None and not summary.ok and _rank() == 0:
+        raise typer.Exit(FAILED_EXIT)
+
+
+FAILED_EXIT = 3  # `goldenlayers run` finished the rest but a job failed or the store holds failure rows
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def print_failures(con, store) -> int:
+    """Print the store's failure rows (grouped counts, then the first reasons); returns how many there are."""
+    from goldenlayers.runs.store import failure_lines
+
+    total = store.count("failures")
+    if total:
+        con.print(f"[red]{total} failure row(s)[/red] in {_esc(store.path)} (`goldenlayers export` lists them all):",
+                  soft_wrap=True)
+        for line in failure_lines(store, limit=10):
+            con.print(f"  {_esc(line)}", soft_wrap=True)
+    return total
 
 
 def execute_config(cfg, *, make_run, root=None, force=False, dry_run=False, progress=True, errors=(), con=None):
@@ -124,7 +148,8 @@ def execute_config(cfg, *, make_run, root=None, force=False, dry_run=False, prog
         con.print(f"done {len(summary.done)}, skipped (finished before) {len(summary.skipped)}, "
                   f"failed {len(summary.failed)}")
         for key, reason in summary.failed.items():
-            con.print(f"  [red]failed[/red] {_esc(key)}: {_esc(reason)}")
+            con.print(f"  [red]failed[/red] {_esc(key)}: {_esc(reason)}", soft_wrap=True)
+        summary.failure_rows = print_failures(con, run.store)
         if timeline is not None:
             for i, line in enumerate(times):
                 con.print(f"time{f' of process {i}' if multi else ''}: {_esc(line)}")

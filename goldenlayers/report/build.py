@@ -27,6 +27,7 @@ from goldenlayers.report.tables import (
     transfer_tables,
 )
 from goldenlayers.runs.rundir import RunDir
+from goldenlayers.runs.store import failure_lines
 
 
 class ReportSettings(BaseModel):
@@ -55,6 +56,7 @@ class ReportOutput:
     tables: list[Table]
     figures: dict[str, Path] = field(default_factory=dict)
     left_out: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # failure rows, grouped, then the first reasons
 
 
 def _slug(s: str) -> str:
@@ -145,15 +147,18 @@ def report(run_dir: RunDir | str | Path, out: str | Path | None = None,
         for name, (fig, caption) in (attempt(what, lambda fn=fn: fn(data, s)) or {}).items():
             result.figures[name] = F.save_png(fig, out / "figures" / f"{name}.png")
             captions[name] = caption
+    result.failures = failure_lines(run.store)
     meta, title = run.meta, f"goldenlayers report: {run.config.name}"
     md = [f"# {title}", "", f"Run directory: `{run.path}`; rows: {data.counts()}", ""]
     if result.left_out:
         md += ["## Left out", "", *(f"- {x}" for x in result.left_out), ""]
+    if result.failures:
+        md += ["## Failures", "", *(f"- {x}" for x in result.failures), ""]
     md += ["## Tables", ""] + [t.markdown() + "\n" for t in result.tables]
     md += ["## Figures", ""] + [f"![{captions[n]}](figures/{p.name})\n\n{captions[n]}\n" for n, p in
                                 result.figures.items()]
     result.markdown.write_text("\n".join(md))
     result.html.write_text(render_html(title, meta, data.counts(), result.tables,
                                        [(captions[n], p) for n, p in result.figures.items()], result.left_out,
-                                       (run.path / "config.yaml").read_text()))
+                                       (run.path / "config.yaml").read_text(), failures=result.failures))
     return result

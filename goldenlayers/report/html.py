@@ -23,6 +23,7 @@ p.note { font-size: 11.5px; color: #555; margin: 2px 0 14px; }
 figure { margin: 12px 0 20px; } figure img { max-width: 100%; border: 1px solid #e3e3e3; }
 figcaption { font-size: 12px; color: #444; }
 .meta td { text-align: left; } .left { color: #8a4b00; font-size: 12.5px; }
+p.status { background: #fff4e5; border: 1px solid #e8a33d; padding: 6px 10px; font-weight: 600; }
 pre { background: #f6f8fa; padding: 8px; font-size: 11px; overflow-x: auto; }
 """
 
@@ -43,14 +44,19 @@ def _meta_table(meta: dict, counts: dict[str, int]) -> str:
 
 
 def render_html(title: str, meta: dict, counts: dict[str, int], tables: list[Table],
-                figures: list[tuple[str, Path]], left_out: list[str], config_yaml: str = "") -> str:
-    """The report page. figures: (caption, PNG path) pairs, embedded; left_out: one line per missing part."""
+                figures: list[tuple[str, Path]], left_out: list[str], config_yaml: str = "",
+                failures: list[str] = (), status: list[str] = ()) -> str:
+    """The report page. figures: (caption, PNG path) pairs, embedded; left_out: one line per missing part;
+    failures: lines on the run's failure rows; status: lines shown first (e.g. that the run is unfinished)."""
     e = html.escape
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
              f"<style>{_CSS}</style></head><body><h1>{e(title)}</h1>",
+             *(f'<p class="status">{e(x)}</p>' for x in status),
              "<h2>Run</h2>", _meta_table(meta, counts)]
     if left_out:
         parts.append("<h2>Left out</h2><ul>" + "".join(f'<li class="left">{e(x)}</li>' for x in left_out) + "</ul>")
+    if failures:
+        parts.append("<h2>Failures</h2><ul>" + "".join(f'<li class="left">{e(x)}</li>' for x in failures) + "</ul>")
     parts.append("<h2>Tables</h2>")
     parts += [t.html() for t in tables]
     parts.append("<h2>Figures</h2>")
