@@ -35,11 +35,21 @@ def run_cmd(
     retry_failed_cells: bool = typer.Option(False, "--retry-failed-cells",
                                             help="redo the (case, layer) cells that failed in finished jobs (their "
                                                  "failure rows are dropped), e.g. after fixing their cause"),
+    repair: bool = typer.Option(False, "--repair", help="replace a damaged store.sqlite by every row that can "
+                                                        "still be read (the damaged file is kept), then go on"),
 ) -> None:
     """Create or resume the run directory of CONFIG and execute its jobs (resumable: run it again to go on).
     Under `torchrun --nproc-per-node N -m goldenlayers run CONFIG` the cells are spread over N processes."""
     from goldenlayers.cli.common import fail
-    from goldenlayers.runs import ConfigError, ConfigMismatchError, RunDir, load_config, reopen_failed_cells
+    from goldenlayers.runs import (
+        ConfigError,
+        ConfigMismatchError,
+        RunDir,
+        RunLockedError,
+        StoreDamagedError,
+        load_config,
+        reopen_failed_cells,
+    )
 
     con = _console()
     if root is not None and root.exists() and not root.is_dir():
@@ -51,7 +61,11 @@ def run_cmd(
         raise typer.Exit(2) from None
 
     def make_run():
-        run = RunDir.create_or_resume(cfg, root, force=force, command=f"goldenlayers run {config}")
+        run = RunDir.create_or_resume(cfg, root, force=force, command=f"goldenlayers run {config}", repair=repair)
+        if run.repaired is not None:
+            kept = ", ".join(f"{n} {t}" for t, n in run.repaired.items())
+            con.print(f"repaired {_esc(run.path / 'store.sqlite')}: kept {kept} row(s); the damaged file is kept "
+                      "beside it as store.sqlite.damaged-*", soft_wrap=True)
         if retry_failed_cells and not dry_run:  # on rank 0 only, before the other ranks open the run
             for key, n in reopen_failed_cells(run).items():
                 con.print(f"reopened {_esc(key)}: {n} failure row(s) dropped, their cells will be redone")
@@ -60,7 +74,7 @@ def run_cmd(
     con.print("models: " + ", ".join(f"[bold]{_esc(m.name)}[/bold]" + (f" ({_esc(m.path)})" if m.path else "")
                                      for m in cfg.models), soft_wrap=True)
     _, summary = execute_config(cfg, root=root, force=force, dry_run=dry_run, progress=progress, make_run=make_run,
-                                errors=(ConfigError, ConfigMismatchError))
+                                errors=(ConfigError, ConfigMismatchError, RunLockedError, StoreDamagedError))
     if summary is not None and not summary.ok and _rank() == 0:
         raise typer.Exit(FAILED_EXIT)
 
@@ -107,7 +121,7 @@ def execute_config(cfg, *, make_run, root=None, force=False, dry_run=False, prog
     try:
         run = D.open_run(make_run) if multi else make_run()
     except errors as e:
-        con.print(f"[red]error:[/red] {_esc(e)}")
+        con.print(f"[red]error:[/red] {_esc(e)}", soft_wrap=True)
         raise typer.Exit(2) from None
     except D.WorkerAbort:
         raise typer.Exit(2) from None
@@ -175,7 +189,7 @@ def report_cmd(
 
     from goldenlayers.cli.common import error_line, fail
     from goldenlayers.report import ReportSettings, report
-    from goldenlayers.runs import ConfigError
+    from goldenlayers.runs import ConfigError, StoreDamagedError
     from goldenlayers.runs.config import METHODS, known
 
     con = _console()
@@ -189,7 +203,7 @@ def report_cmd(
         fail(error_line(e, options=True))
     try:
         result = report(run_dir, out, settings)
-    except (FileNotFoundError, ConfigError) as e:
+    except (FileNotFoundError, ConfigError, StoreDamagedError) as e:
         fail(e)
     con.print(f"{len(result.tables)} tables, {len(result.figures)} figures -> {result.html}")
     for line in result.left_out:
@@ -202,7 +216,8 @@ def export_cmd(
     dest: Path | None = typer.Option(None, help="output directory (default: RUN_DIR/exports)"),
 ) -> None:
     """Export the run store's results, selectors and failures tables."""
-    from goldenlayers.runs import RunDir
+    from goldenlayers.cli.common import fail
+    from goldenlayers.runs import RunDir, StoreDamagedError
     from goldenlayers.runs.export import MissingDependencyError
 
     con = _console()
@@ -210,9 +225,8 @@ def export_cmd(
         with RunDir.open(run_dir) as run:
             run.merge_shards()
             paths = run.export(fmt, dest)
-    except (FileNotFoundError, ValueError, MissingDependencyError) as e:
-        con.print(f"[red]error:[/red] {_esc(e)}")
-        raise typer.Exit(2) from None
+    except (FileNotFoundError, ValueError, MissingDependencyError, StoreDamagedError) as e:
+        fail(e)
     for p in paths:
         con.print(str(p))
 
