@@ -54,3 +54,31 @@ def test_a_failed_job_exits_3_after_the_rest(tmp_path):
     res = invoke(["run", cfg, "--no-progress"])
     assert res.exit_code == 3, res.output
     assert "done 0, skipped (finished before) 0, failed 1" in flat(res) and "Traceback" not in res.output
+
+
+def test_dry_run_resolves_files_settings_layers_models_and_sources(tmp_path):
+    """--dry-run finds what would fail later without editing: a missing data file, an unknown setting, brute-force
+    layers outside the model, a model folder that does not exist, an unusable statistics source."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(dict(
+        name="dry", models=[dict(name="default-gpt2"), dict(name="gone", path=str(tmp_path / "no-model"))],
+        datasets=[dict(name="zsre", file="missing.json")],
+        methods=[dict(name="r-rome", hparams=dict(v_lrr=0.1)), dict(name="rome", hparams=dict(mom2_adjustment=True))],
+        selectors=dict(bruteforce=dict(layers=[0, 99])), stats=dict(source=str(tmp_path / "no-texts")),
+        data_dir=str(tmp_path), output_dir=str(tmp_path / "runs"))))
+    res = invoke(["run", cfg, "--dry-run"])
+    assert res.exit_code == 2, res.output
+    out = flat(res)
+    assert "methods[0].hparams.v_lrr: unknown setting (did you mean 'v_lr'?)" in out
+    assert "selectors.bruteforce.layers: [99] outside default-gpt2's layers 0..7" in out
+    assert f"models[gone]: model folder {tmp_path / 'no-model'} does not exist" in out
+    assert "datasets[zsre].file:" in out and "missing.json' does not exist" in out
+    assert "stats.source: unknown text source" in out and "Traceback" not in res.output
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(dict(name="dry2", models=[dict(name="default-gpt2")],
+                                        datasets=[dict(name="world", limit=4)], methods=[dict(name="r-rome")],
+                                        selectors=dict(bruteforce=dict(layers=[0, 7])),
+                                        output_dir=str(tmp_path / "runs"))))
+    res = invoke(["run", good, "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "default-gpt2 (8 layers)" in flat(res) and "resolve" in flat(res)

@@ -30,7 +30,9 @@ def run_cmd(
     config: Path = typer.Argument(..., help="experiment config (YAML), e.g. configs/default.yaml"),
     root: Path | None = typer.Option(None, help="parent directory of the run (default: the config's output_dir)"),
     force: bool = typer.Option(False, "--force", help="resume even though the config changed (keeps the old one)"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="create/resume the run directory and list the jobs only"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="create/resume the run directory, list the jobs and check "
+                                                          "the models, files, settings, layers and statistics "
+                                                          "sources without editing (exit 2 on a problem)"),
     progress: bool = typer.Option(True, help="show progress bars"),
     retry_failed_cells: bool = typer.Option(False, "--retry-failed-cells",
                                             help="redo the (case, layer) cells that failed in finished jobs (their "
@@ -75,8 +77,25 @@ def run_cmd(
                                      for m in cfg.models), soft_wrap=True)
     _, summary = execute_config(cfg, root=root, force=force, dry_run=dry_run, progress=progress, make_run=make_run,
                                 errors=(ConfigError, ConfigMismatchError, RunLockedError, StoreDamagedError))
+    if dry_run:
+        _check(con, cfg)
     if summary is not None and not summary.ok and _rank() == 0:
         raise typer.Exit(FAILED_EXIT)
+
+
+def _check(con, cfg) -> None:
+    """--dry-run: resolve what the run will need (goldenlayers.runs.check); exit 2 listing the problems."""
+    from goldenlayers.runs.check import check_config
+
+    notes, problems = check_config(cfg)
+    for line in notes:
+        con.print(f"  {_esc(line)}", soft_wrap=True)
+    if problems:
+        con.print(f"[red]error:[/red] {len(problems)} problem(s) found by the dry run:")
+        for line in problems:
+            con.print(f"  - {_esc(line)}", soft_wrap=True)
+        raise typer.Exit(2)
+    con.print("dry run: models, datasets, settings, layers and statistics sources resolve")
 
 
 FAILED_EXIT = 3  # `goldenlayers run` finished the rest but a job failed or the store holds failure rows
