@@ -224,7 +224,10 @@ def report_cmd(
         result = report(run_dir, out, settings)
     except (FileNotFoundError, ConfigError, StoreDamagedError) as e:
         fail(e)
-    con.print(f"{len(result.tables)} tables, {len(result.figures)} figures -> {result.html}")
+    if result.status:
+        con.print(f"[yellow]{_esc(result.status)}[/yellow]", soft_wrap=True)
+    con.print(f"{len(result.tables)} tables, {len(result.figures)} figures -> {result.html}"
+              + (" (partial run)" if result.status else ""), soft_wrap=True)
     for line in result.left_out:
         con.print(f"  left out: {_esc(line)}")
 

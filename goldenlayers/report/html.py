@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 
 from goldenlayers.report.tables import Table
@@ -32,12 +31,26 @@ def png_data_uri(path: str | Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
+def _text(v) -> str:
+    """A metadata value as a reader writes it: no Python None, no raw dicts or lists."""
+    if v is None:
+        return "none"
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_text(x)}" for k, x in v.items()) or "none"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_text(x) for x in v) or "none"
+    return str(v)
+
+
 def _meta_table(meta: dict, counts: dict[str, int]) -> str:
     e = html.escape
-    versions = meta.get("versions", {})
+    versions = dict(meta.get("versions", {}))
+    if versions.get("gpus") is None:  # no CUDA in that session: say so once
+        versions.pop("cuda", None)
+        versions["gpus"] = "none (CPU)"
     items = [("run", meta.get("name", "")), ("created", meta.get("created_at", "")),
-             ("sessions", str(len(meta.get("sessions", [])))), ("seeds", json.dumps(meta.get("seeds", {}))),
-             *((k, str(v)) for k, v in versions.items()),
+             ("sessions", str(len(meta.get("sessions", [])))), ("seeds", _text(meta.get("seeds", {}))),
+             *((k, _text(v)) for k, v in versions.items()),
              *((f"{t} rows", str(n)) for t, n in counts.items())]
     return '<table class="meta"><tbody>' + "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in items) + \
         "</tbody></table>"

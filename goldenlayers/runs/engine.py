@@ -191,6 +191,8 @@ class RunEngine:
             layers, todo = [layer], [c for c in cases if c.case_id not in proxy_ids]
         # every worker reads the same done cells (shards were merged before the job), so they split alike
         done = run.store.done_keys(job.model, job.dataset, job.method, selector)
+        if self.rank == 0:
+            run.store.set_planned(job.key, len(todo) * len(layers))
         out = self.out_store(run)
         cache = self._caches.setdefault(job.model, _pre_cache())
         # C of the layers with cells left (every worker asks for the same ones: one collection serves all)

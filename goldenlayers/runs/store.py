@@ -163,6 +163,16 @@ class Store:
         with self.transaction():
             self.conn.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?)", (key, status, detail, now()))
 
+    def set_planned(self, job_key: str, cells: int) -> None:
+        """Record how many (case, layer) cells a cells job has in all (the report's "cells done / planned")."""
+        with self.transaction():
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"planned/{job_key}", str(int(cells))))
+
+    def planned(self) -> dict[str, int]:
+        """{job key: planned cells} of the cells jobs that have started."""
+        return {k.removeprefix("planned/"): int(v)
+                for k, v in self.conn.execute("SELECT key, value FROM meta WHERE key LIKE 'planned/%'")}
+
     def jobs(self) -> dict[str, dict]:
         return {k: dict(status=s, detail=d, finished_at=t)
                 for k, s, d, t in self.conn.execute("SELECT key, status, detail, finished_at FROM jobs")}
