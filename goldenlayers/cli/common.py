@@ -168,12 +168,12 @@ def load_cases(dataset: str, data_file: str | None, limit: int | None, model: st
     from goldenlayers.datasets import DatasetFileError, load_dataset
 
     try:
-        data = load_dataset(dataset, data_file, limit=limit, shuffle_seed=shuffle_seed)
+        data = load_dataset(dataset, data_file, limit=limit, shuffle_seed=shuffle_seed, progress=True)
     except (KeyError, DatasetFileError, ValueError) as e:
         fail(e)
     console.print(data.report.summary())
     for s in data.report.skipped[:5]:
-        console.print(f"  skipped {s}")
+        console.print(f"  skipped {s}", soft_wrap=True)
     if not data.cases:
-        fail("no usable case in the file")
+        fail(f"{data_file}: no usable case in the file")
     return list(data.cases)

@@ -113,6 +113,7 @@ def demo_command(
     start = time.perf_counter()
     torch.manual_seed(seed)
     names = [m.strip() for m in models.split(",") if m.strip()]
+    console.print("models: " + ", ".join(f"[bold]{n}[/bold]" for n in names))
     for i, name in enumerate(names):
         world = world_of_model(name)
         if i == 0:
