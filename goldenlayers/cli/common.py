@@ -171,7 +171,7 @@ def load_cases(dataset: str, data_file: str | None, limit: int | None, model: st
         data = load_dataset(dataset, data_file, limit=limit, shuffle_seed=shuffle_seed, progress=True)
     except (KeyError, DatasetFileError, ValueError) as e:
         fail(e)
-    console.print(data.report.summary())
+    console.print(data.report.summary(), soft_wrap=True)
     for s in data.report.skipped[:5]:
         console.print(f"  skipped {s}", soft_wrap=True)
     if not data.cases:

@@ -113,7 +113,7 @@ def demo_command(
     start = time.perf_counter()
     torch.manual_seed(seed)
     names = [m.strip() for m in models.split(",") if m.strip()]
-    console.print("models: " + ", ".join(f"[bold]{n}[/bold]" for n in names))
+    console.print("models: " + ", ".join(f"[bold]{n}[/bold]" for n in names), soft_wrap=True)
     for i, name in enumerate(names):
         world = world_of_model(name)
         if i == 0:
@@ -130,7 +130,7 @@ def demo_command(
         del lm
     if compare:
         _experiment(names, cases, editor, fluency, seed, output_dir, progress)
-    console.print(f"demo finished in {time.perf_counter() - start:.0f} s")
+    console.print(f"demo finished in {time.perf_counter() - start:.0f} s", soft_wrap=True)
 
 
 def _experiment(names, cases, editor, fluency, seed, output_dir, progress) -> None:
@@ -153,7 +153,7 @@ def _experiment(names, cases, editor, fluency, seed, output_dir, progress) -> No
                                             f"{name}: {editor} on {len(split.proxy)} proxy / {len(split.test)} "
                                             "test world edits"))
         out = report(run)
-    console.print(f"report: {out.html} ({len(out.tables)} tables, {len(out.figures)} figures)")
+    console.print(f"report: {out.html} ({len(out.tables)} tables, {len(out.figures)} figures)", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

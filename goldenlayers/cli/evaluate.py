@@ -150,11 +150,11 @@ def evaluate_command(
         data = load_dataset(dataset, data_file, limit=limit, shuffle_seed=shuffle_seed, progress=True)
     except (KeyError, DatasetFileError, ValueError) as e:
         fail(e)
-    con.print(data.report.summary())
+    con.print(data.report.summary(), soft_wrap=True)
     for s in data.report.skipped[:10]:
         con.print(f"  skipped {s}", soft_wrap=True)
     if len(data.report.skipped) > 10:
-        con.print(f"  ... and {len(data.report.skipped) - 10} more")
+        con.print(f"  ... and {len(data.report.skipped) - 10} more", soft_wrap=True)
     if not data.cases:
         fail(f"{data_file}: no usable case in the file")
     lm = load_model_or_fail(model, dtype, device)
@@ -170,13 +170,13 @@ def evaluate_command(
         fail(e)
     con.print(render_table(result, f"{lm.name} on {dataset} ({len(data.cases)} cases, {result.seconds:.1f} s)"))
     for f in result.failures[:10]:
-        con.print(f"  failed case {f.case_id!r} at layer {f.layer} ({f.stage}): {f.reason}")
+        con.print(f"  failed case {f.case_id!r} at layer {f.layer} ({f.stage}): {f.reason}", soft_wrap=True)
     if out:
         with open(out, "w", encoding="utf-8") as fh:
             json.dump(_json_safe({"rows": [r.as_dict() for r in result.rows], "table": result.table(),
                                   "failures": [asdict(f) for f in result.failures],
                                   "skipped": [asdict(s) for s in data.report.skipped]}), fh, indent=1)
-        con.print(f"wrote {out}")
+        con.print(f"wrote {out}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -59,7 +59,7 @@ def run_cmd(
     try:
         cfg = load_config(config)
     except ConfigError as e:
-        con.print(f"[red]error:[/red] {_esc(e)}")
+        con.print(f"[red]error:[/red] {_esc(e)}", soft_wrap=True)
         raise typer.Exit(2) from None
 
     def make_run():
@@ -70,7 +70,8 @@ def run_cmd(
                       "beside it as store.sqlite.damaged-*", soft_wrap=True)
         if retry_failed_cells and not dry_run:  # on rank 0 only, before the other ranks open the run
             for key, n in reopen_failed_cells(run).items():
-                con.print(f"reopened {_esc(key)}: {n} failure row(s) dropped, their cells will be redone")
+                con.print(f"reopened {_esc(key)}: {n} failure row(s) dropped, their cells will be redone",
+                          soft_wrap=True)
         return run
 
     con.print("models: " + ", ".join(f"[bold]{_esc(m.name)}[/bold]" + (f" ({_esc(m.path)})" if m.path else "")
@@ -91,11 +92,11 @@ def _check(con, cfg) -> None:
     for line in notes:
         con.print(f"  {_esc(line)}", soft_wrap=True)
     if problems:
-        con.print(f"[red]error:[/red] {len(problems)} problem(s) found by the dry run:")
+        con.print(f"[red]error:[/red] {len(problems)} problem(s) found by the dry run:", soft_wrap=True)
         for line in problems:
             con.print(f"  - {_esc(line)}", soft_wrap=True)
         raise typer.Exit(2)
-    con.print("dry run: models, datasets, settings, layers and statistics sources resolve")
+    con.print("dry run: models, datasets, settings, layers and statistics sources resolve", soft_wrap=True)
 
 
 FAILED_EXIT = 3  # `goldenlayers run` finished the rest but a job failed or the store holds failure rows
@@ -163,7 +164,8 @@ def execute_config(cfg, *, make_run, root=None, force=False, dry_run=False, prog
     if engine is None:
         todo = sum(status.get(j.key, {}).get("status") != "done" for j in jobs)
         why = "--dry-run" if dry_run else "the execution engine is not wired yet (goldenlayers.runs.engine)"
-        con.print(f"{why}: nothing executed; {todo} job(s) would run, writing to {run.path / 'store.sqlite'}")
+        con.print(f"{why}: nothing executed; {todo} job(s) would run, writing to {run.path / 'store.sqlite'}",
+                  soft_wrap=True)
         run.close()
         return run, None
     timeline = getattr(engine, "timeline", None)
@@ -185,7 +187,7 @@ def execute_config(cfg, *, make_run, root=None, force=False, dry_run=False, prog
         summary.failure_rows = print_failures(con, run.store)
         if timeline is not None:
             for i, line in enumerate(times):
-                con.print(f"time{f' of process {i}' if multi else ''}: {_esc(line)}")
+                con.print(f"time{f' of process {i}' if multi else ''}: {_esc(line)}", soft_wrap=True)
     run.close()
     return run, summary
 
@@ -229,7 +231,7 @@ def report_cmd(
     con.print(f"{len(result.tables)} tables, {len(result.figures)} figures -> {result.html}"
               + (" (partial run)" if result.status else ""), soft_wrap=True)
     for line in result.left_out:
-        con.print(f"  left out: {_esc(line)}")
+        con.print(f"  left out: {_esc(line)}", soft_wrap=True)
 
 
 def export_cmd(
@@ -250,7 +252,7 @@ def export_cmd(
     except (FileNotFoundError, ValueError, MissingDependencyError, StoreDamagedError) as e:
         fail(e)
     for p in paths:
-        con.print(str(p))
+        con.print(str(p), soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

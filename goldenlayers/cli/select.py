@@ -62,7 +62,7 @@ def select_command(
         console.print(f"Tukey fences (k={sel.pick.k}): [{f.lower:.4g}, {f.upper:.4g}]; excluded layers: "
                       f"{sel.pick.excluded or 'none'}")
     for cid, why in list(sel.table.skipped.items())[:5]:
-        console.print(f"  skipped {cid}: {why}")
+        console.print(f"  skipped {cid}: {why}", soft_wrap=True)
 
 
 def render_comparison(cmp, title: str):

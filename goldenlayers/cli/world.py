@@ -46,7 +46,7 @@ def world(
     if save:
         save.parent.mkdir(parents=True, exist_ok=True)
         w.save(save)
-        con.print(f"wrote {save}")
+        con.print(f"wrote {save}", soft_wrap=True)
 
 
 def train_world(
