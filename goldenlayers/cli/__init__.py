@@ -72,8 +72,9 @@ def _source_fingerprint() -> str:
 def _cached_listings() -> dict[str, list[str]]:
     """The CACHED_LISTINGS, read back from the cache when the source is unchanged, else computed and written
     (an unwritable cache only costs the time)."""
-    root = Path(os.environ.get("GOLDENLAYERS_CACHE") or Path.home() / ".cache" / "goldenlayers")
-    path = root / "ls" / f"listings-{_source_fingerprint()}.json"
+    from goldenlayers.cache import cache_root
+
+    path = cache_root() / "ls" / f"listings-{_source_fingerprint()}.json"
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):

@@ -127,6 +127,7 @@ def evaluate_command(
         fail,
         load_model_or_fail,
         make_console,
+        model_folder,
         realfacts_cases,
     )
     from goldenlayers.datasets import DatasetFileError, load_dataset
@@ -148,6 +149,7 @@ def evaluate_command(
     except typer.BadParameter as e:
         fail(e)
     check_model_options(dtype, device)
+    model_folder(model)  # a bad --model fails before the data file is read (no download, no weights)
     data = None  # --dataset realfacts without a file: built once the model is loaded (the facts it knows)
     if not (dataset == "realfacts" and data_file is None):
         try:

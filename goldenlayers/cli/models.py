@@ -24,9 +24,8 @@ def _licence_line(m) -> str:
 def _listing() -> list[str]:
     """The model names of `goldenlayers ls`, each with where it stands."""
     from goldenlayers.models.gguf import cached_conversions
-    from goldenlayers.models.loader import DEFAULT_MODEL_NAMES
     from goldenlayers.models.named import NAMED_MODELS, named_path
-    from goldenlayers.models.names import hub_cached_models
+    from goldenlayers.models.names import DEFAULT_MODEL_NAMES, hub_cached_models
 
     out = [f"{n} (embedded)" for n in DEFAULT_MODEL_NAMES]
     out += [f"{m.name} ({'present' if named_path(m.name) else 'not fetched'}, {_mb(m.size)}, {m.licence})"
@@ -44,9 +43,8 @@ def ls_command() -> None:
     from goldenlayers.cache import cache_root
     from goldenlayers.cli.common import make_console
     from goldenlayers.models.gguf import cached_conversions
-    from goldenlayers.models.loader import DEFAULT_MODEL_NAMES, DEFAULT_MODELS_DIR
     from goldenlayers.models.named import NAMED_MODELS, named_path
-    from goldenlayers.models.names import hub_cached_models
+    from goldenlayers.models.names import DEFAULT_MODEL_NAMES, DEFAULT_MODELS_DIR, hub_cached_models
 
     con = make_console()
     table = Table(title=f"models (cache: {cache_root()})")

@@ -16,9 +16,7 @@ import torch
 from torch import nn
 
 from goldenlayers.models.adapters import ArchAdapter, get_adapter
-
-DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
-DEFAULT_MODEL_NAMES = ("default-gpt2", "default-llama")
+from goldenlayers.models.names import DEFAULT_MODEL_NAMES, DEFAULT_MODELS_DIR  # noqa: F401 (re-exported)
 
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,

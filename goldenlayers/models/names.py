@@ -18,6 +18,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"  # the embedded defaults
+DEFAULT_MODEL_NAMES = ("default-gpt2", "default-llama")
+
 HUB_PREFIX = "hf:"
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -38,7 +41,6 @@ class ModelRef:
 def parse_model_name(name: str | Path) -> ModelRef:
     """The ModelRef of a --model value (rules in the module doc); raises UnknownModelError."""
     from goldenlayers.models.gguf import find_gguf
-    from goldenlayers.models.loader import DEFAULT_MODEL_NAMES, DEFAULT_MODELS_DIR
     from goldenlayers.models.named import NAMED_MODELS
 
     text = str(name)
@@ -84,7 +86,6 @@ def unknown_model_message(text: str) -> str:
 def available_model_names() -> dict[str, list[str]]:
     """Names --model accepts without a path, by group: embedded, named (real models, fetched or not) and the
     hub models in the local Hugging Face cache."""
-    from goldenlayers.models.loader import DEFAULT_MODEL_NAMES
     from goldenlayers.models.named import NAMED_MODELS
 
     return {"embedded": list(DEFAULT_MODEL_NAMES), "named": list(NAMED_MODELS), "hub cache": hub_cached_models()}
