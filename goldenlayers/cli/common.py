@@ -51,15 +51,16 @@ def editing_settings(lm, method: str, overrides: dict | None, preset: str | None
     source = source or model_world_source(model)
     if source is None:
         raise ValueError(f"these settings use key statistics C (mom2_adjustment) and {model} has no synthetic world "
-                         "to take them from: pass --stats SOURCE (a folder of .txt files, hf:NAME, ...) or "
-                         "--set mom2_adjustment=false for C = I")
+                         "to take them from: pass --stats SOURCE (wikipedia-vital, a folder of .txt files, hf:NAME, "
+                         "...) or --set mom2_adjustment=false for C = I")
     return hp, key_stats(lm.model, lm.tokenizer, lm.adapter, layers, StatsSettings(source=source, max_tokens=tokens),
                          name=lm.name, lazy=True)
 
 
 PRESET_HELP = "settings preset by name instead of the model's own, e.g. default-gpt2-quality (docs/editing.md)"
 STATS_HELP = ("text source of the key statistics C when the settings use them (mom2_adjustment): world, "
-              "world:PATH, a folder of .txt files, hf:NAME; default: the model's own synthetic world")
+              "world:PATH, a folder of .txt files, hf:NAME, wikipedia-vital (real English, docs/editing.md); "
+              "default: the model's own synthetic world")
 STATS_TOKENS_HELP = "tokens of the text source that C is collected over"
 
 

@@ -7,13 +7,34 @@ import math
 
 import typer
 
-from goldenlayers.cli.common import console, fail, load_cases
+from goldenlayers.cli.common import PRESET_HELP, STATS_HELP, STATS_TOKENS_HELP, console, fail, load_cases
 
 
 def _fmt(x) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
     return f"{x:.3f}" if abs(x) < 100 else f"{x:.0f}"
+
+
+def _settings(lm, editor: str, preset: str | None, set_: list[str], stats: str | None, tokens: int, model: str):
+    """(settings, C) of the brute-force / evaluation editor, as `edit` resolves them (cli.common.editing_settings),
+    with C of every layer (a selector may pick any); prints the preset and why it was chosen."""
+    from goldenlayers.cli.common import editing_settings
+    from goldenlayers.cli.edit import _parse_settings
+    from goldenlayers.editing import StatsError
+    from goldenlayers.editing.hparams import preset_choice
+    from goldenlayers.editing.sources import SourceError
+
+    try:
+        overrides = _parse_settings(set_)
+        hp, C = editing_settings(lm, editor, overrides, preset, list(range(lm.adapter.n_layers(lm.model))), stats,
+                                 tokens, model)
+    except (StatsError, SourceError, KeyError, ValueError, typer.BadParameter) as e:
+        fail(str(e.args[0] if isinstance(e, KeyError) else e))
+    choice = preset_choice(lm.model, lm.name)
+    why = "chosen with --preset" if preset else choice.reason
+    console.print(f"editing settings: preset {preset or choice.preset} ({why}); C: {'key statistics' if C else 'identity'}")
+    return hp, C
 
 
 def select_command(
@@ -26,6 +47,10 @@ def select_command(
     metric: str = typer.Option("rewrite", help="brute-force metric whose golden layer is chosen"),
     tukey_k: float = typer.Option(1.5, help="Tukey fence factor for LGA"),
     top: int = typer.Option(5, help="how many ranked layers to print"),
+    preset: str | None = typer.Option(None, help=PRESET_HELP),
+    set_: list[str] = typer.Option([], "--set", help="override an editing setting: key=value (repeatable)"),
+    stats: str | None = typer.Option(None, help=STATS_HELP),
+    stats_tokens: int = typer.Option(100_000, help=STATS_TOKENS_HELP),
     device: str | None = typer.Option(None, help="cuda or cpu (default: cuda when available)"),
 ) -> None:
     """Rank the layers of a model for editing with one selector and print the chosen layer and the time spent."""
@@ -34,9 +59,11 @@ def select_command(
 
     cases = load_cases(dataset, data_file, limit, model)
     lm = load_model(model, device=device)
+    hp, C = (None, None) if method != "bruteforce" else \
+        _settings(lm, editor, preset, set_, stats, stats_tokens, model)
     try:
         sel = select_layer(lm.model, lm.tokenizer, cases, method, editor=editor, metric=metric, tukey_k=tukey_k,
-                           model_name=lm.name)
+                           model_name=lm.name, hparams=hp, stats=C)
     except ValueError as e:
         fail(str(e))
     ranking = sel.table.ranking()[:top]
@@ -77,6 +104,10 @@ def compare_command(
     selectors: str = typer.Option("lga,cma,bruteforce", help="comma-separated selectors"),
     no_fluency: bool = typer.Option(False, "--no-fluency", help="skip the fluency generation"),
     seed: int = typer.Option(0, help="seed of the proxy/test split"),
+    preset: str | None = typer.Option(None, help=PRESET_HELP),
+    set_: list[str] = typer.Option([], "--set", help="override an editing setting: key=value (repeatable)"),
+    stats: str | None = typer.Option(None, help=STATS_HELP),
+    stats_tokens: int = typer.Option(100_000, help=STATS_TOKENS_HELP),
     device: str | None = typer.Option(None),
 ) -> None:
     """Find a layer with each selector on a proxy set, edit the test set there, and print Table 2 with wall times."""
@@ -89,9 +120,10 @@ def compare_command(
     if not split.proxy or not split.test:
         fail(f"the split left an empty side ({len(split.proxy)} proxy, {len(split.test)} test): use more cases")
     lm = load_model(model, device=device)
+    hp, C = _settings(lm, editor, preset, set_, stats, stats_tokens, model)
     cmp = compare_selectors(lm.model, lm.tokenizer, split.proxy, split.test, editor=editor,
                             selectors=[s.strip() for s in selectors.split(",")], fluency=not no_fluency,
-                            model_name=lm.name)
+                            model_name=lm.name, hparams=hp, stats=C)
     console.print(render_comparison(cmp, f"{lm.name}: {len(split.proxy)} proxy / {len(split.test)} test cases"))
 
 

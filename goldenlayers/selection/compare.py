@@ -35,8 +35,9 @@ class Selection:
 def select_layer(model, tok, cases: Sequence[EditCase], method: str = "lga", editor: str = "r-rome",
                  hparams=None, layers: Sequence[int] | None = None, metric: str = "rewrite", tukey_k: float = 1.5,
                  cma_window: int = 10, batch_size: int = 16, progress: bool = True, model_name: str | None = None,
-                 **selector_kw) -> Selection:
-    """Score every layer with `method` ("lga" | "cma" | "bruteforce") on `cases` and choose one."""
+                 stats=None, **selector_kw) -> Selection:
+    """Score every layer with `method` ("lga" | "cma" | "bruteforce") on `cases` and choose one. hparams and key
+    statistics `stats` ({layer: C}) are the brute-force editor's."""
     cases = list(cases)
     if not cases:
         raise ValueError("select_layer needs at least one case")
@@ -62,7 +63,7 @@ def select_layer(model, tok, cases: Sequence[EditCase], method: str = "lga", edi
         from goldenlayers.selection.bruteforce import bruteforce_scores, make_default_fns, sweep
 
         n = get_adapter(model).n_layers(model)
-        fns = make_default_fns(model, tok, editor, hparams, name=model_name)
+        fns = make_default_fns(model, tok, editor, hparams, stats=stats, name=model_name)
         res = sweep(cases, layers if layers is not None else range(n), progress=progress, batch_size=batch_size,
                     **fns.kwargs(), **selector_kw)
         if not res.rows:
@@ -86,21 +87,31 @@ class Comparison:
 def compare_selectors(model, tok, proxy: Sequence[EditCase], test: Sequence[EditCase], editor: str = "r-rome",
                       hparams=None, selectors: Sequence[str] = SELECTORS, metric: str = "rewrite",
                       fluency: bool = True, batch_size: int = 16, progress: bool = True,
-                      model_name: str | None = None, selector_kw: dict | None = None) -> Comparison:
-    """Select a layer with each selector on `proxy`, edit `test` at it with `editor`, and compare (Table 2)."""
+                      model_name: str | None = None, selector_kw: dict | None = None,
+                      stats=None) -> Comparison:
+    """Select a layer with each selector on `proxy`, edit `test` at it with `editor`, and compare (Table 2).
+    hparams and key statistics `stats` ({layer: C}, None for C = I) are the editor's, in the selection and the
+    evaluation alike."""
     from goldenlayers.evaluation import evaluate
     from goldenlayers.evaluation.overall import overall
     from goldenlayers.evaluation.scorer import PreCache
 
     selector_kw = selector_kw or {}
     selections = {s: select_layer(model, tok, proxy, s, editor=editor, hparams=hparams, metric=metric,
-                                  batch_size=batch_size, progress=progress, model_name=model_name,
+                                  batch_size=batch_size, progress=progress, model_name=model_name, stats=stats,
                                   **selector_kw.get(s, {}))
                   for s in selectors}
+    run_editor, run_hparams = editor, hparams
+    if stats is not None:  # a method name editor cannot take C: bind it into a callable
+        def run_editor(model, tok, case, layer):
+            from goldenlayers.editing import edit
+
+            return edit(model, tok, case, method=editor, layer=layer, hparams=hparams, stats=stats, name=model_name)
+        run_editor.__name__, run_hparams = editor, None
     cache, by_layer, rows = PreCache(), {}, []
     for name, sel in selections.items():
         if sel.layer not in by_layer:  # two selectors on the same layer share one evaluation
-            result = evaluate(model, tok, test, editor=editor, layer=sel.layer, hparams=hparams, fluency=fluency,
+            result = evaluate(model, tok, test, editor=run_editor, layer=sel.layer, hparams=run_hparams, fluency=fluency,
                               batch_size=batch_size, progress=progress, cache=cache)
             by_layer[sel.layer] = (result.table()[0] if result.rows else {}, len(result.failures))
         table, failures = by_layer[sel.layer]
