@@ -2,10 +2,10 @@
 settings preset, and the `generic` preset measured in the same run as the baseline (issue "settings that edit real
 models well": rewrite >= 0.95 with locality >= 0.90 at a good layer, on >= 100 real facts the model knows).
 
-    python benchmarks/bench_real_quality.py --model /tmp/real/smollm2-135m-hf --data-file facts.json \\
-        --layers 2,4,6 --n-facts 120 --device cuda
-    python benchmarks/bench_real_quality.py --model M --data-file F --preset gemma3-small --stats wikipedia-vital \\
-        --config 'lr0.02={"v_lr": 0.02}' --config 'noC={"mom2_adjustment": false}'
+    python benchmarks/bench_real_quality.py --model smollm2-135m --layers 2,4,6 --n-facts 120 --device cuda \\
+        --data-file benchmarks/data/realfacts-smollm2-135m.json
+    python benchmarks/bench_real_quality.py --model gemma3-270m --layers 2 --preset gemma3-small-stats \\
+        --data-file benchmarks/data/realfacts-gemma3-270m.json --config 'clamp1={"clamp_norm_factor": 1.0}'
 
 `--preset` defaults to the preset the model gets by itself (goldenlayers.editing.hparams.preset_choice, printed
 with its reason); `--config LABEL=JSON` adds a variant of it with some settings overridden (repeatable: this is
