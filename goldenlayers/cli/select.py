@@ -18,11 +18,10 @@ def _fmt(x) -> str:
 
 def _settings(lm, editor: str, preset: str | None, set_: list[str], stats: str | None, tokens: int, model: str):
     """(settings, C) of the brute-force / evaluation editor, as `edit` resolves them (cli.common.editing_settings),
-    with C of every layer (a selector may pick any); prints the preset and why it was chosen."""
+    with C of every layer (a selector may pick any)."""
     from goldenlayers.cli.common import editing_settings
     from goldenlayers.cli.edit import _parse_settings
     from goldenlayers.editing import StatsError
-    from goldenlayers.editing.hparams import preset_choice
     from goldenlayers.editing.sources import SourceError
 
     try:
@@ -31,9 +30,8 @@ def _settings(lm, editor: str, preset: str | None, set_: list[str], stats: str |
                                  tokens, model)
     except (StatsError, SourceError, KeyError, ValueError, typer.BadParameter) as e:
         fail(str(e.args[0] if isinstance(e, KeyError) else e))
-    choice = preset_choice(lm.model, lm.name)
-    why = "chosen with --preset" if preset else choice.reason
-    console.print(f"editing settings: preset {preset or choice.preset} ({why}); C: {'key statistics' if C else 'identity'}")
+    where = stats or "the model's own world"
+    console.print(f"key statistics C: {'from ' + where if C is not None else 'identity (C = I)'}")
     return hp, C
 
 
