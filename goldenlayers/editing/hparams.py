@@ -13,8 +13,13 @@ model family and a method family ("rome" for ROME/R-ROME, "memit", "emmet"):
   500 Adam steps at lr 0.3, early stop at loss 0.5, clamp 50, a KL factor of 1.0 and weight decay 1e-3
   (measured on world edits, see docs/editing.md); C = I unless key statistics are passed (C from the
   world's held-out corpus, `stats=`, improves default-llama's locality).
+- llama-small / gemma3-small (SmolLM2-135M, Gemma-3-270M and other LLaMA / Gemma-3 models of that size, chosen by
+  architecture and size): measured on 120 real facts per model (docs/editing.md "Presets for small real models"):
+  lr 0.1 (Gemma 0.05), weight decay 1e-3, up to 100 steps, early stop 0.2, KL(current || original) at factor 1,
+  the bare prompt only, C = I; the "-stats" variants use key statistics C (e.g. from "wikipedia-vital").
 - generic: the GPT-2 XL optimiser values with no default layer, for any other model.
 
+Presets are chosen by name first, then by architecture and size (`preset_choice`, which also says why).
 Model facts are not settings: the loss is always read at the model's own output (ROME's `v_loss_layer` is the
 last layer in every reference preset), layer indices are validated against the adapter.
 """
