@@ -36,9 +36,9 @@ def fail(message: str, code: int = 2) -> None:
 def editing_settings(lm, method: str, overrides: dict | None, preset: str | None, layers: list[int] | None,
                      source: str | None, tokens: int, model: str):
     """(settings, C) for `edit`/`evaluate`/`select`/`compare`: `method`'s settings (the model's preset, or `preset`,
-    with the --set `overrides`; the preset and why it was chosen are printed), and when they use key statistics (mom2_adjustment) C of `layers` (default: the settings' layers)
-    from the statistics cache, collected on a miss from `source` (default: the model's own synthetic world);
-    C is None (C = I) otherwise."""
+    with the --set `overrides`; the preset and why it was chosen are printed), and when they use key statistics
+    (mom2_adjustment) C of `layers` (default: the settings' layers) from the statistics cache, collected on a miss
+    from `source` (default: the model's own synthetic world); C is None (C = I) otherwise."""
     from goldenlayers.editing import get_method, resolve_hparams
     from goldenlayers.editing.hparams import preset_choice
 
@@ -55,8 +55,8 @@ def editing_settings(lm, method: str, overrides: dict | None, preset: str | None
     source = source or model_world_source(model)
     if source is None:
         raise ValueError(f"these settings use key statistics C (mom2_adjustment) and {model} has no synthetic world "
-                         "to take them from: pass --stats SOURCE (wikipedia-vital, a folder of .txt files, hf:NAME, "
-                         "...) or --set mom2_adjustment=false for C = I")
+                         "to take them from: pass --stats SOURCE (a folder of .txt files, hf:NAME, ...) or "
+                         "--set mom2_adjustment=false for C = I")
     return hp, key_stats(lm.model, lm.tokenizer, lm.adapter, layers, StatsSettings(source=source, max_tokens=tokens),
                          name=lm.name, lazy=True)
 
