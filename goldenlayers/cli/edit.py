@@ -94,7 +94,7 @@ def edit_command(
         res = edit(lm.model, lm.tokenizer, case, method=method, layer=layer, layers=layer_list, hparams=hp, stats=C,
                    adapter=lm.adapter, name=lm.name)
     except (CaseError, StatsError, SourceError, IndexError, KeyError, ValueError, EditOrderError) as e:
-        con.print(f"[red]error:[/red] {e.args[0] if isinstance(e, KeyError) else e}")
+        con.print(f"[red]error:[/red] {e.args[0] if isinstance(e, KeyError) else e}", soft_wrap=True)  # one line: paths vary
         raise typer.Exit(2) from None
     after = greedy(lm.model, lm.tokenizer, prompt, max_new_tokens)
     d = res.diagnostics[0]
