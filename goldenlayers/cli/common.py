@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 
 def make_console() -> Console:
@@ -33,6 +34,39 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def load_model_or_exit(model: str, **kwargs):
+    """load_model for a command's --model (the one place commands resolve it): an unknown name, a missing folder,
+    a folder that is no model, a GGUF file without the `gguf` extra or a failed fetch of a named model prints one
+    line ("did you mean ...", the models that are there) and exits with status 2; no network call is made for a
+    name that is not a hub name (goldenlayers.models.names)."""
+    from goldenlayers.models.loader import load_model
+
+    try:
+        return load_model(model, **kwargs)
+    except _model_errors() as e:  # evaluated only on an error: no import of torch before it
+        fail(escape(f"--model {model}: {e}"))
+
+
+def model_folder(model: str) -> Path:
+    """The local folder of --model without loading or fetching anything (to look for files beside the model,
+    e.g. world.json); a bad --model exits as in load_model_or_exit."""
+    from goldenlayers.models.loader import resolve_model_path
+
+    try:
+        return Path(resolve_model_path(model))
+    except _model_errors() as e:  # evaluated only on an error: no import of torch before it
+        fail(f"--model {model}: {e}")
+
+
+def _model_errors() -> tuple[type[BaseException], ...]:
+    from goldenlayers.models.adapters import UnknownArchitectureError
+    from goldenlayers.models.gguf import MissingExtraError
+    from goldenlayers.models.named import FetchError
+    from goldenlayers.models.names import UnknownModelError
+
+    return (UnknownModelError, MissingExtraError, FetchError, FileNotFoundError, UnknownArchitectureError)
+
+
 def editing_settings(lm, method: str, overrides: dict | None, preset: str | None, layers: list[int] | None,
                      source: str | None, tokens: int, model: str):
     """(settings, C) for `edit`/`evaluate`/`select`/`compare`: `method`'s settings (the model's preset, or `preset`,
@@ -44,8 +78,8 @@ def editing_settings(lm, method: str, overrides: dict | None, preset: str | None
 
     hp = resolve_hparams(get_method(method).family, overrides, lm.model, preset=preset, name=lm.name)
     choice = preset_choice(lm.model, lm.name)
-    console.print(f"editing settings: preset {preset or choice.preset} "
-                  f"({'--preset' if preset else choice.reason}){' with --set overrides' if overrides else ''}")
+    console.print(escape(f"editing settings: preset {preset or choice.preset} "
+                         f"({'--preset' if preset else choice.reason}){' with --set overrides' if overrides else ''}"))
     layers = layers or hp.layers
     if not hp.mom2_adjustment or not layers:
         return hp, None  # no C needed; a missing layer is the editor's error to report
@@ -71,9 +105,7 @@ STATS_TOKENS_HELP = "tokens of the text source that C is collected over"
 def world_of_model(model: str):
     """The World a default (or train-world) model was trained on, from its folder's world.json."""
     from goldenlayers.datasets.synthetic.world import World
-    from goldenlayers.models.loader import resolve_model_path
-
-    path = Path(resolve_model_path(model)) / "world.json"
+    path = model_folder(model) / "world.json"
     if not path.exists():
         fail(f"--dataset world needs a model trained on the synthetic world (no {path}); pass --data-file")
     return World.load(path)
@@ -81,7 +113,9 @@ def world_of_model(model: str):
 
 def load_cases(dataset: str, data_file: str | None, limit: int | None, model: str, shuffle_seed: int | None = None,
                seed: int = 0) -> list:
-    """Edit cases for a command; prints the loader's skip summary. Exits with status 2 on bad input."""
+    """Edit cases for a command; prints the loader's skip summary. Exits with status 2 on bad input (a bad
+    --model too, before any file is read)."""
+    model_folder(model)
     if dataset == "world" and data_file is None:
         return world_of_model(model).edit_cases(limit or 100, seed=seed)
     if data_file is None:

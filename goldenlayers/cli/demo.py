@@ -107,8 +107,8 @@ def demo_command(
     """Run the toolkit end to end on the embedded default models (no download, CPU is fine)."""
     import torch
 
+    from goldenlayers.cli.common import load_model_or_exit
     from goldenlayers.datasets.synthetic.recall import measure_recall
-    from goldenlayers.models.loader import load_model
 
     start = time.perf_counter()
     torch.manual_seed(seed)
@@ -117,7 +117,7 @@ def demo_command(
         world = world_of_model(name)
         if i == 0:
             console.print(world.stats())
-        lm = load_model(name)
+        lm = load_model_or_exit(name)
         console.print(f"[bold]{name}[/bold]: {type(lm.model).__name__}, {lm.adapter.n_layers(lm.model)} layers, "
                       f"{sum(p.numel() for p in lm.model.parameters()) / 1e6:.2f}M parameters")
         queries = world.recall_queries()

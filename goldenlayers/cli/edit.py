@@ -74,10 +74,9 @@ def edit_command(
     from rich.table import Table
 
     from goldenlayers.cases import CaseError, EditCase
-    from goldenlayers.cli.common import editing_settings, make_console
+    from goldenlayers.cli.common import editing_settings, load_model_or_exit, make_console
     from goldenlayers.editing import EditOrderError, StatsError, edit
     from goldenlayers.editing.sources import SourceError
-    from goldenlayers.models.loader import load_model
 
     con = make_console()
     try:
@@ -85,7 +84,7 @@ def edit_command(
     except (CaseError, ValueError) as e:
         con.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
-    lm = load_model(model, dtype=dtype, device=device)
+    lm = load_model_or_exit(model, dtype=dtype, device=device)
     before = greedy(lm.model, lm.tokenizer, prompt, max_new_tokens)
     layer_list = [int(x) for x in layers.split(",")] if layers else None
     try:

@@ -117,14 +117,14 @@ def evaluate_command(
     out: str | None = typer.Option(None, help="write rows, table and failures to this JSON file"),
 ) -> None:
     """Edit each case of a benchmark file at a layer and report rewrite, rephrase, locality, portability, fluency."""
-    from goldenlayers.cli.common import make_console
+    from goldenlayers.cli.common import load_model_or_exit, make_console, model_folder
     from goldenlayers.datasets import DatasetFileError, load_dataset
     from goldenlayers.editing import StatsError
     from goldenlayers.editing.sources import SourceError
     from goldenlayers.evaluation import evaluate
-    from goldenlayers.models.loader import load_model
 
     con = make_console()
+    model_folder(model)  # a bad --model fails before the data file is read
     try:
         data = load_dataset(dataset, data_file, limit=limit, shuffle_seed=shuffle_seed)
         layers = _parse_layers(layer)
@@ -140,7 +140,7 @@ def evaluate_command(
     if not data.cases:
         con.print("[red]error:[/red] no usable case in the file")
         raise typer.Exit(2)
-    lm = load_model(model, dtype=dtype, device=device)
+    lm = load_model_or_exit(model, dtype=dtype, device=device)
     try:
         editor = None if method == "none" else _editor(lm, method, layers, preset, hparams, stats, stats_tokens, model)
         result = evaluate(lm.model, lm.tokenizer, data.cases, editor=editor, layer=layers,

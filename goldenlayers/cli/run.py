@@ -61,7 +61,7 @@ def run_cmd(
         return run
 
     execute_config(cfg, root=root, force=force, dry_run=dry_run, progress=progress, make_run=make_run,
-                   errors=(ConfigError, ConfigMismatchError))
+                   errors=(ConfigError, ConfigMismatchError), source=str(config))
 
 
 def with_overrides(cfg, label: str, preset: str | None, set_: list[str], stats: str | None):
@@ -87,9 +87,11 @@ def with_overrides(cfg, label: str, preset: str | None, set_: list[str], stats: 
     return validate_config(data, label)
 
 
-def execute_config(cfg, *, make_run, root=None, force=False, dry_run=False, progress=True, errors=(), con=None):
+def execute_config(cfg, *, make_run, root=None, force=False, dry_run=False, progress=True, errors=(), con=None,
+                   source="config"):
     """Create/resume the run with `make_run()`, list its jobs and execute them (on every rank of a torchrun
-    launch: goldenlayers.runs.distributed). `errors`: exceptions of make_run shown as a message (exit 2).
+    launch: goldenlayers.runs.distributed). `errors`: exceptions of make_run shown as a message (exit 2); so is
+    a model of the config (`source`) that is no known name, existing path or hub name.
     Returns the RunDir (closed) and the ExecuteSummary (None when nothing was executed)."""
     from rich.table import Table
 
@@ -105,6 +107,13 @@ def execute_config(cfg, *, make_run, root=None, force=False, dry_run=False, prog
                       "several GPUs), but under torchrun every process holds a whole model on its own GPU; run "
                       "this config as one process (`goldenlayers run CONFIG`), or drop device_map")
         raise typer.Exit(2)
+    from goldenlayers.runs.config import ConfigError, check_models
+
+    try:
+        check_models(cfg, source)
+    except ConfigError as e:
+        con.print(f"[red]error:[/red] {_esc(e)}")
+        raise typer.Exit(2) from None
     rank, world, device = D.init() if multi else (0, 1, None)
     try:
         run = D.open_run(make_run) if multi else make_run()

@@ -52,11 +52,11 @@ def select_command(
     device: str | None = typer.Option(None, help="cuda or cpu (default: cuda when available)"),
 ) -> None:
     """Rank the layers of a model for editing with one selector and print the chosen layer and the time spent."""
-    from goldenlayers.models.loader import load_model
+    from goldenlayers.cli.common import load_model_or_exit
     from goldenlayers.selection.compare import select_layer
 
     cases = load_cases(dataset, data_file, limit, model)
-    lm = load_model(model, device=device)
+    lm = load_model_or_exit(model, device=device)
     hp, C = (None, None) if method != "bruteforce" else \
         _settings(lm, editor, preset, set_, stats, stats_tokens, model)
     try:
@@ -109,15 +109,15 @@ def compare_command(
     device: str | None = typer.Option(None),
 ) -> None:
     """Find a layer with each selector on a proxy set, edit the test set there, and print Table 2 with wall times."""
+    from goldenlayers.cli.common import load_model_or_exit
     from goldenlayers.datasets.split import split_cases
-    from goldenlayers.models.loader import load_model
     from goldenlayers.selection.compare import compare_selectors
 
     cases = load_cases(dataset, data_file, limit, model)
     split = split_cases(cases, proxy_fraction=proxy_fraction, seed=seed)
     if not split.proxy or not split.test:
         fail(f"the split left an empty side ({len(split.proxy)} proxy, {len(split.test)} test): use more cases")
-    lm = load_model(model, device=device)
+    lm = load_model_or_exit(model, device=device)
     hp, C = _settings(lm, editor, preset, set_, stats, stats_tokens, model)
     cmp = compare_selectors(lm.model, lm.tokenizer, split.proxy, split.test, editor=editor,
                             selectors=[s.strip() for s in selectors.split(",")], fluency=not no_fluency,

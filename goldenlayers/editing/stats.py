@@ -38,6 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from goldenlayers.cache import cache_root
 from goldenlayers.editing.solve import StatsError
 from goldenlayers.editing.sources import TextSource, open_source, token_batches
 from goldenlayers.models.adapters import ArchAdapter
@@ -210,8 +211,7 @@ class StatsCache:
     """
 
     def __init__(self, root: str | Path | None = None):
-        root = root or os.environ.get("GOLDENLAYERS_CACHE") or Path.home() / ".cache" / "goldenlayers"
-        self.root = Path(root).expanduser() / "key_stats"
+        self.root = cache_root(root) / "key_stats"
         self.collected = 0  # layers this instance collected (the others were read from files)
 
     @staticmethod

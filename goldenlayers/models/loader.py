@@ -1,8 +1,9 @@
-"""One loader for any Hugging Face causal LM, plus the project's embedded default models.
+"""One loader for any Hugging Face causal LM, plus the project's embedded default models (docs/models.md).
 
 `load_model` wraps `AutoModelForCausalLM` / `AutoTokenizer` with the project's safety rules
 (safetensors only, `trust_remote_code` off unless asked), resolves the architecture adapter, and knows
 the names of the embedded default models shipped inside the package ("default-gpt2", "default-llama").
+Named real models and GGUF files arrive here as cached safetensors folders (models.named, models.gguf).
 """
 
 from __future__ import annotations
@@ -50,17 +51,50 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(set(_DTYPES))} or 'auto'") from None
 
 
-def resolve_model_path(name_or_path: str | Path) -> str:
-    """Map an embedded default name to its folder inside the package; pass anything else through."""
-    name = str(name_or_path)
-    if name in DEFAULT_MODEL_NAMES:
-        path = DEFAULT_MODELS_DIR / name
-        if not (path / "config.json").exists():
-            raise FileNotFoundError(
-                f"embedded default model {name!r} is missing at {path}; re-create it with `goldenlayers train-world`"
-            )
-        return str(path)
-    return name
+def resolve_model_path(name_or_path: str | Path, fetch: bool = False) -> str:
+    """The local folder (or hub name) a --model value loads from (rules: goldenlayers.models.names).
+
+    fetch=True (what load_model does): a named real model is fetched into the cache when missing and a GGUF file
+    is converted to its cached safetensors folder. fetch=False touches nothing: a named model gives its cache
+    folder, a GGUF file itself (enough for callers that only look for files beside the model, e.g. world.json).
+    Raises UnknownModelError (one line, "did you mean ...") for a name that is none of these."""
+    from goldenlayers.models.names import parse_model_name
+
+    ref = parse_model_name(name_or_path)
+    if ref.kind == "embedded":
+        if not (Path(ref.target) / "config.json").exists():
+            raise FileNotFoundError(f"embedded default model {name_or_path!s} is missing at {ref.target}; "
+                                    "re-create it with `goldenlayers train-world`")
+        return ref.target
+    if ref.kind == "named":
+        from goldenlayers.models import named
+
+        if not fetch:
+            return str(named.named_dir(ref.target))
+        from goldenlayers.models.gguf import cached_gguf_folder, require_gguf
+
+        require_gguf()  # before a download that could not be used
+        return str(cached_gguf_folder(named.fetch(ref.target), sha256=named.NAMED_MODELS[ref.target].sha256))
+    if ref.kind == "gguf" and fetch:
+        from goldenlayers.models.gguf import cached_gguf_folder
+
+        return str(cached_gguf_folder(ref.target))
+    if ref.kind == "hub" and fetch:
+        check_hub_reachable(ref.target)
+    return ref.target
+
+
+def check_hub_reachable(name: str) -> None:
+    """With HF_HUB_OFFLINE set, a hub model must already be in the local Hugging Face cache: say so in one line
+    instead of transformers' connection error."""
+    from huggingface_hub import constants
+
+    from goldenlayers.models.names import UnknownModelError, hub_cached_models
+
+    if constants.HF_HUB_OFFLINE and name not in hub_cached_models():
+        raise UnknownModelError(f"hub model {name} is not in the local Hugging Face cache and HF_HUB_OFFLINE is "
+                                "set; unset it to download, or pass a local folder, .gguf file or named model "
+                                "(goldenlayers models ls)")
 
 
 def load_model(
@@ -74,11 +108,13 @@ def load_model(
 
     `device_map` (e.g. "auto") spreads a model too large for one device with accelerate; otherwise the
     model goes to `device` (default: CUDA when available, else CPU). Weights load from safetensors only.
+    `name_or_path`: an embedded or named model, a local folder, a .gguf file (or a folder holding one), or a
+    hub name (goldenlayers.models.names has the rules; unknown names fail before any network call).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_model_path(name_or_path)
     torch_dtype = resolve_dtype(dtype)
+    path = resolve_model_path(name_or_path, fetch=True)
     check_local_folder(path)
     kwargs = dict(trust_remote_code=trust_remote_code, use_safetensors=True)
     if torch_dtype is not None:

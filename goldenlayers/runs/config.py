@@ -246,6 +246,22 @@ def load_config(path: str | Path) -> ExperimentConfig:
     return validate_config(data, str(path))
 
 
+def check_models(config: ExperimentConfig, source: str = "config") -> None:
+    """Every model must be a known name, an existing path or a hub name (goldenlayers.models.names), checked
+    locally before a run starts: a typo fails with "did you mean ...", never at load time or on the network.
+    (Not a validator: configs of runs whose models are not on this machine still load for reports.)"""
+    from goldenlayers.models.names import UnknownModelError, parse_model_name
+
+    problems = []
+    for i, model in enumerate(config.models):
+        try:
+            parse_model_name(model.source)
+        except UnknownModelError as e:
+            problems.append(f"models[{i}].{'path' if model.path else 'name'}: {e}")
+    if problems:
+        raise ConfigError(source, problems)
+
+
 def resolved(config: ExperimentConfig) -> dict:
     """The config with every default filled in, as plain data (what a run directory stores and compares)."""
     return config.model_dump(mode="json")
