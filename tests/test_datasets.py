@@ -1,5 +1,6 @@
 """Dataset readers on small files written in the exact published shapes (REFERENCE.md section 5)."""
 
+import hashlib
 import json
 import os
 
@@ -182,15 +183,24 @@ def test_limit_shuffle_and_stable_split(tmp_path):
     assert sorted(s1) != s1 and len(set(s1)) == 50
 
     proxy, test = split_cases(d.cases, 0.1, seed=0)
-    assert 20 <= len(proxy) <= 60 and len(proxy) + len(test) == 400
+    assert len(proxy) == 40 and len(test) == 360  # exactly round(0.1 x 400)
     assert not {c.case_id for c in proxy} & {c.case_id for c in test}
+    assert [c.case_id for c in proxy] == sorted((c.case_id for c in proxy), key=int)  # input order kept
     assert {c.case_id for c in split_cases(d.cases, 0.1, seed=1).proxy} != {c.case_id for c in proxy}
+    # the proxy set is the first 40 cases in the seeded hash order, computed here independently
+    by_hash = sorted(d.cases, key=lambda c: hashlib.sha256(f"split|0|zsre|{c.case_id}".encode()).digest()[:8])
+    assert {c.case_id for c in proxy} == {c.case_id for c in by_hash[:40]}
 
     path.write_text(json.dumps(many(400) + many(200, 400)), encoding="utf-8")  # the file grows
     grown = load_dataset("zsre", path)
-    g_proxy = {c.case_id for c in grown.split(0.1, seed=0).proxy}
-    assert {c.case_id for c in proxy} == {i for i in g_proxy if int(i) < 400}
-    assert any(int(i) >= 400 for i in g_proxy)
+    g_split = grown.split(0.1, seed=0)
+    assert len(g_split.proxy) == 60
+    # growing the file does not reorder the old cases: the old ones among the grown proxy set are a prefix of
+    # the old hash order (so the old and the grown proxy sets are nested)
+    old_rank = {c.case_id: i for i, c in enumerate(by_hash)}
+    g_old = sorted(old_rank[c.case_id] for c in g_split.proxy if int(c.case_id) < 400)
+    assert g_old == list(range(len(g_old)))
+    assert any(int(c.case_id) >= 400 for c in g_split.proxy)
     # a shuffled grown file keeps the old cases in their old relative order
     old_order = [c.case_id for c in shuffle_cases(d.cases, 5)]
     assert [c.case_id for c in shuffle_cases(grown.cases, 5) if int(c.case_id) < 400] == old_order
@@ -206,5 +216,25 @@ def test_proxy_union(tmp_path):
     assert [c for c in union if c.dataset == "zsre"] == splits["zsre"].proxy
     with pytest.raises(ValueError, match="appears in two proxy sets"):
         proxy_union([splits["zsre"], splits["zsre"]])
+    assert len(splits["zsre"].proxy) == 20 and len(splits["counterfact"].proxy) == 20 and len(union) == 40
     with pytest.raises(ValueError, match="strictly between"):
         split_cases(z.cases, 1.0)
+
+
+@pytest.mark.parametrize(("n", "fraction", "proxy"), [(120, 0.1, 12), (300, 0.1, 30), (80, 0.1, 8), (125, 0.1, 13),
+                                                     (5, 0.1, 1), (2, 0.1, 1), (2, 0.9, 1), (10, 0.95, 9),
+                                                     (7, 0.5, 4)])
+def test_split_sizes_are_exact(tmp_path, n, fraction, proxy):
+    cases = load_dataset("zsre", write(tmp_path, "z.json", many(n))).cases
+    for seed in (0, 3):
+        s = split_cases(cases, fraction, seed=seed)
+        assert (len(s.proxy), len(s.test)) == (proxy, n - proxy)
+        assert sorted(c.case_id for c in s.proxy + s.test) == sorted(c.case_id for c in cases)
+
+
+def test_split_needs_two_cases(tmp_path):
+    one = load_dataset("zsre", write(tmp_path, "z.json", many(1))).cases
+    with pytest.raises(ValueError, match="at least 2 cases, got 1"):
+        split_cases(one, 0.1)
+    with pytest.raises(ValueError, match="at least 2 cases, got 0"):
+        split_cases([], 0.1)

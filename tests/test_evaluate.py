@@ -1,7 +1,6 @@
 """evaluate() end to end on tiny models with callable editors (REFERENCE.md section 4)."""
 
 import json
-import math
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -152,7 +151,6 @@ def test_table_overall_and_combine(make_tiny, tok):
     cases = make_cases(n=4)
     a = evaluate(model, tok, cases, editor=noise_editor(0.05), layer=0, fluency=False, progress=False)
     b = evaluate(model, tok, cases, editor=noise_editor(2.0), layer=3, fluency=False, progress=False)
-    assert math.isnan(a.table()[0]["overall"])  # one compared row: no min-max
     table = combine(a, b).table()
     assert [(t["layer"], t["cases"]) for t in table] == [(0, 4), (3, 4)]
     loc = [t["locality"] for t in table]
@@ -161,8 +159,10 @@ def test_table_overall_and_combine(make_tiny, tok):
     port = [r.post for r in a.rows if r.metric == "portability"]
     assert len(port) == 3 and table[0]["portability"] == pytest.approx(sum(port) / 3)  # case 1 has none: skipped
     assert table[0]["rewrite_pre"] == table[1]["rewrite_pre"]
-    for t in table:
-        assert 0.0 <= t["overall"] <= 1.0 and t["normalisation"].startswith("min-max over 2 compared row(s)")
+    for t in table:  # Overall: the plain mean of the row's accuracies (no fluency here), whatever else is in the table
+        assert t["overall"] == pytest.approx((t["rewrite"] + t["rephrase"] + t["locality"] + t["portability"]) / 4)
+        assert t["normalisation"] == "Overall = mean of rewrite, rephrase, locality, portability (fixed per row)"
+    assert a.table()[0]["overall"] == table[0]["overall"]  # the same row alone or compared: the same Overall
 
 
 def test_method_name_editor_runs_r_rome_and_restores(make_tiny, tok):
@@ -195,7 +195,10 @@ def test_cli_evaluate(tmp_path, make_tiny, tok):
     assert "1 of 2 records loaded" in r.output and "skipped record 1" in r.output
     data = json.loads(out.read_text())
     assert {(x["metric"], x["post"]) for x in data["rows"]} >= {("locality", 1.0)}
-    assert data["table"][0]["overall"] is None and data["skipped"][0]["field"] == "subject"
+    row = data["table"][0]
+    accuracies = [row[m] for m in ("rewrite", "rephrase", "locality", "portability") if row.get(m) is not None]
+    assert row["locality"] == 1.0 and row["overall"] == pytest.approx(sum(accuracies) / len(accuracies))
+    assert data["skipped"][0]["field"] == "subject"
     bad = CliRunner().invoke(app, ["evaluate", "--dataset", "zsrre", "--data-file", str(out)])
     assert bad.exit_code == 2 and "did you mean 'zsre'" in bad.output
 

@@ -18,6 +18,7 @@ from goldenlayers.selection.golden import (
     compare_golden,
     gap_matrix,
     golden_layer,
+    golden_layers,
     mean_std,
     pooled,
     proxy_transfer,
@@ -201,3 +202,21 @@ def test_agreement_hand_example():
         agreement(lga, bf, chosen=7)
     with pytest.raises(ValueError, match="share 1"):
         agreement({3: 1.0, 9: 2.0}, bf)
+
+
+def test_golden_layers_per_metric_and_for_overall():
+    # rewrite means (V): 0.4375, 0.6875, 0.75 -> golden 2; locality means: 1.0, 0.75, 0.25 -> golden 0;
+    # fluency (bits, lower is better) means 6.0, 5.0, 5.5 -> golden 1.
+    # Overall per layer = (rewrite + locality + (1 - fluency / log2(100))) / 3:
+    #   layer 0: (0.4375 + 1.0 + 0.0969) / 3 = 0.5115; layer 1: (0.6875 + 0.75 + 0.2474) / 3 = 0.5616;
+    #   layer 2: (0.75 + 0.25 + 0.1722) / 3 = 0.3907 -> golden 1
+    loc = matrix([[1.0, 0.75, 0.25]] * 4, "locality")
+    flu = matrix([[6.0, 5.0, 5.5]] * 4, "fluency")
+    bits = math.log2(100)
+    expect_overall = [(r + lo + 1 - f / bits) / 3 for r, lo, f in zip([0.4375, 0.6875, 0.75], [1.0, 0.75, 0.25],
+                                                                        [6.0, 5.0, 5.5], strict=True)]
+    assert int(np.argmax(expect_overall)) == 1
+    assert golden_layers(dict(rewrite=matrix(V), locality=loc, fluency=flu)) == \
+        dict(rewrite=2, locality=0, fluency=1, overall=1)
+    # without fluency: Overall = (rewrite + locality) / 2 = 0.71875, 0.71875, 0.5 -> the first tie, layer 0
+    assert golden_layers(dict(rewrite=matrix(V), locality=loc))["overall"] == 0

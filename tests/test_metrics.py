@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -14,11 +15,13 @@ from goldenlayers.cases import EditCase, Probe
 from goldenlayers.evaluation import (
     CaseScorer,
     EvalSettings,
+    OverallSpec,
     category_mean,
     fluency,
     fluency_entropy,
     ngram_entropy,
     overall,
+    overall_note,
     sample_text,
     teacher_forced,
     word_tokens,
@@ -158,16 +161,32 @@ def test_cached_and_uncached_generation_agree(make_tiny, tok):
     assert sample_text(model, tok, PROMPT, 3, max_tokens=40) == sample_text(NoCache(model), tok, PROMPT, 3, max_tokens=40)
 
 
-def test_overall_on_a_hand_table():
-    rows = [dict(rewrite=1.0, locality=0.2, fluency=5.0, rephrase=0.5),
-            dict(rewrite=0.5, locality=0.6, fluency=6.0, rephrase=0.5),
-            dict(rewrite=0.0, locality=1.0, fluency=4.0, rephrase=0.5)]
-    o = overall(rows)
-    # rewrite -> 1, .5, 0; locality -> 0, .5, 1; -fluency -> .5, 0, 1; rephrase constant: left out
-    assert o.values == pytest.approx([0.5, 1 / 3, 2 / 3])
-    assert o.used == ["rewrite", "locality", "fluency"] and o.constant == ["rephrase"]
-    assert "min-max over 3" in o.normalisation and "fluency negated" in o.normalisation
-    assert math.isnan(overall(rows[:1]).values[0])
-    assert overall([dict(rewrite=1.0), dict(rewrite=0.0, locality=1.0)]).used == ["rewrite"]  # locality not in all
-    with pytest.raises(ValueError, match="locality"):
-        overall([dict(rewrite=1.0), dict(rewrite=0.0, locality=1.0)], metrics=["rewrite", "locality"])
+def test_overall_is_a_fixed_function_of_one_row():
+    bits = math.log2(100)  # fluency 6.644 bits -> score 0, 0 bits -> score 1
+    row = dict(rewrite=1.0, locality=0.2, fluency=5.0, rephrase=0.5, cases=7, overall=123.0)  # non-metrics ignored
+    assert overall(row) == pytest.approx((1.0 + 0.2 + 0.5 + (1 - 5.0 / bits)) / 4)
+    # the paper's own numbers: WikiBio R-ROME / CMA (FLC 0.8927 on a 0-1 scale) and Counterfact R-ROME / CMA
+    assert overall(dict(rewrite=0.6894, locality=0.5692, fluency=0.8927 * bits)) == pytest.approx(0.4553, abs=1e-4)
+    assert overall(dict(rewrite=0.9420, rephrase=0.6284, locality=0.9613, portability=0.4387)) == \
+        pytest.approx(0.7426, abs=1e-4)
+    # clipped fluency, absent and NaN metrics, weights
+    assert overall(dict(rewrite=0.5, fluency=9.0)) == pytest.approx(0.25)
+    assert overall(dict(rewrite=0.5, fluency=-1.0, portability=None, locality=math.nan)) == pytest.approx(0.75)
+    assert math.isnan(overall({})) and math.isnan(overall(dict(cases=3)))
+    spec = OverallSpec.parse("rewrite=2, fluency=0")
+    assert overall(row, spec) == pytest.approx((2 * 1.0 + 0.2 + 0.5) / 4)
+    assert overall(row, OverallSpec(fluency_max_bits=10.0)) == pytest.approx((1.7 + 0.5) / 4)
+    # arrays (e.g. per-layer means): element-wise, each element as its own row
+    layers = dict(rewrite=np.array([1.0, 0.5, 0.0]), fluency=np.array([5.0, np.nan, 0.0]))
+    expect = [overall(dict(rewrite=r, fluency=f)) for r, f in zip(layers["rewrite"], layers["fluency"], strict=True)]
+    assert overall(layers) == pytest.approx(expect) and expect[1] == 0.5 and expect[2] == 0.5
+    assert overall_note(["rewrite", "fluency"]) == "Overall = mean of rewrite, (1 - fluency/6.64 bits) (fixed per row)"
+    assert "2*rewrite" in overall_note(["rewrite", "locality"], OverallSpec.parse("rewrite=2"))
+
+
+@pytest.mark.parametrize(("text", "message"), [("rewrite=x", "metric=number"), ("fooo=1", "unknown metric"),
+                                               ("rewrite=-1", ">= 0"), ("rewrite", "metric=number"),
+                                               ("rewrite=0,rephrase=0,locality=0,portability=0,fluency=0", "> 0")])
+def test_overall_weights_are_checked(text, message):
+    with pytest.raises(ValueError, match=message):
+        OverallSpec.parse(text)

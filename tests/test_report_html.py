@@ -47,12 +47,13 @@ def test_html_is_self_contained_and_holds_everything(built):
 
 def test_cli_report(built, tmp_path):
     fab, _ = built
-    r = CliRunner().invoke(app, ["report", str(fab.run.path), "--out", str(tmp_path / "rep"), "--overall", "raw"])
+    r = CliRunner().invoke(app, ["report", str(fab.run.path), "--out", str(tmp_path / "rep"),
+                                 "--overall-weights", "rewrite=2"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "rep" / "report.html").stat().st_size > 10_000
-    assert "accuracies as measured" in (tmp_path / "rep" / "report.md").read_text()
-    r = CliRunner().invoke(app, ["report", str(fab.run.path), "--overall", "zscore"])
-    assert r.exit_code == 2
+    assert "weighted mean of 2*rewrite, 1*rephrase" in (tmp_path / "rep" / "report.md").read_text()
+    r = CliRunner().invoke(app, ["report", str(fab.run.path), "--overall-weights", "zscore=1"])
+    assert r.exit_code == 2 and "--overall-weights" in r.output and "unknown metric" in r.output
 
 
 def _chromium() -> str | None:

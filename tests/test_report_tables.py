@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 from test_report_fixtures import fabricate_run
 
-from goldenlayers.report import Table, overall, report
+from goldenlayers.report import Table, report
 from goldenlayers.runs import RunDir, validate_config
 
 LABEL = {"zsre": "ZsRE", "wikibio": "WikiBio"}
@@ -56,12 +56,12 @@ def test_table1_matches_an_independent_t_test(built):
 
 
 def _overall_curve(fab, model, ds, split, metrics):
-    """Per-layer Overall, computed here: min-max over layers, fluency negated, constant metrics left out."""
+    """Per-layer Overall, computed here: the plain mean over metrics of each layer's mean, fluency (bits) as
+    1 - fluency / log2(100), clipped to [0, 1]."""
     cols = []
     for metric in metrics:
-        v = values(fab, model, ds, metric, split).mean(axis=0) * (-1 if metric == "fluency" else 1)
-        if v.max() > v.min():
-            cols.append((v - v.min()) / (v.max() - v.min()))
+        v = values(fab, model, ds, metric, split).mean(axis=0)
+        cols.append(1 - np.clip(v / np.log2(100), 0, 1) if metric == "fluency" else v)
     return np.mean(cols, axis=0)
 
 
@@ -107,12 +107,35 @@ def test_table2_method_by_selector(built):
                               ("rome", "cma-mlp-w10", -0.05), ("rome", "lga", -0.05)):
         layer = bf_layer if sel is None else fab.picks[("tiny-a", "zsre", method, sel)]
         expect.append((layer, [values(fab, "tiny-a", "zsre", m, "test")[:, layer].mean() + bump for m in metrics]))
-    m = np.array([e[1] for e in expect])
-    ov = ((m - m.min(0)) / (m.max(0) - m.min(0))).mean(1)
-    for row, (layer, means), o in zip(t.rows, expect, ov, strict=True):
+    for row, (layer, means) in zip(t.rows, expect, strict=True):
         assert row[2] == str(layer)
-        assert row[3:] == [f"{v:.4f}" for v in means] + [f"{o:.4f}"]
-    assert "min-max normalised over the compared rows of this table" in t.note
+        assert row[3:] == [f"{v:.4f}" for v in means] + [f"{np.mean(means):.4f}"]  # Overall: the row's plain mean
+    assert "Overall = mean of rewrite, rephrase, locality, portability (fixed per row)" in t.note
+
+
+def test_regret_table_against_the_test_sweep(built):
+    """Each selector of R-ROME (the swept method) scored on the fabricated test sweep, recomputed here."""
+    fab, _, tables = built
+    t = tables["regret-tiny-a-zsre"]
+    assert t.columns == ["Edit", "Selection", "Layer", "OV(↑)", "Regret OV", "Regret RwA", "Regret RpA", "Regret LOC",
+                         "Regret PRT", "ρ", "Cost"]
+    metrics = ("rewrite", "rephrase", "locality", "portability")
+    means = {m: values(fab, "tiny-a", "zsre", m, "test").mean(axis=0) for m in metrics}
+    ov = np.mean([means[m] for m in metrics], axis=0)  # Overall per layer: the plain mean of the four accuracies
+    sweep_seconds = 16 * sum(2.0 + 0.1 * layer for layer in range(6))  # 16 test cases x 6 layers
+    proxy_ov = np.mean([values(fab, "tiny-a", "zsre", m, "proxy").mean(axis=0) for m in ("rewrite",)], axis=0)
+    bf_layer = int(np.argmax(proxy_ov))
+    expect = {"CMA (mlp-w10)": (fab.picks[("tiny-a", "zsre", "r-rome", "cma-mlp-w10")], 30.0),
+              "LGA": (fab.picks[("tiny-a", "zsre", "r-rome", "lga")], 0.4),
+              "BF (proxy golden)": (bf_layer, 4 * sum(2.0 + 0.1 * layer for layer in range(6)))}
+    assert [r[1] for r in t.rows] == list(expect)  # ROME has no sweep: no row
+    for row in t.rows:
+        layer, seconds = expect[row[1]]
+        scores = proxy_ov if row[1].startswith("BF") else -np.abs(np.arange(6) - layer)
+        rho = stats.spearmanr(scores, ov).statistic
+        assert row[2:] == [str(layer), f"{ov[layer]:.4f}", f"{ov.max() - ov[layer]:.4f}",
+                           *(f"{means[m].max() - means[m][layer]:.4f}" for m in metrics),
+                           f"{rho:.2f}", f"{seconds / sweep_seconds:.3f}"]
 
 
 def test_table10_models_by_selector(built):
@@ -121,14 +144,18 @@ def test_table10_models_by_selector(built):
     assert [r[0] for r in t.rows] == ["tiny-a", "", "", "tiny-b", "", ""]
 
 
-def test_overall_schemes():
-    rows = {"a": dict(rewrite=1.0, fluency=6.0, locality=0.5), "b": dict(rewrite=0.5, fluency=4.0, locality=0.5),
-            "c": dict(rewrite=0.0, fluency=4.0, locality=0.5, portability=0.3)}
-    assert overall(rows) == pytest.approx(dict(a=0.5, b=0.75, c=0.5))  # locality constant, portability partial
-    assert overall(rows, "raw") == pytest.approx(dict(a=0.5, b=2 / 3, c=0.5))
-    assert np.isnan(overall({"x": dict(rewrite=1.0)})["x"])
-    with pytest.raises(ValueError, match="unknown overall scheme"):
-        overall(rows, "zscore")
+def test_a_layer_has_one_overall_in_every_table(built):
+    """The same (model, dataset, method, selector) row: the same Overall in Table 2 and in Table 10, and the value
+    recomputed here from the row's means (RwA, LOC, and fluency in bits as 1 - FLC / log2(100))."""
+    fab, _, tables = built
+    for model in ("tiny-a", "tiny-b"):
+        t2, t10 = tables[f"table2-{model}-wikibio"], tables["table10-wikibio"]
+        start = next(i for i, r in enumerate(t10.rows) if r[0] == model)
+        for row in t10.rows[start:start + 3]:
+            mine = next(r for r in t2.rows[:3] if r[1] == row[1])  # R-ROME is the first group of Table 2
+            assert mine[2:] == row[2:]
+            rwa, loc, flc = (float(x) for x in row[3:6])
+            assert float(row[6]) == pytest.approx((rwa + loc + 1 - flc / np.log2(100)) / 3, abs=2e-4)
 
 
 def test_table_rendering():
@@ -145,8 +172,8 @@ def test_parts_without_data_or_without_golden_are_left_out(tmp_path, monkeypatch
                                methods=[dict(name="rome")]))
     out = report(RunDir.create_or_resume(cfg, tmp_path))
     assert out.tables == [] and out.figures == {}
-    assert [x.split(":")[0] for x in out.left_out] == ["Table 1", "Tables 2/9/10", "Tables 3-8", "Figure 1",
-                                                        "Figure 2", "Figure 3", "Figure 4"]
+    assert [x.split(":")[0] for x in out.left_out] == ["Table 1", "Tables 2/9/10", "Regret", "Tables 3-8",
+                                                        "Figure 1", "Figure 2", "Figure 3", "Figure 4"]
     assert "- Table 1: needs brute-force rows" in out.markdown.read_text()
 
     import goldenlayers.selection as selection

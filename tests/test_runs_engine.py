@@ -77,6 +77,26 @@ def test_reference_rows_are_complete(reference):
     assert all(r[8] is not None for r in rewrite)  # the unedited value is stored with every rewrite row
 
 
+def test_rows_of_a_former_split_are_refused(reference, tmp_path):
+    """A stored case on the other side of the split this version computes (a run begun with the former split)
+    stops the job with a message, instead of mixing two splits in one store."""
+    import shutil
+    from types import SimpleNamespace
+
+    from goldenlayers.runs.engine import _check_split
+
+    shutil.copytree(reference["path"], tmp_path / "run")
+    with sqlite3.connect(tmp_path / "run" / "store.sqlite") as c:
+        proxy = {r[0] for r in c.execute("SELECT DISTINCT case_id FROM results WHERE split = 'proxy'")}
+    assert len(proxy) == 2  # exactly round(0.3 x 8) proxy cases
+    with RunDir.open(tmp_path / "run") as run:
+        job = SimpleNamespace(model="default-gpt2", dataset="world")
+        _check_split(run, job, proxy)  # the split the rows were written with: fine
+        moved = sorted(proxy)[0]
+        with pytest.raises(ValueError, match=rf"1 stored case\(s\) \(e.g. '{moved}'\) lie on the other side"):
+            _check_split(run, job, proxy - {moved})
+
+
 def test_report_from_a_real_run(reference, tmp_path):
     from goldenlayers.report import report
 

@@ -24,7 +24,7 @@ app = typer.Typer(
 # Listing functions contributed by areas for `goldenlayers ls` (title -> callable returning names).
 LISTINGS: dict[str, object] = {}
 
-_AREAS = ("world", "edit", "evaluate", "select", "demo", "run", "models")
+_AREAS = ("world", "realfacts", "edit", "evaluate", "select", "demo", "run", "models")
 
 
 @app.callback()

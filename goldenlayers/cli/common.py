@@ -2,8 +2,9 @@
 editing settings of `edit`/`evaluate`, and error exits.
 
 `--dataset world` without a file builds the synthetic world the model was trained on (its `world.json` sits in
-the model folder of the embedded defaults) and samples edit cases from it; any other dataset reads its file
-through goldenlayers.datasets.load_dataset.
+the model folder of the embedded defaults) and samples edit cases from it; `--dataset realfacts` without a file
+builds the real-world fact set and keeps the facts the model knows (docs/realfacts.md); any other dataset reads
+its file through goldenlayers.datasets.load_dataset.
 """
 
 from __future__ import annotations
@@ -111,13 +112,36 @@ def world_of_model(model: str):
     return World.load(path)
 
 
+def realfacts_cases(lm, limit: int | None, seed: int = 0) -> list:
+    """The real-fact cases that the loaded model `lm` knows (first `limit`); prints the kept counts per relation."""
+    from goldenlayers.datasets.realfacts import SourceMissingError, build_realfacts
+
+    try:
+        data = build_realfacts(lm, limit=limit, seed=seed)
+    except SourceMissingError as e:
+        fail(str(e))
+    counts = ", ".join(f"{r} {c.known}/{c.facts}" for r, c in data.counts.items())
+    console.print(f"realfacts: {lm.name} knows {sum(c.known for c in data.counts.values())} of {len(data.facts)} "
+                  f"facts ({counts}); {len(data.cases)} cases")
+    if not data.cases:
+        fail(f"{lm.name} knows none of the real facts")
+    return data.cases
+
+
 def load_cases(dataset: str, data_file: str | None, limit: int | None, model: str, shuffle_seed: int | None = None,
-               seed: int = 0) -> list:
+               seed: int = 0, lm=None) -> list:
     """Edit cases for a command; prints the loader's skip summary. Exits with status 2 on bad input (a bad
-    --model too, before any file is read)."""
-    model_folder(model)
+    --model too, before any file is read).
+
+    lm: the loaded model, used (and otherwise loaded from `model`) by `--dataset realfacts` without a file."""
+    if lm is None:
+        model_folder(model)
     if dataset == "world" and data_file is None:
         return world_of_model(model).edit_cases(limit or 100, seed=seed)
+    if dataset == "realfacts" and data_file is None:
+        if lm is None:
+            lm = load_model_or_exit(model)
+        return realfacts_cases(lm, limit, seed)
     if data_file is None:
         fail(f"--dataset {dataset} needs --data-file (the benchmark's JSON file)")
     from goldenlayers.datasets import DatasetFileError, load_dataset

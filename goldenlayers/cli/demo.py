@@ -75,27 +75,31 @@ def _curve_table(data, model: str, editor: str):
 
 def _comparison(data, model: str, editor: str) -> SimpleNamespace:
     """Table-2 rows (one per selector) from the store, in the shape render_comparison prints."""
-    from goldenlayers.report.data import OVERALL_SCHEMES, overall, selector_family
+    from goldenlayers.evaluation.metrics import METRICS
+    from goldenlayers.evaluation.overall import overall, overall_metrics, overall_note
+    from goldenlayers.report.data import selector_family
     from goldenlayers.report.tables import selector_means
 
     means = {sel: (layers, m) for (meth, sel), (layers, m) in selector_means(data, model, "world").items()
              if meth == editor}
     times = data.runtimes(model).get("world", {})
-    ov = overall({sel: m for sel, (_, m) in means.items()})
     bf = times.get("bruteforce")
     rows = []
     for sel in sorted(means, key=lambda s: ("lga", "cma", "bruteforce").index(selector_family(s))):
         layers, m = means[sel]
         sec = times.get(selector_family(sel))
-        rows.append(dict(method=editor, selector=sel, layer=layers, overall=ov[sel], seconds=sec,
+        rows.append(dict(method=editor, selector=sel, layer=layers, overall=overall(m), seconds=sec,
                          speedup_vs_bruteforce=bf / sec if bf and sec else None,
                          **{k: m.get(k) for k in ("rewrite", "rephrase", "locality", "portability", "fluency")}))
-    return SimpleNamespace(rows=rows, normalisation=OVERALL_SCHEMES["minmax"].format(what="rows"))
+    used = [k for k in METRICS if any(k in overall_metrics(m) for _, m in means.values())]
+    partial = any(len(overall_metrics(m)) < len(used) for _, m in means.values())
+    return SimpleNamespace(rows=rows, normalisation=overall_note(used) + (
+        "; a row without a metric averages the others" if partial else ""))
 
 
 def demo_command(
     models: str = typer.Option(DEFAULTS["models"], help="comma-separated models to run"),
-    cases: int = typer.Option(DEFAULTS["cases"], help="world edit cases per model (about 10% proxy, 90% test)"),
+    cases: int = typer.Option(DEFAULTS["cases"], help="world edit cases per model (exactly 10% proxy, rounded; the rest test)"),
     recall_sample: int = typer.Option(3000, help="recall queries to check per model (0: all of them)"),
     editor: str = typer.Option(DEFAULTS["editor"], help="editing method"),
     fluency: bool = typer.Option(DEFAULTS["fluency"], help="measure fluency of the selectors' test edits"),

@@ -75,8 +75,8 @@ def render_table(result, title: str):
             cells.append(_fmt(r[m]) + ("" if math.isnan(pre) else f" ({_fmt(pre)})"))
         cells.append(_fmt(r["overall"]))
         t.add_row(*cells)
-    notes = dict.fromkeys(f"{r['dataset']}: {r['normalisation']}" for r in rows)
-    t.caption = "post-edit mean (unedited model); Overall = " + " | ".join(notes)
+    notes = dict.fromkeys(r["normalisation"] for r in rows)
+    t.caption = "post-edit mean (unedited model); " + " | ".join(notes)
     return t
 
 
@@ -98,7 +98,8 @@ def _editor(lm, method: str, layers, preset: str | None, hparams: dict | None, s
 def evaluate_command(
     model: str = typer.Option("default-gpt2", help="embedded default name or a local Hugging Face model folder"),
     dataset: str = typer.Option(..., help="dataset name (see `goldenlayers ls`): zsre, wikibio, wiki_counterfact, ..."),
-    data_file: str = typer.Option(..., help="the benchmark JSON file, or a folder holding its usual file name"),
+    data_file: str | None = typer.Option(None, help="the benchmark JSON file, or a folder holding its usual file name "
+                                         "(none for realfacts: the facts the model knows, docs/realfacts.md)"),
     method: str = typer.Option("r-rome", help="editing method (see `goldenlayers ls`), or 'none' for no edit"),
     layer: str | None = typer.Option(None, help="layer to edit, or a comma-separated list to compare, e.g. 3,5,7"),
     limit: int | None = typer.Option(None, help="evaluate only the first K cases (after --shuffle-seed)"),
@@ -126,21 +127,29 @@ def evaluate_command(
     con = make_console()
     model_folder(model)  # a bad --model fails before the data file is read
     try:
-        data = load_dataset(dataset, data_file, limit=limit, shuffle_seed=shuffle_seed)
+        built = dataset == "realfacts" and data_file is None  # built once the model is loaded
+        data = None if built else load_dataset(dataset, data_file, limit=limit, shuffle_seed=shuffle_seed)
         layers = _parse_layers(layer)
         hparams = _parse_settings(set_)
     except (KeyError, DatasetFileError, ValueError, typer.BadParameter) as e:
         con.print(f"[red]error:[/red] {e.args[0] if isinstance(e, KeyError) else e}")
         raise typer.Exit(2) from None
-    con.print(data.report.summary())
-    for s in data.report.skipped[:10]:
-        con.print(f"  skipped {s}")
-    if len(data.report.skipped) > 10:
-        con.print(f"  ... and {len(data.report.skipped) - 10} more")
-    if not data.cases:
-        con.print("[red]error:[/red] no usable case in the file")
-        raise typer.Exit(2)
+    if data is not None:
+        con.print(data.report.summary())
+        for s in data.report.skipped[:10]:
+            con.print(f"  skipped {s}")
+        if len(data.report.skipped) > 10:
+            con.print(f"  ... and {len(data.report.skipped) - 10} more")
+        if not data.cases:
+            con.print("[red]error:[/red] no usable case in the file")
+            raise typer.Exit(2)
     lm = load_model_or_exit(model, dtype=dtype, device=device)
+    if data is None:
+        from goldenlayers.cli.common import realfacts_cases
+        from goldenlayers.datasets import LoadedDataset, LoadReport
+
+        cases = realfacts_cases(lm, limit, shuffle_seed or 0)
+        data = LoadedDataset(dataset, "", cases, LoadReport(dataset, "", len(cases), len(cases)))
     try:
         editor = None if method == "none" else _editor(lm, method, layers, preset, hparams, stats, stats_tokens, model)
         result = evaluate(lm.model, lm.tokenizer, data.cases, editor=editor, layer=layers,

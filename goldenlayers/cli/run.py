@@ -177,18 +177,24 @@ def report_cmd(
     run_dir: Path = typer.Argument(..., help="a run directory (holds config.yaml and store.sqlite)"),
     out: Path | None = typer.Option(None, help="output directory (default: RUN_DIR/report)"),
     method: str = typer.Option("r-rome", help="editing method of Table 1, Tables 3-8 and Figures 1-3"),
-    overall: str = typer.Option("minmax", help="Overall normalisation: minmax | raw"),
+    overall_weights: str = typer.Option("", help="Overall weights, e.g. rewrite=2,fluency=0 (default: all 1)"),
     table1_split: str = typer.Option("test", help="cases of Table 1: test | all"),
 ) -> None:
     """Write the paper-style tables and figures of a run as report.md and a self-contained report.html."""
     from pydantic import ValidationError
 
+    from goldenlayers.evaluation.overall import OverallSpec
     from goldenlayers.report import ReportSettings, report
     from goldenlayers.runs import ConfigError
 
     con = _console()
     try:
-        settings = ReportSettings(method=method, overall=overall, table1_split=table1_split)
+        spec = OverallSpec.parse(overall_weights)
+    except ValueError as e:
+        con.print(f"[red]error:[/red] --overall-weights: {_esc(e)}")
+        raise typer.Exit(2) from None
+    try:
+        settings = ReportSettings(method=method, overall=spec, table1_split=table1_split)
         result = report(run_dir, out, settings)
     except (FileNotFoundError, ConfigError, ValidationError) as e:
         con.print(f"[red]error:[/red] {_esc(e)}")

@@ -17,8 +17,8 @@ def _fmt(x) -> str:
 
 
 def _settings(lm, editor: str, preset: str | None, set_: list[str], stats: str | None, tokens: int, model: str):
-    """(settings, C) of the brute-force / evaluation editor, as `edit` resolves them (cli.common.editing_settings),
-    with C of every layer (a selector may pick any)."""
+    """(settings, C) of the brute-force / evaluation editor, as `edit` resolves them (cli.common.editing_settings,
+    which prints the preset and why), with C of every layer (a selector may pick any)."""
     from goldenlayers.cli.common import editing_settings
     from goldenlayers.cli.edit import _parse_settings
     from goldenlayers.editing import StatsError
@@ -39,7 +39,7 @@ def select_command(
     model: str = typer.Option("default-gpt2", help="embedded default name or a local Hugging Face model folder"),
     method: str = typer.Option("lga", help="selector: lga, cma or bruteforce"),
     dataset: str = typer.Option("world", help="dataset name (see `goldenlayers ls`)"),
-    data_file: str | None = typer.Option(None, help="benchmark file (not needed for --dataset world)"),
+    data_file: str | None = typer.Option(None, help="benchmark file (not needed for --dataset world or realfacts)"),
     limit: int | None = typer.Option(20, help="number of proxy cases"),
     editor: str = typer.Option("r-rome", help="editing method for brute force"),
     metric: str = typer.Option("rewrite", help="brute-force metric whose golden layer is chosen"),
@@ -55,10 +55,10 @@ def select_command(
     from goldenlayers.cli.common import load_model_or_exit
     from goldenlayers.selection.compare import select_layer
 
-    cases = load_cases(dataset, data_file, limit, model)
     lm = load_model_or_exit(model, device=device)
     hp, C = (None, None) if method != "bruteforce" else \
         _settings(lm, editor, preset, set_, stats, stats_tokens, model)
+    cases = load_cases(dataset, data_file, limit, model, lm=lm)
     try:
         sel = select_layer(lm.model, lm.tokenizer, cases, method, editor=editor, metric=metric, tukey_k=tukey_k,
                            model_name=lm.name, hparams=hp, stats=C)
@@ -76,20 +76,62 @@ def select_command(
         console.print(f"  skipped {cid}: {why}")
 
 
+METRIC_HEADS = dict(rewrite="rew", rephrase="reph", locality="loc", portability="port", fluency="flu")
+
+
 def render_comparison(cmp, title: str):
+    """The Table-2 rows of a comparison; with ground truth also regret, Spearman's rho and cost (and under it,
+    a second table of the regret per metric)."""
+    from rich.console import Group
     from rich.table import Table
 
+    truth = getattr(cmp, "truth", None)
     t = Table(title=title)
-    cols = ("method", "selector", "layer", "rewrite", "rephrase", "locality", "portability", "fluency", "overall",
-            "seconds", "speedup_vs_bruteforce")
-    heads = ("method", "selector", "layer", "rew", "reph", "loc", "port", "flu", "overall", "sec", "xBF")
+    cols = ["method", "selector", "layer", *METRIC_HEADS, "overall"]
+    heads = ["method", "selector", "layer", *METRIC_HEADS.values(), "overall"]
+    if truth is not None:
+        cols += ["regret", "spearman", "cost"]
+        heads += ["regret", "rho", "cost"]
+    cols += ["seconds", "speedup_vs_bruteforce"]
+    heads += ["sec", "xBF"]
     for h in heads:
         t.add_column(h, justify="right", no_wrap=True)
     for r in cmp.rows:
-        t.add_row(*(str(r[c]) if c in ("method", "selector", "layer") else _fmt(r[c]) for c in cols))
-    t.caption = (f"rew/reph/loc/port: rewrite, rephrase, locality, portability accuracy; flu: fluency (n-gram entropy, "
-                 f"bits); sec: selector wall time; xBF: times faster than brute force. Overall: {cmp.normalisation}")
-    return t
+        t.add_row(*(str(r[c]) if c in ("method", "selector", "layer") else _fmt(r.get(c)) for c in cols))
+    caption = ("rew/reph/loc/port: rewrite, rephrase, locality, portability accuracy; flu: fluency (n-gram entropy, "
+               "bits); sec: selector wall time; xBF: times faster than brute force on the proxy set. ")
+    if truth is None:
+        t.caption = caption + cmp.normalisation
+        return t
+    t.caption = caption + (f"Metrics: test-set means at the chosen layer from the sweep of every layer on the "
+                           f"{truth.cases} test cases ({truth.seconds:.1f} s); regret: test Overall at the test "
+                           f"golden layer ({truth.golden['overall']}) minus at the chosen layer; rho: Spearman "
+                           "correlation of the selector's layer scores with the per-layer test Overall; cost: "
+                           f"selector time / sweep time. {cmp.normalisation}")
+    metrics = list(truth.means)
+    per = Table(title="regret per metric (best test mean minus the mean at the chosen layer; fluency: the reverse)")
+    for h in ["selector", "layer", *(METRIC_HEADS.get(m, m) for m in metrics), "overall"]:
+        per.add_column(h, justify="right", no_wrap=True)
+    per.add_row("golden", "", *(str(truth.golden[m]) for m in metrics), str(truth.golden["overall"]))
+    for r in cmp.rows:
+        per.add_row(r["selector"], str(r["layer"]), *(_fmt(r.get(f"regret_{m}")) for m in metrics),
+                    _fmt(r.get("regret")))
+    return Group(t, per)
+
+
+def selection_line(sel) -> str:
+    """One line printed as soon as a selector has chosen its layer."""
+    n = sel.table.cases
+    return (f"{sel.selector}: layer {sel.layer} chosen on {n} proxy case{'' if n == 1 else 's'} in {sel.seconds:.1f} s "
+            f"(best-ranked: {', '.join(map(str, sel.table.ranking()[:3]))})")
+
+
+def row_line(r: dict) -> str:
+    """One line printed as soon as a selector's test-set row is known."""
+    parts = [f"{m} {_fmt(r.get(m))}" for m in (*METRIC_HEADS, "overall") if r.get(m) is not None]
+    if "regret" in r:
+        parts += [f"regret {_fmt(r['regret'])}", f"rho {_fmt(r.get('spearman'))}", f"cost {_fmt(r.get('cost'))}"]
+    return f"{r['selector']} at layer {r['layer']} on the test set: " + ", ".join(parts)
 
 
 def compare_command(
@@ -97,10 +139,13 @@ def compare_command(
     dataset: str = typer.Option("world"),
     data_file: str | None = typer.Option(None),
     limit: int | None = typer.Option(200, help="cases in all (proxy + test)"),
-    proxy_fraction: float = typer.Option(0.1, help="share of the cases used as the proxy set"),
+    proxy_fraction: float = typer.Option(0.1, help="share of the cases used as the proxy set (exactly rounded)"),
     editor: str = typer.Option("r-rome", help="editing method"),
     selectors: str = typer.Option("lga,cma,bruteforce", help="comma-separated selectors"),
     no_fluency: bool = typer.Option(False, "--no-fluency", help="skip the fluency generation"),
+    truth: bool = typer.Option(False, "--truth", help="also sweep every layer on the test set (ground truth): adds "
+                               "regret, Spearman's rho and cost per selector"),
+    overall_weights: str = typer.Option("", help="Overall weights, e.g. rewrite=2,fluency=0 (default: all 1)"),
     seed: int = typer.Option(0, help="seed of the proxy/test split"),
     preset: str | None = typer.Option(None, help=PRESET_HELP),
     set_: list[str] = typer.Option([], "--set", help="override an editing setting: key=value (repeatable)"),
@@ -108,20 +153,34 @@ def compare_command(
     stats_tokens: int = typer.Option(100_000, help=STATS_TOKENS_HELP),
     device: str | None = typer.Option(None),
 ) -> None:
-    """Find a layer with each selector on a proxy set, edit the test set there, and print Table 2 with wall times."""
+    """Find a layer with each selector on a proxy set, edit the test set there, and print Table 2 with wall times
+    (with --truth: against brute force on the test set). Each selector's result is printed as soon as it is known."""
     from goldenlayers.cli.common import load_model_or_exit
     from goldenlayers.datasets.split import split_cases
-    from goldenlayers.selection.compare import compare_selectors
+    from goldenlayers.evaluation.overall import OverallSpec
+    from goldenlayers.selection.compare import SELECTORS, compare_selectors
 
-    cases = load_cases(dataset, data_file, limit, model)
-    split = split_cases(cases, proxy_fraction=proxy_fraction, seed=seed)
-    if not split.proxy or not split.test:
-        fail(f"the split left an empty side ({len(split.proxy)} proxy, {len(split.test)} test): use more cases")
+    try:
+        spec = OverallSpec.parse(overall_weights)
+    except ValueError as e:
+        fail(f"--overall-weights: {e}")
+    names = [s.strip() for s in selectors.split(",") if s.strip()]
+    unknown = [s for s in names if s not in SELECTORS]
+    if unknown or not names:
+        fail(f"--selectors: unknown {unknown or 'empty list'}; choose from {', '.join(SELECTORS)}")
     lm = load_model_or_exit(model, device=device)
     hp, C = _settings(lm, editor, preset, set_, stats, stats_tokens, model)
-    cmp = compare_selectors(lm.model, lm.tokenizer, split.proxy, split.test, editor=editor,
-                            selectors=[s.strip() for s in selectors.split(",")], fluency=not no_fluency,
-                            model_name=lm.name, hparams=hp, stats=C)
+    cases = load_cases(dataset, data_file, limit, model, lm=lm)
+    try:
+        split = split_cases(cases, proxy_fraction=proxy_fraction, seed=seed)
+    except ValueError as e:
+        fail(f"--proxy-fraction / --limit: {e}")
+    console.print(f"{lm.name}: {len(split.proxy)} proxy / {len(split.test)} test cases")
+    cmp = compare_selectors(lm.model, lm.tokenizer, split.proxy, split.test, editor=editor, selectors=names,
+                            fluency=not no_fluency, model_name=lm.name, truth=truth, overall_spec=spec,
+                            hparams=hp, stats=C,
+                            on_selection=lambda sel: console.print(selection_line(sel)),
+                            on_row=lambda r: console.print(row_line(r)))
     console.print(render_comparison(cmp, f"{lm.name}: {len(split.proxy)} proxy / {len(split.test)} test cases"))
 
 

@@ -16,7 +16,7 @@ from goldenlayers.datasets.registry import (
     load_dataset,
     register_dataset,
 )
-from goldenlayers.datasets.split import Split, hash_unit, in_proxy, proxy_union, shuffle_cases, split_cases
+from goldenlayers.datasets.split import Split, hash_unit, proxy_size, proxy_union, shuffle_cases, split_cases
 
 __all__ = [
     "KNOWEDIT_DATASETS",
@@ -30,8 +30,8 @@ __all__ = [
     "available_datasets",
     "get_dataset",
     "hash_unit",
-    "in_proxy",
     "load_dataset",
+    "proxy_size",
     "proxy_union",
     "read_counterfact",
     "read_knowedit",

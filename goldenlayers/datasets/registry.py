@@ -1,8 +1,10 @@
 """Dataset registry and `load_dataset` (REFERENCE.md section 5; DESIGN.md house style 3: explicit registries).
 
-Names: zsre, wikibio, wiki_counterfact, wiki_recent (KnowEdit), counterfact (ROME), and world (the synthetic
+Names: zsre, wikibio, wiki_counterfact, wiki_recent (KnowEdit), counterfact (ROME), world (the synthetic
 world's exports: its exporter writes the KnowEdit wiki_counterfact shape or the CounterFact shape, and the
-reader picks by the first record, so `goldenlayers.datasets.synthetic` is never imported to read them).
+reader picks by the first record, so `goldenlayers.datasets.synthetic` is never imported to read them), and
+realfacts (the real-world fact set's exports, read the same way; without a file the commands build the set
+itself, docs/realfacts.md).
 
 `load_dataset(name, path)` reads a file (or finds the usual file name inside a directory, e.g. the unzipped
 KnowEdit folder), skips malformed records into the LoadReport, then optionally shuffles (seeded, see
@@ -54,7 +56,7 @@ class LoadedDataset:
         return self.cases[i]
 
     def split(self, proxy_fraction: float = 0.1, seed: int = 0) -> Split:
-        """Proxy/test split of these cases (hash-based, stable when the file grows)."""
+        """Proxy/test split of these cases: exactly round(proxy_fraction x N) proxy cases, in a seeded hash order."""
         return split_cases(self.cases, proxy_fraction, seed)
 
 
@@ -114,8 +116,9 @@ def load_dataset(name: str, path: str | Path | None, limit: int | None = None,
     return LoadedDataset(name, str(p), cases, report)
 
 
-def _read_world(path: Path, name: str) -> tuple[list[EditCase], LoadReport]:
-    """The synthetic world's export: CounterFact shape when the first record has `requested_rewrite`, else KnowEdit."""
+def _read_export(path: Path, name: str) -> tuple[list[EditCase], LoadReport]:
+    """A file written by the project's exporters (synthetic world, real facts): CounterFact shape when the first
+    record has `requested_rewrite`, else KnowEdit wiki_counterfact."""
     data = read_json_list(path)
     if data and isinstance(data[0], dict) and "requested_rewrite" in data[0]:
         return read_counterfact(path, name)
@@ -138,6 +141,8 @@ for _spec in (
     DatasetSpec("counterfact", "ROME CounterFact (paraphrase, neighborhood locality)", read_counterfact,
                 ("counterfact.json", "multi_counterfact.json")),
     DatasetSpec("world", "the synthetic world's exported cases (KnowEdit wiki_counterfact or CounterFact shape)",
-                _read_world, ("test_cf.json", "counterfact.json")),
+                _read_export, ("test_cf.json", "counterfact.json")),
+    DatasetSpec("realfacts", "real countries and cities from GeoNames (`goldenlayers realfacts` exports; no file: "
+                "built, and filtered to the facts the model knows)", _read_export, ("test_cf.json", "counterfact.json")),
 ):
     register_dataset(_spec)

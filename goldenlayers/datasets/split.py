@@ -1,19 +1,24 @@
 """Proxy/test splits, the proxy union, and deterministic shuffling (REFERENCE.md section 2; paper section 3).
 
-The paper splits each dataset at random into a proxy set (10%) and a test set (90%). Here membership is decided
-per case by a seeded hash of (dataset, case id): u = sha256(f"{seed}|{dataset}|{case_id}") read as a number in
-[0, 1), and the case is in the proxy set when u < proxy_fraction. So a split is reproducible from the seed, and it
-is STABLE WHEN THE FILE GROWS: appending records never moves an existing case from one side to the other. The
-price is that the proxy share is proportional only on average (about 10% of a 1,000-case file, not exactly 100).
+The paper splits each dataset at random into a proxy set (10%) and a test set (90%). Here the split is EXACT and
+seeded: every case gets a rank key u = sha256(f"split|{seed}|{dataset}|{case_id}") read as a number in [0, 1);
+the cases are ordered by u and the first k = round(proxy_fraction x N) (halves rounded up) form the proxy set,
+the rest the test set. k is kept between 1 and N - 1, so both sides are non-empty; fewer than 2 cases cannot be
+split (ValueError). So 120 cases give 12 proxy cases, 300 give 30, 80 give 8, whatever the seed.
+
+The order is STABLE WHEN THE FILE GROWS: a case's key depends only on (seed, dataset, case id), so appending
+records never reorders the existing cases among themselves (the new ones are slotted in between; since k grows
+with N, the proxy set of the grown file is again its first k cases in that order).
 
 `shuffle_cases` orders cases by the same kind of hash (with a different salt), so a shuffled prefix (`limit`) of a
 grown file keeps the old cases in their old relative order. The proxy union pools the proxy sets of several
-datasets (Figure 2); (dataset, case id) pairs must be unique across them.
+datasets (Figure 2), each split exactly as above; (dataset, case id) pairs must be unique across them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -26,9 +31,19 @@ def hash_unit(*parts: object) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-def in_proxy(case: EditCase, proxy_fraction: float = 0.1, seed: int = 0) -> bool:
-    """Whether `case` belongs to the proxy set of the (proxy_fraction, seed) split."""
-    return hash_unit("split", seed, case.dataset, case.case_id) < proxy_fraction
+def split_key(case: EditCase, seed: int = 0) -> tuple[float, str, str]:
+    """The rank of `case` in the split order of `seed` (hash first; dataset and id break the rare tie)."""
+    return hash_unit("split", seed, case.dataset, case.case_id), str(case.dataset), str(case.case_id)
+
+
+def proxy_size(n: int, proxy_fraction: float) -> int:
+    """round(proxy_fraction x n), halves up, kept in [1, n - 1]; ValueError for n < 2 or a fraction outside (0, 1)."""
+    if not 0.0 < proxy_fraction < 1.0:
+        raise ValueError(f"proxy_fraction must lie strictly between 0 and 1, got {proxy_fraction}")
+    if n < 2:
+        raise ValueError(f"a proxy/test split needs at least 2 cases, got {n}")
+    # the 1e-9 absorbs float error in the product (0.1 x 125 is 12.500000000000002, 0.3 x 5 is 1.4999999999999998)
+    return min(max(math.floor(proxy_fraction * n + 0.5 + 1e-9), 1), n - 1)
 
 
 @dataclass(frozen=True)
@@ -45,13 +60,13 @@ class Split:
 
 
 def split_cases(cases: Iterable[EditCase], proxy_fraction: float = 0.1, seed: int = 0) -> Split:
-    """Split cases into proxy (about `proxy_fraction`) and test by a seeded hash of each case's (dataset, id)."""
-    if not 0.0 < proxy_fraction < 1.0:
-        raise ValueError(f"proxy_fraction must lie strictly between 0 and 1, got {proxy_fraction}")
-    proxy, test = [], []
-    for c in cases:
-        (proxy if in_proxy(c, proxy_fraction, seed) else test).append(c)
-    return Split(proxy, test, proxy_fraction, seed)
+    """Split cases into exactly `proxy_size(N, proxy_fraction)` proxy cases (the first in the seeded hash order)
+    and the test cases; both sides keep the input order."""
+    cases = list(cases)
+    k = proxy_size(len(cases), proxy_fraction)
+    chosen = {id(c) for c in sorted(cases, key=lambda c: split_key(c, seed))[:k]}
+    return Split([c for c in cases if id(c) in chosen], [c for c in cases if id(c) not in chosen],
+                 proxy_fraction, seed)
 
 
 def proxy_union(splits: Mapping[str, Split] | Iterable[Split]) -> list[EditCase]:

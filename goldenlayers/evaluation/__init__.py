@@ -11,7 +11,7 @@ from goldenlayers.evaluation.fluency import (
     word_tokens,
 )
 from goldenlayers.evaluation.metrics import LOWER_IS_BETTER, METRICS, Scored, category_mean, teacher_forced
-from goldenlayers.evaluation.overall import OverallResult, overall
+from goldenlayers.evaluation.overall import DEFAULT_OVERALL, OverallSpec, overall, overall_note
 from goldenlayers.evaluation.result import ROW_COLUMNS, EvalFailure, EvalResult, EvalRow, combine
 from goldenlayers.evaluation.scorer import (
     CaseScorer,
@@ -23,6 +23,7 @@ from goldenlayers.evaluation.scorer import (
 )
 
 __all__ = [
+    "DEFAULT_OVERALL",
     "LOWER_IS_BETTER",
     "METRICS",
     "ROW_COLUMNS",
@@ -32,7 +33,7 @@ __all__ = [
     "EvalResult",
     "EvalRow",
     "EvalSettings",
-    "OverallResult",
+    "OverallSpec",
     "PreCache",
     "Scored",
     "WeightsNotRestoredError",
@@ -46,6 +47,7 @@ __all__ = [
     "model_key",
     "ngram_entropy",
     "overall",
+    "overall_note",
     "sample_text",
     "teacher_forced",
     "word_tokens",

@@ -4,9 +4,8 @@ Rows have the columns ROW_COLUMNS: one row per case and metric (pre: the unedite
 locality; post: the edited model's value). `table()` aggregates the KnowEdit way: a case's portability/locality
 value is already the mean over its categories (goldenlayers.evaluation.metrics), and the table averages each metric
 over the cases that have it (cases without that kind of probe are skipped), one row per (dataset, method, layer).
-Overall is computed per dataset over that dataset's rows (the layers or methods compared), with the normalisation
-stated in the `normalisation` column (goldenlayers.evaluation.overall). `combine()` merges results of several
-runs (e.g. one per layer or method) so that their rows are compared in one table.
+Overall is a fixed function of each row's means (goldenlayers.evaluation.overall), stated in the `normalisation`
+column. `combine()` merges results of several runs (e.g. one per layer or method) into one table.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from goldenlayers.evaluation.metrics import METRICS
-from goldenlayers.evaluation.overall import overall
+from goldenlayers.evaluation.overall import overall, overall_metrics, overall_note
 
 ROW_COLUMNS = ("case_id", "dataset", "metric", "pre", "post", "layer", "method")
 
@@ -69,7 +68,7 @@ class EvalResult:
 
     def table(self) -> list[dict]:
         """One dict per (dataset, method, layer) with rows: cases, failures, each metric's post mean and `<metric>_pre` mean,
-        overall and normalisation (Overall compares the rows of the same dataset)."""
+        overall and normalisation (the statement of Overall's definition for this row's metrics)."""
         groups: dict[tuple, list[EvalRow]] = {}
         for r in self.rows:
             groups.setdefault((r.dataset, r.method, r.layer), []).append(r)
@@ -82,12 +81,9 @@ class EvalResult:
                 mine = [r for r in rows if r.metric == m]
                 entry[m] = _mean([r.post for r in mine])
                 entry[f"{m}_pre"] = _mean([r.pre for r in mine if r.pre is not None])
+            entry["overall"] = overall(entry)
+            entry["normalisation"] = overall_note(overall_metrics(entry))
             table.append(entry)
-        for dataset in dict.fromkeys(e["dataset"] for e in table):
-            mine = [e for e in table if e["dataset"] == dataset]
-            o = overall([{m: e[m] for m in metrics} for e in mine])
-            for e, v in zip(mine, o.values):
-                e["overall"], e["normalisation"] = v, o.normalisation
         return table
 
     def failure_summary(self) -> dict[str, int]:

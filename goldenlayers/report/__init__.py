@@ -2,7 +2,7 @@
 and one self-contained HTML page. See docs/report.md."""
 
 from goldenlayers.report.build import ReportOutput, ReportSettings, report
-from goldenlayers.report.data import OVERALL_SCHEMES, RunData, Unavailable, overall
+from goldenlayers.report.data import RunData, Unavailable
 from goldenlayers.report.tables import Table
 
-__all__ = ["OVERALL_SCHEMES", "ReportOutput", "ReportSettings", "RunData", "Table", "Unavailable", "overall", "report"]
+__all__ = ["ReportOutput", "ReportSettings", "RunData", "Table", "Unavailable", "report"]

@@ -15,12 +15,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from goldenlayers.evaluation.overall import DEFAULT_OVERALL, OverallSpec, overall
 from goldenlayers.report import figures as F
-from goldenlayers.report.data import RunData, Unavailable, golden_module, metric_curves, overall
+from goldenlayers.report.data import RunData, Unavailable, golden_module, metric_curves
 from goldenlayers.report.html import render_html
 from goldenlayers.report.tables import (
     Table,
     pick_method,
+    regret_tables,
     selector_means,
     selector_tables,
     table1,
@@ -33,7 +35,7 @@ class ReportSettings(BaseModel):
     """method: the editing method of Table 1, Tables 3-8 and Figures 1-3 (a model without brute-force rows of it
     falls back to its first swept method); table1_metric / table1_split: what Table 1 compares ("all" = every
     case); golden_metric: picks brute force's proxy golden layer (Tables 2/9/10, Figures 2-3); overall: the
-    normalisation scheme of Overall (goldenlayers.report.data.OVERALL_SCHEMES)."""
+    weights and fluency scale of Overall (goldenlayers.evaluation.overall.OverallSpec; default equal weights)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -41,7 +43,7 @@ class ReportSettings(BaseModel):
     table1_metric: str = "rewrite"
     table1_split: Literal["test", "all"] = "test"
     golden_metric: str = "rewrite"
-    overall: Literal["minmax", "raw"] = "minmax"
+    overall: OverallSpec = DEFAULT_OVERALL
     alpha: float = Field(0.05, gt=0, lt=1)
     test: Literal["paired", "independent"] = "paired"
     digits: int = Field(4, ge=1, le=8)
@@ -101,8 +103,7 @@ def _figure3(data: RunData, s: ReportSettings) -> dict[str, object]:
             rows = {sel: means for (m, sel), (_, means) in
                     selector_means(data, model, ds, s.golden_metric, s.overall).items() if m == s.method}
             if rows:
-                ov = overall(rows, s.overall)
-                values[(model, ds)] = {sel: dict(means, overall=ov[sel]) for sel, means in rows.items()}
+                values[(model, ds)] = {sel: dict(means, overall=overall(means, s.overall)) for sel, means in rows.items()}
     if not values:
         raise Unavailable(f"needs test rows of {s.method!r} edited at selected layers")
     return {"fig3": (F.selector_bars(values, f"{s.method}: layer selectors compared on the test set"),
@@ -139,6 +140,7 @@ def report(run_dir: RunDir | str | Path, out: str | Path | None = None,
     result.tables += ([t1] if t1 else [])
     result.tables += attempt("Tables 2/9/10", lambda: selector_tables(data, s.method, s.golden_metric, s.overall,
                                                                       s.digits)) or []
+    result.tables += attempt("Regret", lambda: regret_tables(data, s.golden_metric, s.overall, s.digits)) or []
     result.tables += attempt("Tables 3-8", lambda: transfer_tables(data, s.method, s.overall, s.digits)) or []
     captions = {}
     for what, fn in (("Figure 1", _figure1), ("Figure 2", _figure2), ("Figure 3", _figure3), ("Figure 4", _figure4)):

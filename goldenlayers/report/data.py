@@ -1,37 +1,26 @@
 """What the report reads from a run store, aggregated in SQL (so large runs never load every row), the display
 names of datasets, methods, selectors and metrics, and the Overall score (REFERENCE.md section 4).
 
-Overall: the mean over a dataset's available metrics of each metric normalised over the compared rows (layers
-of a curve, or the method x selector rows of a table). Schemes (`OVERALL_SCHEMES`, stated under every table):
-- "minmax" (default, REFERENCE.md): every metric min-max scaled to [0, 1] over the compared rows, fluency
-  negated first (the paper marks it lower-is-better); a metric equal on every compared row separates nothing
-  and is left out of the mean (as goldenlayers.evaluation.overall does); no metric left: NaN.
-- "raw": accuracy-type metrics kept as they are (they already lie in [0, 1]); fluency min-max scaled over the
-  compared rows and negated (1 - scaled; left out when equal on every row). This reproduces the paper's ROME
-  Overall numbers in Table 2.
+Overall: the fixed per-row score of goldenlayers.evaluation.overall (the same layer has the same Overall in every
+table); per layer it is the Overall of that layer's metric means, and its golden layer comes from
+goldenlayers.selection.golden.golden_layers' definition.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from goldenlayers.evaluation.overall import OverallSpec
 from goldenlayers.runs.config import DATASETS, METHODS
-from goldenlayers.runs.schema import HIGHER_IS_BETTER, METRICS
+from goldenlayers.runs.schema import METRICS
 from goldenlayers.runs.store import Store
 
 DATASET_LABELS = dict(zsre="ZsRE", wikibio="WikiBio", wiki_counterfact="WikiCounterfact", wiki_recent="WikiRecent",
                       counterfact="Counterfact", world="World")
 METHOD_LABELS = {"rome": "ROME", "r-rome": "R-ROME", "emmet": "EMMET", "memit": "MEMIT"}
 METRIC_ABBR = dict(rewrite="RwA", rephrase="RpA", locality="LOC", portability="PRT", fluency="FLC", overall="OV")
-OVERALL_SCHEMES = {
-    "minmax": "Overall = mean of the available metrics, each min-max normalised over the compared {what} "
-              "(fluency negated first; a metric equal on all of them is left out).",
-    "raw": "Overall = mean of the available metrics: accuracies as measured, fluency min-max normalised over the "
-           "compared {what} and negated (1 - x; left out when equal on all of them).",
-}
 BRUTEFORCE = "bruteforce"
 
 
@@ -71,29 +60,6 @@ def selector_label(s: str) -> str:
 
 def selector_family(s: str) -> str:
     return "bruteforce" if s == BRUTEFORCE else s.partition("-")[0]
-
-
-def overall(rows: Mapping[object, Mapping[str, float]], scheme: str = "minmax") -> dict[object, float]:
-    """Overall of each compared row {label: {metric: mean}}; metrics missing on any row are left out."""
-    if scheme not in OVERALL_SCHEMES:
-        raise ValueError(f"unknown overall scheme {scheme!r}; choose one of {sorted(OVERALL_SCHEMES)}")
-    labels = list(rows)
-    metrics = [m for m in METRICS if m != "overall" and all(m in rows[k] for k in labels)]
-    if not labels or not metrics:
-        return {k: float("nan") for k in labels}
-    cols = []
-    for m in metrics:
-        v = np.array([rows[k][m] for k in labels], dtype=np.float64)
-        if scheme == "raw" and HIGHER_IS_BETTER[m]:
-            cols.append(v)
-            continue
-        v = v if HIGHER_IS_BETTER[m] else -v
-        span = v.max() - v.min()
-        if span > 0:
-            cols.append((v - v.min()) / span)
-    if not cols:
-        return {k: float("nan") for k in labels}
-    return dict(zip(labels, np.mean(cols, axis=0).tolist(), strict=True))
 
 
 class RunData:
@@ -178,6 +144,31 @@ class RunData:
                     out.setdefault(ds, {})[BRUTEFORCE] = float(sec)
         return {ds: out[ds] for ds in _order(out, DATASETS)}
 
+    def selector_scores(self, model: str, dataset: str, selector: str) -> tuple[list[int], list[float], float] | None:
+        """(layers, scores, seconds) of a selector's rows (its per-layer scores, higher is better), or None."""
+        rows = self._q("SELECT layer, score, seconds FROM selectors WHERE model=? AND dataset=? AND selector=? "
+                       "ORDER BY layer", model, dataset, selector)
+        return ([int(r[0]) for r in rows], [float(r[1]) for r in rows], max(float(r[2]) for r in rows)) if rows \
+            else None
+
+    def sweep_seconds(self, model: str, dataset: str, method: str, split: str) -> float:
+        """Summed seconds of the distinct brute-force (case, layer) cells of `method` on `split` (0 when none)."""
+        (sec,) = self._q("SELECT SUM(s) FROM (SELECT MAX(seconds) AS s FROM results WHERE model=? AND dataset=? "
+                         "AND method=? AND selector=? AND split=? GROUP BY case_id, layer)",
+                         model, dataset, method, BRUTEFORCE, split)[0]
+        return float(sec or 0.0)
+
+    def truth(self, model: str, dataset: str, method: str, spec: OverallSpec | None = None):
+        """The test-set ground truth (goldenlayers.selection.regret.GroundTruth) of `method`'s brute-force rows,
+        or None when it has none on the test split."""
+        from goldenlayers.selection.regret import GroundTruth
+
+        matrices = {m: x for m in self.metrics(model, dataset, method) if m != "overall"
+                    and (x := self.matrix(model, dataset, method, m, "test")) is not None}
+        if not matrices:
+            return None
+        return GroundTruth.from_matrices(matrices, self.sweep_seconds(model, dataset, method, "test"), spec)
+
     def counts(self) -> dict[str, int]:
         return {t: self.store.count(t) for t in ("results", "selectors", "failures")}
 
@@ -202,18 +193,18 @@ class Curves:
 
 def _curves(metric: str, layers: list[int], test: np.ndarray, proxy: np.ndarray | None) -> Curves:
     golden = golden_module()
-    hib = HIGHER_IS_BETTER[metric]
-    t = golden.argbest(test, hib)
+    t = layers.index(golden.best_layer(metric, layers, test))
     c = Curves(metric, layers, test, layers[t], float(test[t]), proxy)
     if proxy is not None:
-        p = golden.argbest(proxy, hib)
+        p = layers.index(golden.best_layer(metric, layers, proxy))
         c.proxy_layer, c.proxy_score = layers[p], float(test[p])
     return c
 
 
-def metric_curves(data: RunData, model: str, dataset: str, method: str, scheme: str = "minmax") -> dict[str, Curves]:
-    """{metric: Curves} for every brute-force metric of (model, dataset, method), plus "overall" computed per
-    layer with `overall(..., scheme)` over the layers (when at least one metric has curves)."""
+def metric_curves(data: RunData, model: str, dataset: str, method: str,
+                  spec: OverallSpec | None = None) -> dict[str, Curves]:
+    """{metric: Curves} for every brute-force metric of (model, dataset, method), plus "overall": the Overall of
+    each layer's metric means (`golden.overall_curve`; when at least one metric has curves)."""
     out: dict[str, Curves] = {}
     for metric in data.metrics(model, dataset, method):
         if metric == "overall":
@@ -227,14 +218,15 @@ def metric_curves(data: RunData, model: str, dataset: str, method: str, scheme: 
             pm = proxy.means()
         out[metric] = _curves(metric, test.layers, test.means(), pm)
     if out:
+        golden = golden_module()
         layers = sorted(set.intersection(*(set(c.layers) for c in out.values())))
+
         def per_layer(split: str) -> np.ndarray:
-            rows = {layer: {m: float(getattr(c, split)[c.layers.index(layer)]) for m, c in out.items()}
-                    for layer in layers}
-            return np.array(list(overall(rows, scheme).values()))
+            return golden.overall_curve({m: np.array([getattr(c, split)[c.layers.index(layer)] for layer in layers])
+                                         for m, c in out.items()}, spec)
         test = per_layer("test")
         proxy = per_layer("proxy") if all(c.proxy is not None for c in out.values()) else None
-        if np.isfinite(test).all():  # NaN: every metric is constant over the layers
+        if np.isfinite(test).all():
             out["overall"] = _curves("overall", layers, test,
                                      proxy if proxy is not None and np.isfinite(proxy).all() else None)
     return out

@@ -8,7 +8,7 @@
   LOC, PRT, FLC and OV on the test set; Table 10: rows model x selector for one method.
 - Tables 3-8 (Appendix B.2): per metric, the proxy golden layer and the test golden layer with the test-set
   score at each, per model and dataset.
-Overall is normalised as `goldenlayers.report.data.overall` says; the scheme is stated under each table.
+Overall is the fixed per-row score of goldenlayers.evaluation.overall; its definition is stated under each table.
 """
 
 from __future__ import annotations
@@ -16,17 +16,16 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
+from goldenlayers.evaluation.overall import OverallSpec, overall, overall_note
 from goldenlayers.report.data import (
     BRUTEFORCE,
     METRIC_ABBR,
-    OVERALL_SCHEMES,
     RunData,
     Unavailable,
     dataset_label,
     golden_module,
     method_label,
     metric_curves,
-    overall,
     selector_label,
 )
 from goldenlayers.runs.schema import HIGHER_IS_BETTER, METRICS
@@ -71,7 +70,7 @@ class Table:
 
 
 def num(v: float | None, digits: int = 4) -> str:
-    return DASH if v is None else f"{v:.{digits}f}"
+    return DASH if v is None or v != v else f"{v:.{digits}f}"  # None or NaN: a dash
 
 
 def header(metric: str) -> str:
@@ -123,12 +122,13 @@ def table1(data: RunData, method: str = "r-rome", metric: str = "rewrite", split
                  ["Model", "", *map(dataset_label, datasets)], rows, note=note)
 
 
-def transfer_tables(data: RunData, method: str = "r-rome", scheme: str = "minmax", digits: int = 4) -> list[Table]:
+def transfer_tables(data: RunData, method: str = "r-rome", spec: OverallSpec | None = None,
+                    digits: int = 4) -> list[Table]:
     """Tables 3-8: one per metric with data; a dataset column pair (Layer, score) where the metric exists."""
     models = [m for m in data.models() if data.methods(m)]
     if not models:
         raise Unavailable("need brute-force rows (selector 'bruteforce'); the run has none")
-    curves = {(model, ds): metric_curves(data, model, ds, pick_method(data, model, method), scheme)
+    curves = {(model, ds): metric_curves(data, model, ds, pick_method(data, model, method), spec)
               for model in models for ds in data.datasets(model)}
     tables = []
     for number, metric in enumerate(METRICS, start=3):
@@ -147,7 +147,8 @@ def transfer_tables(data: RunData, method: str = "r-rome", scheme: str = "minmax
                 rows.append(row)
         note = "Both rows scored on the test set: at the proxy set's golden layer and at the test set's own."
         if metric == "overall":
-            note += " " + OVERALL_SCHEMES[scheme].format(what="layers")
+            note += " " + overall_note([m for m in METRICS if any(m in c for c in curves.values())], spec) + \
+                " of each layer's means."
         tables.append(Table(f"table{number}", f"Table {number}: proxy vs test golden layer ({metric})",
                             ["Model", "Set", *[x for _ in datasets for x in ("Layer", metric.capitalize())]],
                             rows, groups=[("", 2), *[(dataset_label(d), 2) for d in datasets]], note=note))
@@ -155,7 +156,7 @@ def transfer_tables(data: RunData, method: str = "r-rome", scheme: str = "minmax
 
 
 def selector_means(data: RunData, model: str, ds: str, golden_metric: str = "rewrite",
-                   scheme: str = "minmax") -> dict[tuple[str, str], tuple[str, dict[str, float]]]:
+                   spec: OverallSpec | None = None) -> dict[tuple[str, str], tuple[str, dict[str, float]]]:
     """{(method, selector): (layers text, {metric: test mean})} for one model and dataset: the rows edited at a
     selector's chosen layer, and for each swept method "bruteforce" = its brute-force rows at the proxy set's
     golden layer of `golden_metric`."""
@@ -164,7 +165,7 @@ def selector_means(data: RunData, model: str, ds: str, golden_metric: str = "rew
         means, layers, _ = data.means(model, ds, method, selector, "test")
         out[(method, selector)] = (",".join(map(str, layers)), means)
     for method in data.methods(model):
-        c = metric_curves(data, model, ds, method, scheme).get(golden_metric)
+        c = metric_curves(data, model, ds, method, spec).get(golden_metric)
         if c is not None and c.proxy_layer is not None:
             means, _, _ = data.means(model, ds, method, BRUTEFORCE, "test", c.proxy_layer)
             out[(method, BRUTEFORCE)] = (str(c.proxy_layer), means)
@@ -175,39 +176,81 @@ def _row_label(selector: str) -> str:
     return "BF (proxy golden)" if selector == BRUTEFORCE else selector_label(selector)
 
 
-def _selector_table(key: str, title: str, first: str, rows: dict, scheme: str, digits: int) -> Table:
+def _selector_table(key: str, title: str, first: str, rows: dict, spec: OverallSpec | None, digits: int) -> Table:
     """rows: {(group label, selector): (layers text, means)}."""
     metrics = [m for m in METRICS if m != "overall" and any(m in means for _, means in rows.values())]
-    ov = overall({k: means for k, (_, means) in rows.items()}, scheme)
     groups = list(dict.fromkeys(g for g, _ in rows))  # keep group order; brute force last within a group
     ordered = sorted(rows.items(), key=lambda kv: (groups.index(kv[0][0]), kv[0][1] == BRUTEFORCE))
     body, last = [], None
     for (group, selector), (layers, means) in ordered:
         body.append([group if group != last else "", _row_label(selector), layers,
-                     *(num(means.get(m), digits) for m in metrics), num(ov[(group, selector)], digits)])
+                     *(num(means.get(m), digits) for m in metrics), num(overall(means, spec), digits)])
         last = group
     return Table(key, title, [first, "Selection", "Layer", *map(header, metrics), header("overall")], body,
-                 note="Test-set means. " + OVERALL_SCHEMES[scheme].format(what="rows of this table"))
+                 note="Test-set means. " + overall_note(metrics, spec) + "; a row lacking a metric averages the "
+                 "others.")
 
 
-def selector_tables(data: RunData, method: str = "r-rome", golden_metric: str = "rewrite", scheme: str = "minmax",
-                    digits: int = 4) -> list[Table]:
+def regret_tables(data: RunData, golden_metric: str = "rewrite", spec: OverallSpec | None = None,
+                  digits: int = 4) -> list[Table]:
+    """Per model and dataset with brute-force rows on the test set: each selector's layer scored against that
+    ground truth (goldenlayers.selection.regret): the test Overall there, regret in Overall and per metric,
+    Spearman's rho of its layer scores with the per-layer test Overall, cost as a fraction of the test sweep."""
+    golden_module()  # Unavailable without it
+    from goldenlayers.selection.regret import score_selector
+
+    tables = []
+    for model in data.models():
+        for ds in data.datasets(model):
+            rows, metrics = [], []
+            for (method, selector), (layers, _) in selector_means(data, model, ds, golden_metric, spec).items():
+                truth = data.truth(model, ds, method, spec)
+                if truth is None or "," in layers or int(layers) not in truth.layers:
+                    continue
+                if selector == BRUTEFORCE:  # the proxy curve it chose from, and the proxy sweep's time
+                    c = metric_curves(data, model, ds, method, spec)[golden_metric]
+                    sign = 1.0 if HIGHER_IS_BETTER[golden_metric] else -1.0
+                    scored = (c.layers, list(sign * c.proxy), data.sweep_seconds(model, ds, method, "proxy"))
+                else:
+                    scored = data.selector_scores(model, ds, selector) or (None, None, float("nan"))
+                s = score_selector(selector, int(layers), truth, scored[2], scored[0], scored[1])
+                metrics = list(truth.means)
+                rows.append([method_label(method), _row_label(selector), layers, num(s.metrics["overall"], digits),
+                             num(s.regret["overall"], digits), *(num(s.regret[m], digits) for m in metrics),
+                             num(s.spearman, 2), num(s.cost, 3)])
+            if rows:
+                tables.append(Table(f"regret-{model}-{ds}", f"Selectors vs brute force on the test set: {model} on "
+                                    f"{dataset_label(ds)}", ["Edit", "Selection", "Layer", "OV(↑)", "Regret OV",
+                                                             *(f"Regret {METRIC_ABBR[m]}" for m in metrics), "ρ",
+                                                             "Cost"], rows,
+                                    note="Scored on the brute-force sweep of the test set: OV at the chosen layer; "
+                                    "regret = best test mean (Overall, or the metric) minus the mean at the chosen "
+                                    "layer (fluency: the reverse); ρ: Spearman correlation of the selector's layer "
+                                    "scores with the per-layer test Overall; cost: selector seconds / test-sweep "
+                                    "seconds. " + overall_note(metrics, spec) + "."))
+    if not tables:
+        raise Unavailable("needs brute-force rows on the test split and rows edited at a selector's layer")
+    return tables
+
+
+def selector_tables(data: RunData, method: str = "r-rome", golden_metric: str = "rewrite",
+                    spec: OverallSpec | None = None, digits: int = 4) -> list[Table]:
     """Tables 2/9 (per model and dataset: method x selector) and, with several models, Table 10 (per dataset:
     model x selector for `method`)."""
     tables, by_ds = [], {}
     for model in data.models():
         for ds in data.datasets(model):
-            rows = selector_means(data, model, ds, golden_metric, scheme)
+            rows = selector_means(data, model, ds, golden_metric, spec)
             if not rows:
                 continue
             by_ds.setdefault(ds, {}).update({(model, sel): v for (m, sel), v in rows.items() if m == method})
             rows = {(method_label(m), sel): v for (m, sel), v in rows.items()}
             number = 9 if ds == "counterfact" else 2  # the paper puts Counterfact's in Appendix B.3
             tables.append(_selector_table(f"table2-{model}-{ds}", f"Table {number}: {model} on {dataset_label(ds)}, "
-                                          "editing method x layer selection", "Edit", rows, scheme, digits))
+                                          "editing method x layer selection", "Edit", rows, spec, digits))
     if len(data.models()) > 1:
         tables += [_selector_table(f"table10-{ds}", f"Table 10: {method_label(method)} on {dataset_label(ds)}, "
-                                   "model x layer selection", "Model", rows, scheme, digits)
+                                   "model x layer selection", "Model", rows, spec, digits)
                    for ds, rows in by_ds.items() if rows]
     if not tables:
         raise Unavailable("need test rows edited at a selector's layer, or brute-force rows with "

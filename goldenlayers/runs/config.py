@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from goldenlayers.runs.errors import ConfigError, problems
 from goldenlayers.runs.schema import METRICS
 
-DATASETS = ("zsre", "wikibio", "wiki_counterfact", "wiki_recent", "counterfact", "world")
+DATASETS = ("zsre", "wikibio", "wiki_counterfact", "wiki_recent", "counterfact", "world", "realfacts")
 METHODS = ("r-rome", "emmet", "rome", "memit")  # the paper's order
 
 
@@ -55,7 +55,8 @@ class ModelSpec(_Strict):
 
 class DatasetSpec(_Strict):
     """name: one of DATASETS; file: the benchmark file (optional only for "world": without one the embedded
-    synthetic world's cases are used, with one its export); limit: keep the first N cases."""
+    synthetic world's cases are used, with one its export; and for "realfacts": without one the real facts the
+    model knows, docs/realfacts.md); limit: keep the first N cases."""
 
     name: str
     file: str | None = None
@@ -68,7 +69,7 @@ class DatasetSpec(_Strict):
 
     @model_validator(mode="after")
     def _file(self) -> DatasetSpec:
-        if self.name != "world" and not self.file:
+        if self.name not in ("world", "realfacts") and not self.file:
             raise ValueError(f"dataset {self.name!r} needs a 'file' (REFERENCE.md section 5 names them)")
         return self
 

@@ -33,9 +33,19 @@ from goldenlayers.runs.store import Store
 from goldenlayers.runs.timeline import Timeline
 
 
-def load_cases(config: ExperimentConfig, model: ModelSpec, dataset: DatasetSpec, base: str | Path = ".") -> list:
+def load_cases(config: ExperimentConfig, model: ModelSpec, dataset: DatasetSpec, base: str | Path = ".",
+               lm=None) -> list:
     """The edit cases of a dataset: the model's synthetic world (`world` without a file: `limit` cases, default
-    100, sampled with split.seed) or the benchmark file (relative to data_dir) through load_dataset."""
+    100, sampled with split.seed), the real facts the loaded model `lm` knows (`realfacts` without a file: the
+    first `limit`, ordered by split.seed; docs/realfacts.md) or the benchmark file (relative to data_dir) through
+    load_dataset."""
+    if dataset.name == "realfacts" and dataset.file is None:
+        from goldenlayers.datasets.realfacts import build_realfacts
+
+        cases = build_realfacts(lm, limit=dataset.limit, seed=config.split.seed).cases
+        if not cases:
+            raise ValueError(f"{model.name} knows none of the real facts")
+        return cases
     if dataset.name == "world" and dataset.file is None:
         from goldenlayers.datasets.synthetic.world import World
         from goldenlayers.models.loader import resolve_model_path
@@ -112,7 +122,8 @@ class RunEngine:
 
             spec = next(m for m in config.models if m.name == job.model)
             ds = next(d for d in config.datasets if d.name == job.dataset)
-            cases = load_cases(config, spec, ds)
+            lm = self.model(spec) if ds.name == "realfacts" and ds.file is None else None
+            cases = load_cases(config, spec, ds, lm=lm)
             split = split_cases(cases, config.split.proxy_fraction, config.split.seed)
             self._cases[key] = (cases, {c.case_id for c in split.proxy})
         return self._cases[key]
@@ -144,6 +155,7 @@ class RunEngine:
         config = run.config
         spec = next(m for m in config.models if m.name == job.model)
         cases, proxy_ids = self.cases(config, job)
+        _check_split(run, job, proxy_ids)
         lm = self.model(spec)
         if job.kind == "select":
             with self.timeline.phase("select"):
@@ -188,3 +200,15 @@ def _pre_cache():
 def make_engine(rank: int = 0, world: int = 1, device: str | None = None, progress: bool = True) -> RunEngine:
     """The project's engine (what `goldenlayers.runs.plan.default_engine()` returns)."""
     return RunEngine(rank, world, device, progress)
+
+
+def _check_split(run: RunDir, job: Job, proxy_ids: set[str]) -> None:
+    """Refuse to add rows to a run whose stored rows put cases on the other side of the proxy/test split (a run
+    started before splits became exact, docs/evaluation.md): mixing the two splits would spoil every table."""
+    stored = run.store.query("SELECT DISTINCT case_id, split FROM results WHERE model=? AND dataset=?",
+                             (job.model, job.dataset))
+    moved = sorted({c for c, split in stored if (split == "proxy") != (c in proxy_ids)})
+    if moved:
+        raise ValueError(f"{job.model} / {job.dataset}: {len(moved)} stored case(s) (e.g. {moved[0]!r}) lie on the "
+                         "other side of the proxy/test split this version computes (exactly round(proxy_fraction "
+                         "x N) proxy cases); the run was started with the former split: start a new run")

@@ -219,16 +219,30 @@ def sweep(cases: Sequence[EditCase], layers: Iterable[int], score_fn: Callable, 
     return result
 
 
-def bruteforce_scores(rows: Iterable[Mapping], metric: str, *, model: str = "-", higher_is_better: bool = True,
-                      selector: str = "bruteforce") -> LayerScores:
+def bruteforce_scores(rows: Iterable[Mapping], metric: str, *, model: str = "-", higher_is_better: bool | None = None,
+                      selector: str = "bruteforce", overall_spec=None) -> LayerScores:
     """The LayerScores table of one metric: per-case matrix (cases with a value at every layer; the others in
-    `skipped`), scores = layer means (negated when lower is better, so higher is better as in every table),
-    seconds = the summed seconds of the distinct (case, layer) cells in `rows`. The metric goes to `meta`;
-    pass e.g. selector=f"bruteforce-{metric}" to store tables of several metrics side by side."""
-    rows = [r for r in rows if r["metric"] == metric]
-    datasets = dataset_label(r.get("dataset", "-") for r in rows)
-    m = ScoreMatrix.from_rows(rows, metric, dataset=datasets, model=model)
+    `skipped`), scores = layer means (negated when lower is better, so higher is better as in every table;
+    direction from goldenlayers.selection.golden.higher_is_better unless given), seconds = the summed seconds of
+    the distinct (case, layer) cells in `rows`. metric "overall": scores = the Overall of each layer's metric
+    means (golden.overall_curve, `overall_spec`), no per-case matrix. The metric goes to `meta`; pass e.g.
+    selector=f"bruteforce-{metric}" to store tables of several metrics side by side."""
+    from goldenlayers.selection.golden import OVERALL, layer_means, overall_curve
+    from goldenlayers.selection.golden import higher_is_better as direction
+
+    rows = list(rows)
     seconds = sum({(str(r["case_id"]), int(r["layer"])): float(r.get("seconds", 0.0)) for r in rows}.values())
+    datasets = dataset_label(r.get("dataset", "-") for r in rows)
+    if metric == OVERALL:
+        names = list(dict.fromkeys(r["metric"] for r in rows))
+        matrices = {m: ScoreMatrix.from_rows(rows, m, dataset=datasets, model=model) for m in names}
+        layers, means = layer_means(matrices)
+        return LayerScores(selector, datasets, model, layers, overall_curve(means, overall_spec),
+                           cases=max(len(m.case_ids) for m in matrices.values()), seconds=seconds,
+                           meta=dict(metric=metric, higher_is_better=True, metrics=names))
+    rows = [r for r in rows if r["metric"] == metric]
+    m = ScoreMatrix.from_rows(rows, metric, dataset=datasets, model=model)
+    higher_is_better = direction(metric) if higher_is_better is None else higher_is_better
     sign = 1.0 if higher_is_better else -1.0
     return LayerScores.from_per_case(selector, datasets, model, m.layers, sign * m.values, m.case_ids,
                                      seconds=seconds, skipped=dict(m.dropped),

@@ -12,6 +12,9 @@ value) by `ScoreMatrix.from_rows`. Definitions, for a matrix V (N cases x L laye
   layer; gap = |test best mean - test mean at the proxy layer| (>= 0). Proxy union: one golden layer from the
   pooled proxy cases of several datasets, scored on each dataset's test matrix (`proxy_union`), and the
   dataset x layer gap matrix that Figure 2 plots (`gap_matrix`).
+- Overall per layer: the fixed per-row Overall (goldenlayers.evaluation.overall) of each layer's metric means;
+  `golden_layers` gives the golden layer of every metric and of Overall, the one definition the report,
+  `compare`, runs and the regret of selectors (goldenlayers.selection.regret) use.
 Ties are decided with an absolute tolerance of 1e-12 so float rounding of equal means cannot reorder layers.
 Nothing here prints; results are small dataclasses with `row()` dicts.
 """
@@ -26,7 +29,16 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 
+from goldenlayers.evaluation.metrics import LOWER_IS_BETTER
+from goldenlayers.evaluation.overall import OverallSpec, overall
+
 TIE_ATOL = 1e-12
+OVERALL = "overall"
+
+
+def higher_is_better(metric: str) -> bool:
+    """False for fluency (the paper's lower-is-better metric), True for the accuracies and Overall."""
+    return metric not in LOWER_IS_BETTER
 
 
 def argbest(values, higher_is_better: bool = True, atol: float = TIE_ATOL) -> int:
@@ -110,6 +122,39 @@ def sample_wise_optimal(m: ScoreMatrix, higher_is_better: bool = True) -> list[d
 def golden_layer(m: ScoreMatrix, higher_is_better: bool = True) -> int:
     """The layer with the best mean over cases (first on ties)."""
     return m.layers[argbest(m.means(), higher_is_better)]
+
+
+def layer_means(matrices: Mapping[str, ScoreMatrix]) -> tuple[list[int], dict[str, np.ndarray]]:
+    """(layers scored in every matrix, {metric: (L,) mean over that metric's cases at those layers})."""
+    ms = dict(matrices)
+    if not ms:
+        raise ValueError("no metric matrices")
+    layers = sorted(set.intersection(*(set(m.layers) for m in ms.values())))
+    if not layers:
+        raise ValueError(f"the metrics {sorted(ms)} share no scored layer")
+    return layers, {k: m.means()[[m.layers.index(layer) for layer in layers]] for k, m in ms.items()}
+
+
+def overall_curve(means: Mapping[str, np.ndarray], spec: OverallSpec | None = None) -> np.ndarray:
+    """(L,) Overall of each layer's row of metric means ({metric: (L,) means}, e.g. from `layer_means`)."""
+    return np.asarray(overall({k: np.asarray(v, dtype=np.float64) for k, v in means.items()}, spec),
+                      dtype=np.float64).reshape(-1)
+
+
+def best_layer(metric: str, layers: list[int], values) -> int:
+    """The golden layer of a per-layer curve of `metric` (argmax, argmin for fluency; first on ties)."""
+    return layers[argbest(values, higher_is_better(metric))]
+
+
+def golden_layers(matrices: Mapping[str, ScoreMatrix], spec: OverallSpec | None = None) -> dict[str, int]:
+    """{metric: golden layer} for every matrix, plus "overall": the layer whose metric means have the best
+    Overall (layers scored in every matrix; first on ties). THE definition of a golden layer in this package."""
+    out = {k: golden_layer(m, higher_is_better(k)) for k, m in matrices.items() if k != OVERALL}
+    layers, means = layer_means({k: m for k, m in matrices.items() if k != OVERALL})
+    curve = overall_curve(means, spec)
+    if np.isfinite(curve).all():
+        out[OVERALL] = best_layer(OVERALL, layers, curve)
+    return out
 
 
 class CompareSettings(BaseModel):

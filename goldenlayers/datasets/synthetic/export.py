@@ -11,6 +11,7 @@
   answer is target_true as in CounterFact), `attribute_prompts` (people whose true object is target_new),
   `generation_prompts`.
 So the same dataset readers (goldenlayers.datasets.knowedit / counterfact) read the world and the real files.
+The real-world fact set (goldenlayers.datasets.realfacts) writes its files with the same functions.
 """
 
 from __future__ import annotations
@@ -46,13 +47,13 @@ def to_knowedit_record(case: EditCase) -> dict:
     }
 
 
-def to_counterfact_record(world: World, case: EditCase, index: int, neighbours: int = 5) -> dict:
-    """One case as a CounterFact record (case_id = `index`; relation_id = the world's relation name)."""
+def counterfact_record(case: EditCase, index: int, neighborhood: list[str], attributes: list[str],
+                       generation: list[str] | None = None) -> dict:
+    """One case as a CounterFact record (case_id = `index`, relation_id = the case's relation): `neighborhood`
+    are prompts of other subjects whose true object is the case's true object, `attributes` prompts of subjects
+    whose true object is target_new (shared by every exporter of CounterFact files)."""
     rel = case.relation
-    templates = PERSON_RELATIONS[rel][1]
     true, new = case.old_answer, case.target_new
-    same_true = [p.name for p in world.people if p.facts[rel] == true and p.name != case.subject][:neighbours]
-    same_new = [p.name for p in world.people if p.facts[rel] == new][:neighbours]
     return {
         "case_id": index,
         "requested_rewrite": {
@@ -60,23 +61,37 @@ def to_counterfact_record(world: World, case: EditCase, index: int, neighbours: 
             "target_new": {"str": new, "id": f"{rel}:{new}"}, "target_true": {"str": true, "id": f"{rel}:{true}"},
         },
         "paraphrase_prompts": list(case.rephrase),
-        "neighborhood_prompts": [templates[0].format(s=n) for n in same_true],
-        "attribute_prompts": [templates[0].format(s=n) for n in same_new],
-        "generation_prompts": [f"{case.subject} is known for", f"People say that {case.subject}"],
+        "neighborhood_prompts": list(neighborhood),
+        "attribute_prompts": list(attributes),
+        "generation_prompts": generation if generation is not None else
+        [f"{case.subject} is known for", f"People say that {case.subject}"],
     }
+
+
+def to_counterfact_record(world: World, case: EditCase, index: int, neighbours: int = 5) -> dict:
+    """One case as a CounterFact record (case_id = `index`; relation_id = the world's relation name)."""
+    rel = case.relation
+    templates = PERSON_RELATIONS[rel][1]
+    true, new = case.old_answer, case.target_new
+    same_true = [p.name for p in world.people if p.facts[rel] == true and p.name != case.subject][:neighbours]
+    same_new = [p.name for p in world.people if p.facts[rel] == new][:neighbours]
+    return counterfact_record(case, index, [templates[0].format(s=n) for n in same_true],
+                              [templates[0].format(s=n) for n in same_new])
+
+
+def write_json_list(records: list[dict], path: str | Path) -> Path:
+    """Write `records` as an indented JSON list to `path` (parent folders created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(records, indent=1) + "\n")
+    return path
 
 
 def export_knowedit(cases: list[EditCase], path: str | Path) -> Path:
     """Write `cases` as a KnowEdit wiki_counterfact JSON list to `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([to_knowedit_record(c) for c in cases], indent=1) + "\n")
-    return path
+    return write_json_list([to_knowedit_record(c) for c in cases], path)
 
 
 def export_counterfact(world: World, cases: list[EditCase], path: str | Path) -> Path:
     """Write `cases` (from `world`) as a CounterFact JSON list to `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([to_counterfact_record(world, c, i) for i, c in enumerate(cases)], indent=1) + "\n")
-    return path
+    return write_json_list([to_counterfact_record(world, c, i) for i, c in enumerate(cases)], path)
