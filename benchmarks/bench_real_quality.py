@@ -12,7 +12,8 @@ with its reason); `--config LABEL=JSON` adds a variant of it with some settings 
 how the presets were searched, docs/editing.md); `--baseline` (default generic, "none" to skip) is measured
 first. Settings with key statistics (mom2_adjustment) take C from `--stats` (default wikipedia-vital), collected
 once over `--stats-tokens` tokens and cached. Cases: `--data-file` read by the project's loaders as `--dataset`
-(default wiki_counterfact, KnowEdit's format, which the real-fact export writes), the first `--n-facts`. Every
+(default wiki_counterfact, KnowEdit's format), the first `--n-facts`; or `--dataset realfacts` without a file: the
+project's real-fact set (goldenlayers.datasets.realfacts), the facts the model knows. Every
 cell is one R-ROME edit of the unedited model (the v* of `--batch` cases optimised together, `edit_each`),
 scored by the evaluator's CaseScorer (goldenlayers.evaluation: teacher-forced rewrite and rephrase accuracy,
 locality as agreement with the unedited model, averaged per probe category then per case). Prints one row per
@@ -80,7 +81,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, help="model name, folder or .gguf file (goldenlayers.models.load_model)")
-    ap.add_argument("--data-file", required=True, help="real facts in the format of --dataset")
+    ap.add_argument("--data-file", help="real facts in the format of --dataset (none with --dataset realfacts: "
+                                        "the project's real-fact set, the facts this model knows)")
     ap.add_argument("--dataset", default="wiki_counterfact")
     ap.add_argument("--n-facts", type=int, default=120)
     ap.add_argument("--layers", default="2,4,6", help="comma-separated layers")
@@ -108,9 +110,16 @@ def main() -> None:
     choice = preset_choice(lm.model, lm.name)
     preset = a.preset or choice.preset
     print(f"model {lm.name}: its own preset is {choice.preset} ({choice.reason}); measuring {preset}", flush=True)
-    data = load_dataset(a.dataset, a.data_file, limit=a.n_facts)
-    cases = list(data.cases)
-    print(f"{len(cases)} cases from {a.data_file} ({data.report.summary()})", flush=True)
+    if a.data_file is None:
+        if a.dataset != "realfacts":
+            raise SystemExit(f"error: --dataset {a.dataset} needs --data-file")
+        from goldenlayers.cli.common import realfacts_cases
+
+        cases = list(realfacts_cases(lm, a.n_facts))
+    else:
+        data = load_dataset(a.dataset, a.data_file, limit=a.n_facts)
+        cases = list(data.cases)
+        print(f"{len(cases)} cases from {a.data_file} ({data.report.summary()})", flush=True)
     runs: list[tuple[str, str, dict]] = []
     if a.baseline != "none":
         runs.append((a.baseline, a.baseline, {}))
