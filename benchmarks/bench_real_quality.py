@@ -106,13 +106,14 @@ def main() -> None:
     from goldenlayers.models.loader import load_model
 
     layers = [int(x) for x in a.layers.split(",") if x.strip()]
+    if a.data_file is None and a.dataset != "realfacts":
+        raise SystemExit(f"error: --dataset {a.dataset} needs --data-file")
+    configs = [parse_config(c) for c in a.config]
     lm = load_model(a.model, dtype=a.dtype, device=a.device)
     choice = preset_choice(lm.model, lm.name)
     preset = a.preset or choice.preset
     print(f"model {lm.name}: its own preset is {choice.preset} ({choice.reason}); measuring {preset}", flush=True)
     if a.data_file is None:
-        if a.dataset != "realfacts":
-            raise SystemExit(f"error: --dataset {a.dataset} needs --data-file")
         from goldenlayers.cli.common import realfacts_cases
 
         cases = list(realfacts_cases(lm, a.n_facts))
@@ -125,7 +126,7 @@ def main() -> None:
         runs.append((a.baseline, a.baseline, {}))
     if not a.no_preset:
         runs.append((preset, preset, {}))
-    runs += [(label, preset, overrides) for label, overrides in map(parse_config, a.config)]
+    runs += [(label, preset, overrides) for label, overrides in configs]
     scorer = CaseScorer(lm.model, lm.tokenizer, EvalSettings(metrics=METRICS))
     scorer.prepare(cases)
     stats = None
