@@ -238,3 +238,29 @@ def test_split_needs_two_cases(tmp_path):
         split_cases(one, 0.1)
     with pytest.raises(ValueError, match="at least 2 cases, got 0"):
         split_cases([], 0.1)
+def test_records_stream_in_chunks_and_limit_stops_reading(tmp_path):
+    """The incremental decoder gives json.load's records at any chunk size (a record, a string escape or a
+    multi-byte character cut between chunks); with a limit and no shuffle, reading stops once the limit's cases
+    are loaded, so a broken tail after them is never read (the whole file is read when every case is asked for)."""
+    from goldenlayers.datasets.loading import json_records
+
+    records = many(30) + [{"nested": [1, 2.5e-3, None, True, {"k": "é \u2603 \\\" ]["}]}, -7, "x", []]
+    path = tmp_path / "r.json"
+    path.write_text(" \n[\n" + ",\n  ".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n] \n",
+                    encoding="utf-8")
+    for chunk in (1, 7, 64, 1 << 20):
+        assert list(json_records(path, chunk=chunk)) == json.loads(path.read_text(encoding="utf-8"))
+    assert list(json_records(write(tmp_path, "e.json", []))) == []
+
+    broken = tmp_path / "broken.json"
+    good = json.dumps(many(4))
+    broken.write_text(good[:-1] + ", {\"subject\": " + " " * 3_000_000 + "oops", encoding="utf-8")
+    d = load_dataset("zsre", broken, limit=3)
+    assert [c.target_new for c in d] == ["T0", "T1", "T2"] and d.report.stopped_early
+    assert "stopped at the limit" in d.report.summary() and d.report.records == 3
+    with pytest.raises(DatasetFileError, match="broken.json.*not valid JSON"):
+        load_dataset("zsre", broken)
+    with pytest.raises(DatasetFileError, match="broken.json.*not valid JSON"):
+        load_dataset("zsre", broken, limit=3, shuffle_seed=0)  # shuffling needs every record
+    with pytest.raises(ValueError, match="limit must be >= 1"):
+        load_dataset("zsre", path, limit=0)

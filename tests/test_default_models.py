@@ -12,6 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch
+from cli_helpers import flat
 from typer.testing import CliRunner
 
 from goldenlayers.datasets.synthetic.recall import measure_recall
@@ -103,4 +104,4 @@ def test_demo_runs_end_to_end_on_a_small_sample(tmp_path):
     assert len(reports) == 1 and "<img" in reports[0].read_text()
     again = CliRunner().invoke(app, args)  # resumes: every job finished before, nothing redone
     assert again.exit_code == 0, again.output
-    assert "done 0, skipped (finished before)" in again.output, again.output
+    assert "done 0, skipped (finished before)" in flat(again), again.output

@@ -6,6 +6,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch
+from cli_helpers import flat
 from typer.testing import CliRunner
 
 from goldenlayers.cli import app
@@ -32,18 +33,18 @@ def test_cli_edit_shows_prediction_before_and_after(saved_model):
     assert result.exit_code == 0, result.output
     lines = {ln.split("│")[1].strip(): ln.split("│")[2].strip() for ln in result.output.splitlines() if ln.count("│") >= 3}
     assert lines["after"] == "Paris" and lines["before"] != "Paris"
-    assert "r-rome at layer(s) [1]" in result.output
+    assert "r-rome at layer(s) [1]" in flat(result)
     assert float(lines["update norm"].split()[0]) > 0
 
 
 def test_cli_edit_bad_input_is_one_clear_line(saved_model):
     base = ["edit", "--model", saved_model, "--device", "cpu", "--target", "Paris", "--set", "context_templates=[]"]
     res = CliRunner().invoke(app, base + ["--subject", "Anna", "--prompt", "Tom Baker is", "--layer", "1"])
-    assert res.exit_code == 2 and "field 'subject'" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 2 and "field 'subject'" in flat(res) and "Traceback" not in res.output
     res = CliRunner().invoke(app, base + ["--subject", "Tom", "--prompt", "Tom is", "--layer", "9"])
-    assert res.exit_code == 2 and "out of range" in res.output
+    assert res.exit_code == 2 and "out of range" in flat(res)
     res = CliRunner().invoke(app, base + ["--subject", "Tom", "--prompt", "Tom is", "--layer", "1", "--method", "memitt"])
-    assert res.exit_code == 2 and "Did you mean 'memit'" in res.output
+    assert res.exit_code == 2 and "Did you mean 'memit'" in flat(res)
 
 
 def test_cli_edit_with_statistics_collects_c_once_from_the_world_or_asks_for_a_source(saved_model, tmp_path,
@@ -56,7 +57,7 @@ def test_cli_edit_with_statistics_collects_c_once_from_the_world_or_asks_for_a_s
             "--stats-tokens", "3000", "--set", "v_num_grad_steps=5", "--set", "context_templates=[]"]
     first = CliRunner().invoke(app, args, terminal_width=200)
     assert first.exit_code == 0, first.output
-    assert "(C: stats)" in first.output
+    assert "(C: stats)" in flat(first)
     files = list((tmp_path / "cache" / "key_stats").rglob("layer002-tok3000-*.safetensors"))
     assert len(files) == 1 and "models_default-gpt2-" in files[0].parent.name  # the source: the model's own world
     stamp = files[0].stat().st_mtime_ns
@@ -67,17 +68,17 @@ def test_cli_edit_with_statistics_collects_c_once_from_the_world_or_asks_for_a_s
     res = CliRunner().invoke(app, ["edit", "--model", saved_model, "--device", "cpu", "--target", "Paris",
                                    "--subject", "Tom", "--prompt", "Tom is", "--layer", "1",
                                    "--set", "mom2_adjustment=true"])
-    assert res.exit_code == 2 and "--stats SOURCE" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 2 and "--stats SOURCE" in flat(res) and "Traceback" not in res.output
     res = CliRunner().invoke(app, ["edit", "--model", saved_model, "--device", "cpu", "--target", "Paris",
                                    "--subject", "Tom", "--prompt", "Tom is", "--layer", "1", "--preset", "nope"])
-    assert res.exit_code == 2 and "unknown preset 'nope'" in res.output
+    assert res.exit_code == 2 and "unknown preset 'nope'" in flat(res)
     res = CliRunner().invoke(app, ["edit", "--model", saved_model, "--device", "cpu", "--target", "Paris",
                                    "--subject", "Tom", "--prompt", "Tom is", "--layer", "1",
                                    "--set", "mom2_adjustment=true", "--stats", str(tmp_path / "no-such-texts")])
-    assert res.exit_code == 2 and "unknown text source" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 2 and "unknown text source" in flat(res) and "Traceback" not in res.output
 
 
 def test_ls_lists_the_methods():
     res = CliRunner().invoke(app, ["ls"], terminal_width=200)
     assert res.exit_code == 0
-    assert "methods: emmet, memit, r-rome, rome" in res.output
+    assert "methods: emmet, memit, r-rome, rome" in flat(res)

@@ -7,6 +7,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch
+from cli_helpers import flat
 
 from goldenlayers.cases import EditCase, Probe
 from goldenlayers.evaluation import PreCache, WeightsNotRestoredError, combine, evaluate, model_key
@@ -192,7 +193,7 @@ def test_cli_evaluate(tmp_path, make_tiny, tok):
                                  "--data-file", str(tmp_path / "cf.json"), "--method", "none", "--no-fluency",
                                  "--out", str(out)])
     assert r.exit_code == 0, r.output
-    assert "1 of 2 records loaded" in r.output and "skipped record 1" in r.output
+    assert "1 of 2 records loaded" in flat(r) and "skipped record 1" in flat(r)
     data = json.loads(out.read_text())
     assert {(x["metric"], x["post"]) for x in data["rows"]} >= {("locality", 1.0)}
     row = data["table"][0]
@@ -200,7 +201,7 @@ def test_cli_evaluate(tmp_path, make_tiny, tok):
     assert row["locality"] == 1.0 and row["overall"] == pytest.approx(sum(accuracies) / len(accuracies))
     assert data["skipped"][0]["field"] == "subject"
     bad = CliRunner().invoke(app, ["evaluate", "--dataset", "zsrre", "--data-file", str(out)])
-    assert bad.exit_code == 2 and "did you mean 'zsre'" in bad.output
+    assert bad.exit_code == 2 and "did you mean 'zsre'" in flat(bad)
 
 
 def test_cli_evaluate_with_a_preset_that_needs_key_statistics(tmp_path, monkeypatch, make_tiny, tok):
@@ -230,6 +231,6 @@ def test_cli_evaluate_with_a_preset_that_needs_key_statistics(tmp_path, monkeypa
     model.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
     bad = CliRunner().invoke(app, base + ["--model", str(tmp_path / "m"), "--set", "mom2_adjustment=true"])
-    assert bad.exit_code == 2 and "--stats SOURCE" in bad.output and "Traceback" not in bad.output
+    assert bad.exit_code == 2 and "--stats SOURCE" in flat(bad) and "Traceback" not in bad.output
     bad = CliRunner().invoke(app, base + ["--model", str(tmp_path / "m"), "--preset", "default-gpt2-qualty"])
-    assert bad.exit_code == 2 and "unknown preset 'default-gpt2-qualty'" in bad.output
+    assert bad.exit_code == 2 and "unknown preset 'default-gpt2-qualty'" in flat(bad)

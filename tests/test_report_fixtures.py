@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from goldenlayers.runs import RunDir, validate_config
+from goldenlayers.runs import RunDir, plan, validate_config
 
 DATASET_METRICS = {"zsre": ("rewrite", "rephrase", "locality", "portability"),
                    "wikibio": ("rewrite", "locality", "fluency")}
@@ -31,7 +31,8 @@ class Fabricated:
 
 def fabricate_run(root, models=("tiny-a", "tiny-b"), n_cases=20, n_layers=6, seed=0, selectors=True) -> Fabricated:
     """A run directory whose store holds fabricated brute-force rows (r-rome, every layer and case), selector
-    rows (lga fast, cma slow) and rows edited at the selectors' layers (r-rome and rome)."""
+    rows (lga fast, cma slow) and rows edited at the selectors' layers (r-rome and rome); every job of its plan is
+    marked done."""
     cfg = validate_config(dict(
         name="fabricated", models=[dict(name=m) for m in models],
         datasets=[dict(name=d, file=f"{d}.json") for d in DATASET_METRICS],
@@ -78,4 +79,6 @@ def fabricate_run(root, models=("tiny-a", "tiny-b"), n_cases=20, n_layers=6, see
                                                     layer=layer, metric=metric, split="test", seconds=1.0,
                                                     value=float(fab.bf[(model, ds, metric)][c][layer] + bump)))
     run.store.add(results=results, selectors=sel_rows)
+    for job in plan(cfg):  # a finished run: every job of its plan done
+        run.store.mark_job(job.key, "done")
     return fab

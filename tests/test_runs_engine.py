@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import runs_helpers
 import yaml
+from cli_helpers import flat
 from runs_helpers import RESULT_KEY
 from typer.testing import CliRunner
 
@@ -234,7 +235,7 @@ def test_a_bad_case_is_a_failure_row_and_the_run_goes_on(tmp_path, monkeypatch):
     res = CliRunner().invoke(app, ["run", str(tmp_path / "bad.yaml"), "--no-progress", "--retry-failed-cells"],
                              terminal_width=200)
     assert res.exit_code == 0, res.output
-    assert re.search(r"reopened \S+bruteforce\S+: 1 failure row", res.output) and "done 1," in res.output
+    assert re.search(r"reopened \S+bruteforce\S+: 1 failure row", flat(res)) and "done 1," in flat(res)
     assert [e["cells"] for e in spy[0].log] == [1]
     again = rows(store)
     assert not again["failures"] and {r[2] for r in again["results"]} == {r[2] for r in out["results"]} | {"bad-case"}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_helpers import flat
 from typer.testing import CliRunner
 
 from goldenlayers.cli import app
@@ -127,11 +128,6 @@ def test_worker_shards_merge_into_the_run(tmp_path):
     run.close()
 
 
-def flat(result) -> str:
-    """The command's output with rich's line wrapping undone."""
-    return " ".join(result.output.split())
-
-
 def test_cli_run_and_export(tmp_path):
     runner = CliRunner()
     config = Path(__file__).parent.parent / "configs" / "default.yaml"
@@ -165,3 +161,30 @@ def test_device_map_under_torchrun_is_refused(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["run", str(config), "--root", str(tmp_path)])
     assert r.exit_code == 2 and "big have a device_map" in flat(r) and "run this config as one process" in flat(r)
     assert not (tmp_path / "spread").exists()  # refused before any run directory or process group
+
+
+def test_a_second_process_is_refused_a_run_directory_in_use(tmp_path):
+    """A run directory is locked by the process running it: another `goldenlayers run` on it exits 2 naming that
+    process; once it ends (the OS drops its lock, even if killed) the directory runs again."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(dict(name="locked", models=[dict(name="default-gpt2")],
+                                          datasets=[dict(name="world", limit=4)], methods=[dict(name="r-rome")],
+                                          output_dir=str(tmp_path))))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom goldenlayers.runs import RunDir, load_config\n"
+         f"run = RunDir.create_or_resume(load_config({str(config)!r}), command='holder')\n"
+         "print('locked', flush=True)\nsys.stdin.read()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        r = CliRunner().invoke(app, ["run", str(config), "--dry-run"], env={"COLUMNS": "120"})
+        assert r.exit_code == 2, r.output
+        assert f"is in use by process {holder.pid} on" in flat(r) and "(holder, since" in flat(r)
+    finally:
+        holder.kill()
+        holder.wait()
+    r = CliRunner().invoke(app, ["run", str(config), "--dry-run"])
+    assert r.exit_code == 0, r.output

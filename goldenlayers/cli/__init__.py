@@ -1,14 +1,21 @@
 """The `goldenlayers` command line: a thin typer shell over the library (DESIGN.md house style 6).
 
 Each area keeps its commands in its own module here (`world.py`, `edit.py`, `evaluate.py`, `select.py`,
-...), each exposing `register(app)`; this module builds the app and adds `ls`.
+...), each exposing `register(app)`; this module builds the app and adds `ls`. Registering imports nothing
+heavy (torch is imported by a command when it runs), so `goldenlayers --help` answers at once; `ls` reads the
+names of the package's registries (CACHED_LISTINGS: computing them imports torch) from a small JSON file in the
+cache ($GOLDENLAYERS_CACHE, else ~/.cache/goldenlayers) keyed by a fingerprint of the package's source files, and
+computes any other listing (e.g. models found on this machine) every time (benchmarks/bench_cli_startup.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import os
 import time
+from pathlib import Path
 
 import typer
 
@@ -23,6 +30,8 @@ app = typer.Typer(
 
 # Listing functions contributed by areas for `goldenlayers ls` (title -> callable returning names).
 LISTINGS: dict[str, object] = {}
+# Listings fixed by the package's code: cached by `ls` (see the module docstring); any other title is live.
+CACHED_LISTINGS = ("architectures", "methods", "presets", "selectors", "datasets", "metrics")
 
 _AREAS = ("world", "realfacts", "edit", "evaluate", "select", "demo", "run", "models")
 
@@ -36,16 +45,53 @@ def _main() -> None:
 def ls() -> None:
     """List supported architectures, and the methods, selectors and datasets the installed version offers."""
     from goldenlayers.cli.common import make_console
-    from goldenlayers.models import supported_architectures
 
     con = make_console()
-    con.print("[bold]architectures[/bold]: " + ", ".join(supported_architectures()))
+    cached = _cached_listings()
     for title, fn in LISTINGS.items():
-        con.print(f"[bold]{title}[/bold]: " + ", ".join(fn()))
+        names = cached[title] if title in cached else fn()
+        con.print(f"[bold]{title}[/bold]: " + ", ".join(names), soft_wrap=True)
+
+
+def _architectures() -> list[str]:
+    from goldenlayers.models import supported_architectures
+
+    return supported_architectures()
+
+
+def _source_fingerprint() -> str:
+    """A digest of the package's source files (path, size, mtime): it changes whenever the code does."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha1()
+    for p in sorted(root.rglob("*.py")):
+        st = p.stat()
+        h.update(f"{p.relative_to(root)}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
+def _cached_listings() -> dict[str, list[str]]:
+    """The CACHED_LISTINGS, read back from the cache when the source is unchanged, else computed and written
+    (an unwritable cache only costs the time)."""
+    root = Path(os.environ.get("GOLDENLAYERS_CACHE") or Path.home() / ".cache" / "goldenlayers")
+    path = root / "ls" / f"listings-{_source_fingerprint()}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        pass
+    names = {t: list(LISTINGS[t]()) for t in CACHED_LISTINGS if t in LISTINGS}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(names))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return names
 
 
 def _register_areas() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    LISTINGS["architectures"] = _architectures
     for area in _AREAS:
         try:
             mod = importlib.import_module(f"goldenlayers.cli.{area}")

@@ -30,33 +30,45 @@ def make_console() -> Console:
 console = make_console()
 
 
-def fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/red] {message}")
+def error_line(e: BaseException | str, options: bool = False) -> str:
+    """One line for a user's mistake: a KeyError's message without its quotes, a pydantic ValidationError as
+    "field: message" items joined by "; " (never pydantic's multi-line dump with its documentation links; with
+    options=True the fields are written as the command's options, `table1_split` as `--table1-split`), any other
+    exception's message with its lines joined."""
+    from pydantic import ValidationError
+
+    if isinstance(e, ValidationError):
+        parts = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            loc = "--" + loc.replace("_", "-") if options and loc else loc
+            msg = err["msg"].removeprefix("Value error, ")
+            parts.append(f"{loc}: {msg}" if loc else msg)
+        return "; ".join(dict.fromkeys(parts))
+    if isinstance(e, KeyError) and e.args:
+        e = str(e.args[0])
+    return " ".join(str(e).split())
+
+
+def fail(message: BaseException | str, code: int = 2, option: str | None = None):
+    """Print `error: [option: ]message` as one unwrapped line and exit with `code` (2: bad input)."""
+
+    text = error_line(message)
+    if option and not text.startswith(option):
+        text = f"{option}: {text}"
+    make_console().print(f"[red]error:[/red] {escape(text)}", soft_wrap=True)
     raise typer.Exit(code)
-
-
-def load_model_or_exit(model: str, **kwargs):
-    """load_model for a command's --model (the one place commands resolve it): an unknown name, a missing folder,
-    a folder that is no model, a GGUF file without the `gguf` extra or a failed fetch of a named model prints one
-    line ("did you mean ...", the models that are there) and exits with status 2; no network call is made for a
-    name that is not a hub name (goldenlayers.models.names)."""
-    from goldenlayers.models.loader import load_model
-
-    try:
-        return load_model(model, **kwargs)
-    except _model_errors() as e:  # evaluated only on an error: no import of torch before it
-        fail(escape(f"--model {model}: {e}"))
 
 
 def model_folder(model: str) -> Path:
     """The local folder of --model without loading or fetching anything (to look for files beside the model,
-    e.g. world.json); a bad --model exits as in load_model_or_exit."""
+    e.g. world.json); a bad --model exits as in load_model_or_fail."""
     from goldenlayers.models.loader import resolve_model_path
 
     try:
         return Path(resolve_model_path(model))
     except _model_errors() as e:  # evaluated only on an error: no import of torch before it
-        fail(f"--model {model}: {e}")
+        fail(e, option=f"--model {model}")
 
 
 def _model_errors() -> tuple[type[BaseException], ...]:
@@ -96,6 +108,63 @@ def editing_settings(lm, method: str, overrides: dict | None, preset: str | None
                          name=lm.name, lazy=True)
 
 
+def announce_model(model: str) -> None:
+    """The first line of a command that uses a model: which one (every command defaults to default-gpt2)."""
+
+    make_console().print(f"model: [bold]{escape(model)}[/bold]", soft_wrap=True)
+
+
+def check_model_options(dtype: str | None = None, device: str | None = None) -> None:
+    """Exit 2 on a --dtype or --device this torch cannot use, before any model is read."""
+    import torch
+
+    from goldenlayers.models.loader import resolve_dtype
+
+    if dtype is not None:
+        try:
+            resolve_dtype(dtype)
+        except ValueError as e:
+            fail(e, option="--dtype")
+    if device is not None:
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            fail(f"unknown device {device!r}; use cpu, cuda or cuda:N", option="--device")
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            fail(f"{device!r} asked for, but this torch {torch.__version__} sees no CUDA GPU; use --device cpu",
+                 option="--device")
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            fail(f"{device!r}: only {torch.cuda.device_count()} CUDA device(s)", option="--device")
+
+
+def load_model_or_fail(model: str, dtype: str = "float32", device: str | None = None, **kwargs):
+    """load_model for a command's --model (the one place commands resolve it), with a user's mistake as one line
+    and exit status 2: a bad --dtype/--device, an unknown name ("did you mean ...", the models that are there), a
+    missing folder, a folder that is no model, an architecture without an adapter, a GGUF file without the `gguf`
+    extra, a failed fetch of a named model. No network call is made for a name that is not a hub name
+    (goldenlayers.models.names)."""
+    from goldenlayers.models.adapters import UnknownArchitectureError
+    from goldenlayers.models.loader import load_model
+
+    check_model_options(dtype, device)
+    try:
+        return load_model(model, dtype=dtype, device=device, **kwargs)
+    except UnknownArchitectureError as e:
+        fail(str(e).splitlines()[0], option="--model")
+    except (*_model_errors(), OSError, ValueError, KeyError) as e:  # evaluated only on an error
+        fail(e, option=f"--model {model}")
+
+
+def check_layers(lm, layers: list[int], option: str = "--layer") -> None:
+    """Exit 2 when a layer is outside the loaded model's 0..L-1."""
+    for x in layers:
+        try:
+            lm.adapter.check_layer(lm.model, x)
+        except IndexError as e:
+            fail(e, option=option)
+
+
+LIMIT_HELP = "use the first N cases (N >= 1; leave it out for every case of a file)"
 PRESET_HELP = "settings preset by name instead of the model's own, e.g. default-gpt2-quality (docs/editing.md)"
 STATS_HELP = ("text source of the key statistics C when the settings use them (mom2_adjustment): world, "
               "world:PATH, a folder of .txt files, hf:NAME, wikipedia-vital (real English, docs/editing.md); "
@@ -128,6 +197,17 @@ def realfacts_cases(lm, limit: int | None, seed: int = 0) -> list:
     return data.cases
 
 
+def cases_and_model(dataset: str, data_file: str | None, limit: int | None, model: str,
+                    device: str | None = None, seed: int = 0):
+    """(edit cases, loaded model) for `select`/`compare`: a data file is read before the model loads (a bad file
+    fails fast); `--dataset realfacts` without a file needs the model first (the facts it knows)."""
+    if dataset == "realfacts" and data_file is None:
+        lm = load_model_or_fail(model, device=device)
+        return load_cases(dataset, data_file, limit, model, seed=seed, lm=lm), lm
+    cases = load_cases(dataset, data_file, limit, model, seed=seed)
+    return cases, load_model_or_fail(model, device=device)
+
+
 def load_cases(dataset: str, data_file: str | None, limit: int | None, model: str, shuffle_seed: int | None = None,
                seed: int = 0, lm=None) -> list:
     """Edit cases for a command; prints the loader's skip summary. Exits with status 2 on bad input (a bad
@@ -137,22 +217,22 @@ def load_cases(dataset: str, data_file: str | None, limit: int | None, model: st
     if lm is None:
         model_folder(model)
     if dataset == "world" and data_file is None:
-        return world_of_model(model).edit_cases(limit or 100, seed=seed)
+        return world_of_model(model).edit_cases(100 if limit is None else limit, seed=seed)
     if dataset == "realfacts" and data_file is None:
         if lm is None:
-            lm = load_model_or_exit(model)
+            lm = load_model_or_fail(model)
         return realfacts_cases(lm, limit, seed)
     if data_file is None:
         fail(f"--dataset {dataset} needs --data-file (the benchmark's JSON file)")
     from goldenlayers.datasets import DatasetFileError, load_dataset
 
     try:
-        data = load_dataset(dataset, data_file, limit=limit, shuffle_seed=shuffle_seed)
+        data = load_dataset(dataset, data_file, limit=limit, shuffle_seed=shuffle_seed, progress=True)
     except (KeyError, DatasetFileError, ValueError) as e:
-        fail(str(e.args[0] if isinstance(e, KeyError) else e))
-    console.print(data.report.summary())
+        fail(e)
+    console.print(data.report.summary(), soft_wrap=True)
     for s in data.report.skipped[:5]:
-        console.print(f"  skipped {s}")
+        console.print(f"  skipped {s}", soft_wrap=True)
     if not data.cases:
-        fail("no usable case in the file")
+        fail(f"{data_file}: no usable case in the file")
     return list(data.cases)

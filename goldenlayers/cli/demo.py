@@ -99,8 +99,8 @@ def _comparison(data, model: str, editor: str) -> SimpleNamespace:
 
 def demo_command(
     models: str = typer.Option(DEFAULTS["models"], help="comma-separated models to run"),
-    cases: int = typer.Option(DEFAULTS["cases"], help="world edit cases per model (exactly 10% proxy, rounded; the rest test)"),
-    recall_sample: int = typer.Option(3000, help="recall queries to check per model (0: all of them)"),
+    cases: int = typer.Option(DEFAULTS["cases"], min=1, help="world edit cases per model (exactly 10% proxy, rounded; the rest test)"),
+    recall_sample: int = typer.Option(3000, min=0, help="recall queries to check per model (0: all of them)"),
     editor: str = typer.Option(DEFAULTS["editor"], help="editing method"),
     fluency: bool = typer.Option(DEFAULTS["fluency"], help="measure fluency of the selectors' test edits"),
     compare: bool = typer.Option(True, help="run the LGA / CMA / brute-force experiment and its report"),
@@ -111,17 +111,18 @@ def demo_command(
     """Run the toolkit end to end on the embedded default models (no download, CPU is fine)."""
     import torch
 
-    from goldenlayers.cli.common import load_model_or_exit
+    from goldenlayers.cli.common import load_model_or_fail
     from goldenlayers.datasets.synthetic.recall import measure_recall
 
     start = time.perf_counter()
     torch.manual_seed(seed)
     names = [m.strip() for m in models.split(",") if m.strip()]
+    console.print("models: " + ", ".join(f"[bold]{n}[/bold]" for n in names), soft_wrap=True)
     for i, name in enumerate(names):
         world = world_of_model(name)
         if i == 0:
             console.print(world.stats())
-        lm = load_model_or_exit(name)
+        lm = load_model_or_fail(name)
         console.print(f"[bold]{name}[/bold]: {type(lm.model).__name__}, {lm.adapter.n_layers(lm.model)} layers, "
                       f"{sum(p.numel() for p in lm.model.parameters()) / 1e6:.2f}M parameters")
         queries = world.recall_queries()
@@ -133,7 +134,7 @@ def demo_command(
         del lm
     if compare:
         _experiment(names, cases, editor, fluency, seed, output_dir, progress)
-    console.print(f"demo finished in {time.perf_counter() - start:.0f} s")
+    console.print(f"demo finished in {time.perf_counter() - start:.0f} s", soft_wrap=True)
 
 
 def _experiment(names, cases, editor, fluency, seed, output_dir, progress) -> None:
@@ -156,7 +157,7 @@ def _experiment(names, cases, editor, fluency, seed, output_dir, progress) -> No
                                             f"{name}: {editor} on {len(split.proxy)} proxy / {len(split.test)} "
                                             "test world edits"))
         out = report(run)
-    console.print(f"report: {out.html} ({len(out.tables)} tables, {len(out.figures)} figures)")
+    console.print(f"report: {out.html} ({len(out.tables)} tables, {len(out.figures)} figures)", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -29,7 +29,7 @@ def _parse_settings(pairs: list[str]) -> dict:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise typer.BadParameter(f"--set expects key=value, got {pair!r}")
+            raise typer.BadParameter(f"--set: expects key=value, got {pair!r}")
         try:
             out[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
@@ -60,7 +60,8 @@ def edit_command(
     target: str = typer.Option(..., help="the new answer"),
     model: str = typer.Option("default-gpt2", help="embedded default name or any Hugging Face path"),
     method: str = typer.Option("r-rome", help="editing method (see `goldenlayers ls`)"),
-    layer: int | None = typer.Option(None, help="layer to edit (ROME/R-ROME; default from the model's preset)"),
+    layer: int | None = typer.Option(None, help="layer to edit (ROME/R-ROME; default from the model's preset; "
+                                                "`goldenlayers select` finds one)"),
     layers: str | None = typer.Option(None, help="comma-separated layer range for MEMIT/EMMET, e.g. 3,4,5"),
     preset: str | None = typer.Option(None, help=PRESET_HELP),
     set_: list[str] = typer.Option([], "--set", help="override a setting: key=value (repeatable)"),
@@ -71,30 +72,48 @@ def edit_command(
     max_new_tokens: int = typer.Option(8, help="length of the greedy prediction shown"),
 ) -> None:
     """Edit one fact (subject, prompt, target) and print the greedy prediction before and after."""
+    from pydantic import ValidationError
     from rich.table import Table
 
     from goldenlayers.cases import CaseError, EditCase
-    from goldenlayers.cli.common import editing_settings, load_model_or_exit, make_console
+    from goldenlayers.cli.common import (
+        announce_model,
+        check_layers,
+        editing_settings,
+        fail,
+        load_model_or_fail,
+        make_console,
+    )
     from goldenlayers.editing import EditOrderError, StatsError, edit
     from goldenlayers.editing.sources import SourceError
 
     con = make_console()
+    announce_model(model)
     try:
         case = EditCase(case_id="cli", dataset="cli", subject=subject, prompt=prompt, target_new=target)
-    except (CaseError, ValueError) as e:
-        con.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
-    lm = load_model_or_exit(model, dtype=dtype, device=device)
-    before = greedy(lm.model, lm.tokenizer, prompt, max_new_tokens)
-    layer_list = [int(x) for x in layers.split(",")] if layers else None
+        overrides = _parse_settings(set_)
+    except (CaseError, typer.BadParameter) as e:
+        fail(e)
     try:
-        hp, C = editing_settings(lm, method, _parse_settings(set_), preset,
+        layer_list = [int(x) for x in layers.split(",") if x.strip()] if layers else None
+    except ValueError:
+        fail(f"expects comma-separated ints, got {layers!r}", option="--layers")
+    lm = load_model_or_fail(model, dtype, device)
+    check_layers(lm, layer_list or ([layer] if layer is not None else []), "--layers" if layer_list else "--layer")
+    try:
+        hp, C = editing_settings(lm, method, overrides, preset,
                                  layer_list or ([layer] if layer is not None else None), stats, stats_tokens, model)
+    except (StatsError, SourceError, KeyError, ValueError) as e:
+        fail(e, option="--set" if isinstance(e, ValidationError) else None)
+    if layer is None and not layer_list and not hp.layers:
+        fail(f"no layer to edit: pass --layer N (the settings of {method} for {model} name none), or find one "
+             f"with `goldenlayers select --model {model}`", option="--layer")
+    before = greedy(lm.model, lm.tokenizer, prompt, max_new_tokens)
+    try:
         res = edit(lm.model, lm.tokenizer, case, method=method, layer=layer, layers=layer_list, hparams=hp, stats=C,
                    adapter=lm.adapter, name=lm.name)
     except (CaseError, StatsError, SourceError, IndexError, KeyError, ValueError, EditOrderError) as e:
-        con.print(f"[red]error:[/red] {e.args[0] if isinstance(e, KeyError) else e}", soft_wrap=True)  # one line: paths vary
-        raise typer.Exit(2) from None
+        fail(e)
     after = greedy(lm.model, lm.tokenizer, prompt, max_new_tokens)
     d = res.diagnostics[0]
     table = Table(title=f"{res.method} at layer(s) {res.layers} of {lm.name}")
@@ -116,3 +135,15 @@ def register(app: typer.Typer) -> None:
 
     app.command("edit")(edit_command)
     LISTINGS["methods"] = _methods
+    LISTINGS["presets"] = _presets
+
+
+def _presets() -> list[str]:
+    """Settings presets by name (`--preset`), each with the methods it has settings for."""
+    from goldenlayers.editing import available_methods, get_method
+    from goldenlayers.editing.hparams import PRESETS
+
+    def methods(name: str) -> str:
+        return "/".join(m for m in available_methods() if get_method(m).family in PRESETS[name])
+
+    return [f"{name} ({methods(name)})" for name in sorted(PRESETS)]

@@ -18,7 +18,7 @@ from dataclasses import asdict
 
 import typer
 
-from goldenlayers.cli.common import PRESET_HELP, STATS_HELP, STATS_TOKENS_HELP, editing_settings
+from goldenlayers.cli.common import LIMIT_HELP, PRESET_HELP, STATS_HELP, STATS_TOKENS_HELP, editing_settings
 
 
 def _parse_layers(text: str | None) -> list[int] | int | None:
@@ -27,7 +27,7 @@ def _parse_layers(text: str | None) -> list[int] | int | None:
     try:
         layers = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise typer.BadParameter(f"--layer expects an int or a comma-separated list of ints, got {text!r}") from None
+        raise typer.BadParameter(f"--layer: expects an int or a comma-separated list of ints, got {text!r}") from None
     return layers[0] if len(layers) == 1 else layers
 
 
@@ -36,7 +36,7 @@ def _parse_settings(pairs: list[str]) -> dict | None:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
-            raise typer.BadParameter(f"--set expects key=value, got {pair!r}")
+            raise typer.BadParameter(f"--set: expects key=value, got {pair!r}")
         try:
             out[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
@@ -102,12 +102,12 @@ def evaluate_command(
                                          "(none for realfacts: the facts the model knows, docs/realfacts.md)"),
     method: str = typer.Option("r-rome", help="editing method (see `goldenlayers ls`), or 'none' for no edit"),
     layer: str | None = typer.Option(None, help="layer to edit, or a comma-separated list to compare, e.g. 3,5,7"),
-    limit: int | None = typer.Option(None, help="evaluate only the first K cases (after --shuffle-seed)"),
+    limit: int | None = typer.Option(None, min=1, help=LIMIT_HELP + " (after --shuffle-seed)"),
     shuffle_seed: int | None = typer.Option(None, help="shuffle the cases (seeded) before --limit"),
     metrics: str = typer.Option(",".join(("rewrite", "rephrase", "locality", "portability", "fluency")),
                                 help="comma-separated metrics"),
     no_fluency: bool = typer.Option(False, "--no-fluency", help="skip the (slow) fluency generation"),
-    batch_size: int = typer.Option(16, help="teacher-forced prompts per forward pass"),
+    batch_size: int = typer.Option(16, min=1, help="teacher-forced prompts per forward pass"),
     seed: int = typer.Option(0, help="seed of the fluency samples"),
     preset: str | None = typer.Option(None, help=PRESET_HELP),
     set_: list[str] = typer.Option([], "--set", help="override an editing setting: key=value (repeatable)"),
@@ -118,62 +118,91 @@ def evaluate_command(
     out: str | None = typer.Option(None, help="write rows, table and failures to this JSON file"),
 ) -> None:
     """Edit each case of a benchmark file at a layer and report rewrite, rephrase, locality, portability, fluency."""
-    from goldenlayers.cli.common import load_model_or_exit, make_console, model_folder
+    from pydantic import ValidationError
+
+    from goldenlayers.cli.common import (
+        announce_model,
+        check_layers,
+        check_model_options,
+        fail,
+        load_model_or_fail,
+        make_console,
+        realfacts_cases,
+    )
     from goldenlayers.datasets import DatasetFileError, load_dataset
     from goldenlayers.editing import StatsError
     from goldenlayers.editing.sources import SourceError
     from goldenlayers.evaluation import evaluate
+    from goldenlayers.evaluation.metrics import METRICS
+
+    metric_names = tuple(m.strip() for m in metrics.split(",") if m.strip())
 
     con = make_console()
-    model_folder(model)  # a bad --model fails before the data file is read
+    announce_model(model)
+    unknown = [m for m in metric_names if m not in METRICS]
+    if unknown:
+        fail(f"unknown metric(s) {', '.join(map(repr, unknown))}; known: {', '.join(METRICS)}", option="--metrics")
     try:
-        built = dataset == "realfacts" and data_file is None  # built once the model is loaded
-        data = None if built else load_dataset(dataset, data_file, limit=limit, shuffle_seed=shuffle_seed)
         layers = _parse_layers(layer)
         hparams = _parse_settings(set_)
-    except (KeyError, DatasetFileError, ValueError, typer.BadParameter) as e:
-        con.print(f"[red]error:[/red] {e.args[0] if isinstance(e, KeyError) else e}")
-        raise typer.Exit(2) from None
-    if data is not None:
-        con.print(data.report.summary())
+    except typer.BadParameter as e:
+        fail(e)
+    check_model_options(dtype, device)
+    data = None  # --dataset realfacts without a file: built once the model is loaded (the facts it knows)
+    if not (dataset == "realfacts" and data_file is None):
+        try:
+            data = load_dataset(dataset, data_file, limit=limit, shuffle_seed=shuffle_seed, progress=True)
+        except (KeyError, DatasetFileError, ValueError) as e:
+            fail(e)
+        con.print(data.report.summary(), soft_wrap=True)
         for s in data.report.skipped[:10]:
-            con.print(f"  skipped {s}")
+            con.print(f"  skipped {s}", soft_wrap=True)
         if len(data.report.skipped) > 10:
-            con.print(f"  ... and {len(data.report.skipped) - 10} more")
+            con.print(f"  ... and {len(data.report.skipped) - 10} more", soft_wrap=True)
         if not data.cases:
-            con.print("[red]error:[/red] no usable case in the file")
-            raise typer.Exit(2)
-    lm = load_model_or_exit(model, dtype=dtype, device=device)
+            fail(f"{data_file}: no usable case in the file")
+    lm = load_model_or_fail(model, dtype, device)
     if data is None:
-        from goldenlayers.cli.common import realfacts_cases
         from goldenlayers.datasets import LoadedDataset, LoadReport
 
         cases = realfacts_cases(lm, limit, shuffle_seed or 0)
         data = LoadedDataset(dataset, "", cases, LoadReport(dataset, "", len(cases), len(cases)))
+    check_layers(lm, [layers] if isinstance(layers, int) else layers or [])
     try:
         editor = None if method == "none" else _editor(lm, method, layers, preset, hparams, stats, stats_tokens, model)
-        result = evaluate(lm.model, lm.tokenizer, data.cases, editor=editor, layer=layers,
-                          metrics=tuple(m.strip() for m in metrics.split(",")),
+    except (KeyError, SourceError, StatsError, ValueError) as e:
+        fail(e, option="--set" if isinstance(e, ValidationError) else None)
+    try:
+        result = evaluate(lm.model, lm.tokenizer, data.cases, editor=editor, layer=layers, metrics=metric_names,
                           batch_size=batch_size, fluency=not no_fluency, seed=seed, progress=True)
     except (KeyError, SourceError, StatsError, ValueError) as e:
-        con.print(f"[red]error:[/red] {e.args[0] if isinstance(e, KeyError) else e}")
-        raise typer.Exit(2) from None
+        fail(e)
     con.print(render_table(result, f"{lm.name} on {dataset} ({len(data.cases)} cases, {result.seconds:.1f} s)"))
     for f in result.failures[:10]:
-        con.print(f"  failed case {f.case_id!r} at layer {f.layer} ({f.stage}): {f.reason}")
+        con.print(f"  failed case {f.case_id!r} at layer {f.layer} ({f.stage}): {f.reason}", soft_wrap=True)
     if out:
         with open(out, "w", encoding="utf-8") as fh:
             json.dump(_json_safe({"rows": [r.as_dict() for r in result.rows], "table": result.table(),
                                   "failures": [asdict(f) for f in result.failures],
                                   "skipped": [asdict(s) for s in data.report.skipped]}), fh, indent=1)
-        con.print(f"wrote {out}")
+        con.print(f"wrote {out}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
     from goldenlayers.cli import LISTINGS
-    from goldenlayers.datasets import available_datasets
-    from goldenlayers.evaluation.metrics import METRICS
 
     app.command("evaluate")(evaluate_command)
-    LISTINGS["datasets"] = available_datasets
-    LISTINGS["metrics"] = lambda: list(METRICS)
+    LISTINGS["datasets"] = _datasets
+    LISTINGS["metrics"] = _metrics
+
+
+def _datasets() -> list[str]:
+    from goldenlayers.datasets import available_datasets
+
+    return available_datasets()
+
+
+def _metrics() -> list[str]:
+    from goldenlayers.evaluation.metrics import METRICS
+
+    return list(METRICS)

@@ -32,7 +32,9 @@ def run_cmd(
     config: Path = typer.Argument(..., help="experiment config (YAML), e.g. configs/default.yaml"),
     root: Path | None = typer.Option(None, help="parent directory of the run (default: the config's output_dir)"),
     force: bool = typer.Option(False, "--force", help="resume even though the config changed (keeps the old one)"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="create/resume the run directory and list the jobs only"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="create/resume the run directory, list the jobs and check "
+                                                          "the models, files, settings, layers and statistics "
+                                                          "sources without editing (exit 2 on a problem)"),
     progress: bool = typer.Option(True, help="show progress bars"),
     retry_failed_cells: bool = typer.Option(False, "--retry-failed-cells",
                                             help="redo the (case, layer) cells that failed in finished jobs (their "
@@ -41,27 +43,87 @@ def run_cmd(
     set_: list[str] = typer.Option([], "--set", help="override an editing setting of every method: key=value "
                                                        "(repeatable; merged into methods[].hparams)"),
     stats: str | None = typer.Option(None, help="text source of the key statistics C (the config's stats.source)"),
+    repair: bool = typer.Option(False, "--repair", help="replace a damaged store.sqlite by every row that can "
+                                                        "still be read (the damaged file is kept), then go on"),
 ) -> None:
     """Create or resume the run directory of CONFIG and execute its jobs (resumable: run it again to go on).
     Under `torchrun --nproc-per-node N -m goldenlayers run CONFIG` the cells are spread over N processes."""
-    from goldenlayers.runs import ConfigError, ConfigMismatchError, RunDir, load_config, reopen_failed_cells
+    from goldenlayers.cli.common import fail
+    from goldenlayers.runs import (
+        ConfigError,
+        ConfigMismatchError,
+        RunDir,
+        RunLockedError,
+        StoreDamagedError,
+        load_config,
+        reopen_failed_cells,
+    )
 
     con = _console()
+    if root is not None and root.exists() and not root.is_dir():
+        fail(f"{root} is a file; give the directory that holds (or will hold) the run", option="--root")
     try:
         cfg = with_overrides(load_config(config), str(config), preset, set_, stats)
     except ConfigError as e:
-        con.print(f"[red]error:[/red] {_esc(e)}")
+        con.print(f"[red]error:[/red] {_esc(e)}", soft_wrap=True)
         raise typer.Exit(2) from None
 
     def make_run():
-        run = RunDir.create_or_resume(cfg, root, force=force, command=f"goldenlayers run {config}")
+        run = RunDir.create_or_resume(cfg, root, force=force, command=f"goldenlayers run {config}", repair=repair)
+        if run.repaired is not None:
+            kept = ", ".join(f"{n} {t}" for t, n in run.repaired.items())
+            con.print(f"repaired {_esc(run.path / 'store.sqlite')}: kept {kept} row(s); the damaged file is kept "
+                      "beside it as store.sqlite.damaged-*", soft_wrap=True)
         if retry_failed_cells and not dry_run:  # on rank 0 only, before the other ranks open the run
             for key, n in reopen_failed_cells(run).items():
-                con.print(f"reopened {_esc(key)}: {n} failure row(s) dropped, their cells will be redone")
+                con.print(f"reopened {_esc(key)}: {n} failure row(s) dropped, their cells will be redone",
+                          soft_wrap=True)
         return run
 
-    execute_config(cfg, root=root, force=force, dry_run=dry_run, progress=progress, make_run=make_run,
-                   errors=(ConfigError, ConfigMismatchError), source=str(config))
+    con.print("models: " + ", ".join(f"[bold]{_esc(m.name)}[/bold]" + (f" ({_esc(m.path)})" if m.path else "")
+                                     for m in cfg.models), soft_wrap=True)
+    _, summary = execute_config(cfg, root=root, force=force, dry_run=dry_run, progress=progress, make_run=make_run,
+                                errors=(ConfigError, ConfigMismatchError, RunLockedError, StoreDamagedError),
+                                source=str(config))
+    if dry_run:
+        _check(con, cfg)
+    if summary is not None and not summary.ok and _rank() == 0:
+        raise typer.Exit(FAILED_EXIT)
+
+
+def _check(con, cfg) -> None:
+    """--dry-run: resolve what the run will need (goldenlayers.runs.check); exit 2 listing the problems."""
+    from goldenlayers.runs.check import check_config
+
+    notes, problems = check_config(cfg)
+    for line in notes:
+        con.print(f"  {_esc(line)}", soft_wrap=True)
+    if problems:
+        con.print(f"[red]error:[/red] {len(problems)} problem(s) found by the dry run:", soft_wrap=True)
+        for line in problems:
+            con.print(f"  - {_esc(line)}", soft_wrap=True)
+        raise typer.Exit(2)
+    con.print("dry run: models, datasets, settings, layers and statistics sources resolve", soft_wrap=True)
+
+
+FAILED_EXIT = 3  # `goldenlayers run` finished the rest but a job failed or the store holds failure rows
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def print_failures(con, store) -> int:
+    """Print the store's failure rows (grouped counts, then the first reasons); returns how many there are."""
+    from goldenlayers.runs.store import failure_lines
+
+    total = store.count("failures")
+    if total:
+        con.print(f"[red]{total} failure row(s)[/red] in {_esc(store.path)} (`goldenlayers export` lists them all):",
+                  soft_wrap=True)
+        for line in failure_lines(store, limit=10):
+            con.print(f"  {_esc(line)}", soft_wrap=True)
+    return total
 
 
 def with_overrides(cfg, label: str, preset: str | None, set_: list[str], stats: str | None):
@@ -118,7 +180,7 @@ def execute_config(cfg, *, make_run, root=None, force=False, dry_run=False, prog
     try:
         run = D.open_run(make_run) if multi else make_run()
     except errors as e:
-        con.print(f"[red]error:[/red] {_esc(e)}")
+        con.print(f"[red]error:[/red] {_esc(e)}", soft_wrap=True)
         raise typer.Exit(2) from None
     except D.WorkerAbort:
         raise typer.Exit(2) from None
@@ -141,7 +203,8 @@ def execute_config(cfg, *, make_run, root=None, force=False, dry_run=False, prog
     if engine is None:
         todo = sum(status.get(j.key, {}).get("status") != "done" for j in jobs)
         why = "--dry-run" if dry_run else "the execution engine is not wired yet (goldenlayers.runs.engine)"
-        con.print(f"{why}: nothing executed; {todo} job(s) would run, writing to {run.path / 'store.sqlite'}")
+        con.print(f"{why}: nothing executed; {todo} job(s) would run, writing to {run.path / 'store.sqlite'}",
+                  soft_wrap=True)
         run.close()
         return run, None
     timeline = getattr(engine, "timeline", None)
@@ -159,10 +222,11 @@ def execute_config(cfg, *, make_run, root=None, force=False, dry_run=False, prog
         con.print(f"done {len(summary.done)}, skipped (finished before) {len(summary.skipped)}, "
                   f"failed {len(summary.failed)}")
         for key, reason in summary.failed.items():
-            con.print(f"  [red]failed[/red] {_esc(key)}: {_esc(reason)}")
+            con.print(f"  [red]failed[/red] {_esc(key)}: {_esc(reason)}", soft_wrap=True)
+        summary.failure_rows = print_failures(con, run.store)
         if timeline is not None:
             for i, line in enumerate(times):
-                con.print(f"time{f' of process {i}' if multi else ''}: {_esc(line)}")
+                con.print(f"time{f' of process {i}' if multi else ''}: {_esc(line)}", soft_wrap=True)
     run.close()
     return run, summary
 
@@ -183,25 +247,35 @@ def report_cmd(
     """Write the paper-style tables and figures of a run as report.md and a self-contained report.html."""
     from pydantic import ValidationError
 
+    from goldenlayers.cli.common import error_line, fail
     from goldenlayers.evaluation.overall import OverallSpec
     from goldenlayers.report import ReportSettings, report
-    from goldenlayers.runs import ConfigError
+    from goldenlayers.runs import ConfigError, StoreDamagedError
+    from goldenlayers.runs.config import METHODS, known
 
     con = _console()
     try:
+        known(method, METHODS, "editing method")
+    except ValueError as e:
+        fail(e, option="--method")
+    try:
         spec = OverallSpec.parse(overall_weights)
     except ValueError as e:
-        con.print(f"[red]error:[/red] --overall-weights: {_esc(e)}")
-        raise typer.Exit(2) from None
+        fail(e, option="--overall-weights")
     try:
         settings = ReportSettings(method=method, overall=spec, table1_split=table1_split)
+    except ValidationError as e:
+        fail(error_line(e, options=True))
+    try:
         result = report(run_dir, out, settings)
-    except (FileNotFoundError, ConfigError, ValidationError) as e:
-        con.print(f"[red]error:[/red] {_esc(e)}")
-        raise typer.Exit(2) from None
-    con.print(f"{len(result.tables)} tables, {len(result.figures)} figures -> {result.html}")
+    except (FileNotFoundError, ConfigError, StoreDamagedError) as e:
+        fail(e)
+    if result.status:
+        con.print(f"[yellow]{_esc(result.status)}[/yellow]", soft_wrap=True)
+    con.print(f"{len(result.tables)} tables, {len(result.figures)} figures -> {result.html}"
+              + (" (partial run)" if result.status else ""), soft_wrap=True)
     for line in result.left_out:
-        con.print(f"  left out: {_esc(line)}")
+        con.print(f"  left out: {_esc(line)}", soft_wrap=True)
 
 
 def export_cmd(
@@ -210,7 +284,8 @@ def export_cmd(
     dest: Path | None = typer.Option(None, help="output directory (default: RUN_DIR/exports)"),
 ) -> None:
     """Export the run store's results, selectors and failures tables."""
-    from goldenlayers.runs import RunDir
+    from goldenlayers.cli.common import fail
+    from goldenlayers.runs import RunDir, StoreDamagedError
     from goldenlayers.runs.export import MissingDependencyError
 
     con = _console()
@@ -218,11 +293,10 @@ def export_cmd(
         with RunDir.open(run_dir) as run:
             run.merge_shards()
             paths = run.export(fmt, dest)
-    except (FileNotFoundError, ValueError, MissingDependencyError) as e:
-        con.print(f"[red]error:[/red] {_esc(e)}")
-        raise typer.Exit(2) from None
+    except (FileNotFoundError, ValueError, MissingDependencyError, StoreDamagedError) as e:
+        fail(e)
     for p in paths:
-        con.print(str(p))
+        con.print(str(p), soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,13 +7,22 @@ import math
 
 import typer
 
-from goldenlayers.cli.common import PRESET_HELP, STATS_HELP, STATS_TOKENS_HELP, console, fail, load_cases
+from goldenlayers.cli.common import PRESET_HELP, STATS_HELP, STATS_TOKENS_HELP, console, fail
 
 
 def _fmt(x) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
     return f"{x:.3f}" if abs(x) < 100 else f"{x:.0f}"
+
+
+def _check_editor(editor: str) -> None:
+    from goldenlayers.editing import get_method
+
+    try:
+        get_method(editor)
+    except KeyError as e:
+        fail(e, option="--editor")
 
 
 def _settings(lm, editor: str, preset: str | None, set_: list[str], stats: str | None, tokens: int, model: str):
@@ -29,9 +38,9 @@ def _settings(lm, editor: str, preset: str | None, set_: list[str], stats: str |
         hp, C = editing_settings(lm, editor, overrides, preset, list(range(lm.adapter.n_layers(lm.model))), stats,
                                  tokens, model)
     except (StatsError, SourceError, KeyError, ValueError, typer.BadParameter) as e:
-        fail(str(e.args[0] if isinstance(e, KeyError) else e))
+        fail(e)
     where = stats or "the model's own world"
-    console.print(f"key statistics C: {'from ' + where if C is not None else 'identity (C = I)'}")
+    console.print(f"key statistics C: {'from ' + where if C is not None else 'identity (C = I)'}", soft_wrap=True)
     return hp, C
 
 
@@ -40,30 +49,34 @@ def select_command(
     method: str = typer.Option("lga", help="selector: lga, cma or bruteforce"),
     dataset: str = typer.Option("world", help="dataset name (see `goldenlayers ls`)"),
     data_file: str | None = typer.Option(None, help="benchmark file (not needed for --dataset world or realfacts)"),
-    limit: int | None = typer.Option(20, help="number of proxy cases"),
+    limit: int = typer.Option(20, min=1, help="number of proxy cases (N >= 1)"),
     editor: str = typer.Option("r-rome", help="editing method for brute force"),
     metric: str = typer.Option("rewrite", help="brute-force metric whose golden layer is chosen"),
-    tukey_k: float = typer.Option(1.5, help="Tukey fence factor for LGA"),
-    top: int = typer.Option(5, help="how many ranked layers to print"),
+    tukey_k: float = typer.Option(1.5, min=0, help="Tukey fence factor for LGA"),
+    top: int = typer.Option(5, min=1, help="how many ranked layers to print"),
     preset: str | None = typer.Option(None, help=PRESET_HELP),
     set_: list[str] = typer.Option([], "--set", help="override an editing setting: key=value (repeatable)"),
     stats: str | None = typer.Option(None, help=STATS_HELP),
-    stats_tokens: int = typer.Option(100_000, help=STATS_TOKENS_HELP),
+    stats_tokens: int = typer.Option(100_000, min=1, help=STATS_TOKENS_HELP),
     device: str | None = typer.Option(None, help="cuda or cpu (default: cuda when available)"),
 ) -> None:
     """Rank the layers of a model for editing with one selector and print the chosen layer and the time spent."""
-    from goldenlayers.cli.common import load_model_or_exit
-    from goldenlayers.selection.compare import select_layer
+    from goldenlayers.cli.common import announce_model, cases_and_model, check_model_options
+    from goldenlayers.selection.compare import SELECTORS, select_layer
 
-    lm = load_model_or_exit(model, device=device)
+    announce_model(model)
+    if method not in SELECTORS:
+        fail(f"unknown selector {method!r}; choose one of {', '.join(SELECTORS)}", option="--method")
+    _check_editor(editor)
+    check_model_options(device=device)
+    cases, lm = cases_and_model(dataset, data_file, limit, model, device)
     hp, C = (None, None) if method != "bruteforce" else \
         _settings(lm, editor, preset, set_, stats, stats_tokens, model)
-    cases = load_cases(dataset, data_file, limit, model, lm=lm)
     try:
         sel = select_layer(lm.model, lm.tokenizer, cases, method, editor=editor, metric=metric, tukey_k=tukey_k,
                            model_name=lm.name, hparams=hp, stats=C)
-    except ValueError as e:
-        fail(str(e))
+    except (KeyError, ValueError) as e:
+        fail(e)
     ranking = sel.table.ranking()[:top]
     console.print(f"[bold]{sel.selector}[/bold] on {len(cases)} {dataset} cases ({sel.table.cases} used): "
                   f"chosen layer [bold]{sel.layer}[/bold] in {sel.seconds:.2f} s")
@@ -73,7 +86,7 @@ def select_command(
         console.print(f"Tukey fences (k={sel.pick.k}): [{f.lower:.4g}, {f.upper:.4g}]; excluded layers: "
                       f"{sel.pick.excluded or 'none'}")
     for cid, why in list(sel.table.skipped.items())[:5]:
-        console.print(f"  skipped {cid}: {why}")
+        console.print(f"  skipped {cid}: {why}", soft_wrap=True)
 
 
 METRIC_HEADS = dict(rewrite="rew", rephrase="reph", locality="loc", portability="port", fluency="flu")
@@ -138,8 +151,8 @@ def compare_command(
     model: str = typer.Option("default-gpt2", help="embedded default name or a local Hugging Face model folder"),
     dataset: str = typer.Option("world"),
     data_file: str | None = typer.Option(None),
-    limit: int | None = typer.Option(200, help="cases in all (proxy + test)"),
-    proxy_fraction: float = typer.Option(0.1, help="share of the cases used as the proxy set (exactly rounded)"),
+    limit: int = typer.Option(200, min=1, help="cases in all (proxy + test; N >= 1)"),
+    proxy_fraction: float = typer.Option(0.1, help="share of the cases used as the proxy set (between 0 and 1; exactly rounded)"),
     editor: str = typer.Option("r-rome", help="editing method"),
     selectors: str = typer.Option("lga,cma,bruteforce", help="comma-separated selectors"),
     no_fluency: bool = typer.Option(False, "--no-fluency", help="skip the fluency generation"),
@@ -150,44 +163,57 @@ def compare_command(
     preset: str | None = typer.Option(None, help=PRESET_HELP),
     set_: list[str] = typer.Option([], "--set", help="override an editing setting: key=value (repeatable)"),
     stats: str | None = typer.Option(None, help=STATS_HELP),
-    stats_tokens: int = typer.Option(100_000, help=STATS_TOKENS_HELP),
+    stats_tokens: int = typer.Option(100_000, min=1, help=STATS_TOKENS_HELP),
     device: str | None = typer.Option(None),
 ) -> None:
     """Find a layer with each selector on a proxy set, edit the test set there, and print Table 2 with wall times
     (with --truth: against brute force on the test set). Each selector's result is printed as soon as it is known."""
-    from goldenlayers.cli.common import load_model_or_exit
+    from goldenlayers.cli.common import announce_model, cases_and_model, check_model_options
     from goldenlayers.datasets.split import split_cases
     from goldenlayers.evaluation.overall import OverallSpec
     from goldenlayers.selection.compare import SELECTORS, compare_selectors
 
+    announce_model(model)
+    if not 0 < proxy_fraction < 1:
+        fail(f"{proxy_fraction} is not between 0 and 1 (both excluded)", option="--proxy-fraction")
     try:
         spec = OverallSpec.parse(overall_weights)
     except ValueError as e:
-        fail(f"--overall-weights: {e}")
+        fail(e, option="--overall-weights")
     names = [s.strip() for s in selectors.split(",") if s.strip()]
     unknown = [s for s in names if s not in SELECTORS]
     if unknown or not names:
-        fail(f"--selectors: unknown {unknown or 'empty list'}; choose from {', '.join(SELECTORS)}")
-    lm = load_model_or_exit(model, device=device)
+        fail(f"unknown selector(s) {', '.join(map(repr, unknown)) or '(empty list)'}; choose from "
+             f"{', '.join(SELECTORS)}", option="--selectors")
+    _check_editor(editor)
+    check_model_options(device=device)
+    cases, lm = cases_and_model(dataset, data_file, limit, model, device)
     hp, C = _settings(lm, editor, preset, set_, stats, stats_tokens, model)
-    cases = load_cases(dataset, data_file, limit, model, lm=lm)
     try:
         split = split_cases(cases, proxy_fraction=proxy_fraction, seed=seed)
     except ValueError as e:
-        fail(f"--proxy-fraction / --limit: {e}")
+        fail(e, option="--proxy-fraction / --limit")
     console.print(f"{lm.name}: {len(split.proxy)} proxy / {len(split.test)} test cases")
-    cmp = compare_selectors(lm.model, lm.tokenizer, split.proxy, split.test, editor=editor, selectors=names,
-                            fluency=not no_fluency, model_name=lm.name, truth=truth, overall_spec=spec,
-                            hparams=hp, stats=C,
-                            on_selection=lambda sel: console.print(selection_line(sel)),
-                            on_row=lambda r: console.print(row_line(r)))
+    try:
+        cmp = compare_selectors(lm.model, lm.tokenizer, split.proxy, split.test, editor=editor, selectors=names,
+                                fluency=not no_fluency, model_name=lm.name, truth=truth, overall_spec=spec,
+                                hparams=hp, stats=C,
+                                on_selection=lambda sel: console.print(selection_line(sel)),
+                                on_row=lambda r: console.print(row_line(r)))
+    except (KeyError, ValueError) as e:
+        fail(e)
     console.print(render_comparison(cmp, f"{lm.name}: {len(split.proxy)} proxy / {len(split.test)} test cases"))
 
 
 def register(app: typer.Typer) -> None:
     from goldenlayers.cli import LISTINGS
-    from goldenlayers.selection.compare import SELECTORS
 
     app.command("select")(select_command)
     app.command("compare")(compare_command)
-    LISTINGS["selectors"] = lambda: list(SELECTORS)
+    LISTINGS["selectors"] = _selectors
+
+
+def _selectors() -> list[str]:
+    from goldenlayers.selection.compare import SELECTORS
+
+    return list(SELECTORS)

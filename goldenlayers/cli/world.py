@@ -15,9 +15,9 @@ import typer
 
 
 def world(
-    people: int = typer.Option(1000, help="number of people (facts = 6 x people)"),
+    people: int = typer.Option(1000, min=1, help="number of people (facts = 6 x people)"),
     seed: int = typer.Option(0, help="world seed (same seed, same world)"),
-    cases: int = typer.Option(200, help="edit cases to export"),
+    cases: int = typer.Option(200, min=1, help="edit cases to export"),
     case_seed: int = typer.Option(0, help="seed that picks the exported edit cases"),
     export_knowedit: Path | None = typer.Option(None, help="write the cases as KnowEdit wiki_counterfact JSON"),
     export_counterfact: Path | None = typer.Option(None, help="write the cases as ROME CounterFact JSON"),
@@ -46,25 +46,25 @@ def world(
     if save:
         save.parent.mkdir(parents=True, exist_ok=True)
         w.save(save)
-        con.print(f"wrote {save}")
+        con.print(f"wrote {save}", soft_wrap=True)
 
 
 def train_world(
     arch: str = typer.Option("gpt2", help="gpt2 | llama"),
     out: Path = typer.Option(..., help="output folder (safetensors, tokenizer, world.json, training.json)"),
-    people: int = typer.Option(1000, help="people in the world"),
+    people: int = typer.Option(1000, min=1, help="people in the world"),
     seed: int = typer.Option(0, help="seed of the world and of training"),
-    layers: int = typer.Option(8, help="transformer blocks"),
-    d_model: int = typer.Option(128, help="residual width (d_ff = 4 x d_model unless --d-ff)"),
+    layers: int = typer.Option(8, min=1, help="transformer blocks"),
+    d_model: int = typer.Option(128, min=1, help="residual width (d_ff = 4 x d_model unless --d-ff)"),
     d_ff: int | None = typer.Option(None, help="MLP width"),
-    heads: int = typer.Option(4, help="attention heads"),
+    heads: int = typer.Option(4, min=1, help="attention heads"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
-    max_steps: int = typer.Option(20000, help="upper bound on optimiser steps"),
-    batch_size: int = typer.Option(256, help="sentences per step"),
+    max_steps: int = typer.Option(20000, min=1, help="upper bound on optimiser steps"),
+    batch_size: int = typer.Option(256, min=1, help="sentences per step"),
     lr: float = typer.Option(2e-3, help="peak AdamW learning rate (warm-up then cosine)"),
-    eval_every: int = typer.Option(500, help="steps between recall checks"),
+    eval_every: int = typer.Option(500, min=1, help="steps between recall checks"),
     target_recall: float = typer.Option(0.99, help="stop when greedy recall of all facts reaches this"),
-    vocab_size: int = typer.Option(2048, help="BPE vocabulary size"),
+    vocab_size: int = typer.Option(2048, min=1, help="BPE vocabulary size"),
 ) -> None:
     """Train a GPT-2- or LLaMA-architecture model from scratch on the synthetic world until it recalls its facts."""
     from goldenlayers.datasets.synthetic import build_world, train_world_model

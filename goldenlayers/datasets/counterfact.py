@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from goldenlayers.cases import CaseError, EditCase, Probe
-from goldenlayers.datasets.loading import LoadReport, build_case, convert_records, read_json_list, require
+from goldenlayers.datasets.loading import LoadReport, build_case, convert_records, json_records, require
 
 
 def _target(rr: dict, key: str, case_id: str) -> str:
@@ -70,4 +70,4 @@ def read_counterfact(path: str | Path, name: str = "counterfact") -> tuple[list[
         first_index[case.case_id] = i
         return case
 
-    return convert_records(read_json_list(path), name, path, convert)
+    return convert_records(json_records(path), name, path, convert)

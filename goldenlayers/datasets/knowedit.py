@@ -28,8 +28,8 @@ from goldenlayers.datasets.loading import (
     build_case,
     convert_records,
     first_answer,
+    json_records,
     probes,
-    read_json_list,
     require,
 )
 
@@ -85,5 +85,5 @@ def read_knowedit(path: str | Path, dataset: str, name: str | None = None) -> tu
     if dataset not in KNOWEDIT_DATASETS:
         raise ValueError(f"unknown KnowEdit shape {dataset!r}; expected one of {', '.join(KNOWEDIT_DATASETS)}")
     label = name or dataset
-    return convert_records(read_json_list(path), label, path,
+    return convert_records(json_records(path), label, path,
                            lambda rec, i, report: knowedit_case(rec, i, report, dataset, label))

@@ -1,8 +1,11 @@
 """Reading benchmark files: JSON lists, answer shapes, and the report of skipped records (REFERENCE.md section 5).
 
 Every reader turns one published file into EditCase records. What they share lives here:
-- `read_json_list(path)`: the file must be a JSON list; bad JSON, a missing file or another top-level type is a
-  `DatasetFileError` naming the file (the whole file is unusable).
+- `json_records(path)`: the records of a JSON list, decoded one at a time while the file is read in 1 MiB
+  chunks (json.JSONDecoder.raw_decode), so that `load_dataset(..., limit=N)` stops reading once it has N usable
+  cases and a large file shows a progress bar over its bytes (`reading(limit, progress)` sets both for the
+  readers). Bad JSON, a missing file or another top-level type is a `DatasetFileError` naming the file.
+  `read_json_list(path)` is the whole list.
 - `answer_aliases(value, case_id, field)`: KnowEdit answers come as a string, a list of aliases, or a list of
   alias lists (WikiData_recent: `[["Kai Wegner", "Kai Peter Wegner"]]`). All aliases are kept, flattened in order
   without repeats, so `aliases[0]` (the first alias of the first list) is the one scored by default.
@@ -13,7 +16,11 @@ Every reader turns one published file into EditCase records. What they share liv
 
 from __future__ import annotations
 
+import codecs
+import contextvars
 import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,9 +56,13 @@ class LoadReport:
     loaded: int = 0
     skipped: list[Skipped] = field(default_factory=list)
     dropped_probes: list[Skipped] = field(default_factory=list)
+    stopped_early: bool = False  # reading stopped once `limit` cases were loaded (the rest of the file unread)
 
     def summary(self) -> str:
-        s = f"{self.dataset}: {self.loaded} of {self.records} records loaded from {self.path}"
+        of = f"the first {self.records}" if self.stopped_early else f"{self.records}"
+        s = f"{self.dataset}: {self.loaded} of {of} records loaded from {self.path}"
+        if self.stopped_early:
+            s += " (stopped at the limit; the rest of the file was not read)"
         if self.skipped:
             s += f"; {len(self.skipped)} skipped"
         if self.dropped_probes:
@@ -59,25 +70,120 @@ class LoadReport:
         return s
 
 
-def read_json_list(path: str | Path) -> list:
-    """The top-level JSON list of `path`; anything else is a DatasetFileError naming the file."""
+_STOP_AFTER: contextvars.ContextVar[int | None] = contextvars.ContextVar("stop_after", default=None)
+_PROGRESS: contextvars.ContextVar[bool] = contextvars.ContextVar("progress", default=False)
+CHUNK = 1 << 20  # characters read at a time
+PROGRESS_BYTES = 8 << 20  # files at least this large show a progress bar (when asked for)
+_FOUND = {"{": "dict", '"': "str", "t": "bool", "f": "bool", "n": "null"}
+
+
+@contextmanager
+def reading(stop_after: int | None = None, progress: bool = False):
+    """Within the block, `convert_records` stops once `stop_after` cases are loaded (None: read everything) and
+    `json_records` shows a progress bar over the bytes of a large file when `progress`."""
+    tokens = _STOP_AFTER.set(stop_after), _PROGRESS.set(progress)
+    try:
+        yield
+    finally:
+        _STOP_AFTER.reset(tokens[0])
+        _PROGRESS.reset(tokens[1])
+
+
+@contextmanager
+def _byte_progress(p: Path, size: int):
+    if not (_PROGRESS.get() and size >= PROGRESS_BYTES):
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn(f"reading {p.name}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("read", total=size)
+        yield lambda n: bar.advance(task, n)
+
+
+def json_records(path: str | Path, chunk: int = CHUNK) -> Iterator:
+    """The records of the JSON list in `path`, one at a time, reading `chunk` characters at a time (see the
+    module docstring); DatasetFileError naming the file when it is missing, not UTF-8, not JSON or not a list."""
     p = Path(path)
     if not p.is_file():
         raise DatasetFileError(f"dataset file {str(p)!r} does not exist")
-    try:
-        with p.open(encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetFileError(f"dataset file {str(p)!r} is not valid JSON: {e}") from e
-    if not isinstance(data, list):
-        raise DatasetFileError(f"dataset file {str(p)!r} must hold a JSON list of records, found {type(data).__name__}")
-    return data
+    decoder, text = json.JSONDecoder(), codecs.getincrementaldecoder("utf-8")()
+    size = p.stat().st_size
+    with p.open("rb") as f, _byte_progress(p, size) as advance:
+        buf, pos, done, consumed = "", 0, False, 0  # consumed: characters dropped from the front of buf
+
+        def more() -> bool:
+            nonlocal buf, pos, done, consumed
+            if done:
+                return False
+            raw = f.read(chunk)
+            advance(len(raw))
+            try:
+                new = text.decode(raw, final=not raw)
+            except UnicodeDecodeError as e:
+                raise DatasetFileError(f"dataset file {str(p)!r} is not valid UTF-8 text: {e}") from e
+            consumed += pos
+            buf, pos, done = buf[pos:] + new, 0, not raw
+            return True
+
+        def skip_ws() -> str:
+            """The next non-blank character ('' at the end of the file)."""
+            nonlocal pos
+            while True:
+                while pos < len(buf) and buf[pos] in " \t\r\n":
+                    pos += 1
+                if pos < len(buf) or not more():
+                    return buf[pos:pos + 1]
+
+        def bad(what: str):
+            return DatasetFileError(f"dataset file {str(p)!r} is not valid JSON: {what} at character "
+                                    f"{consumed + pos}")
+
+        first = skip_ws()
+        if first != "[":
+            if not first:
+                raise DatasetFileError(f"dataset file {str(p)!r} is empty; it must hold a JSON list of records")
+            found = _FOUND.get(first, "number" if first in "-0123456789" else None)
+            if found is None:
+                raise bad(f"unexpected {first!r}")
+            raise DatasetFileError(f"dataset file {str(p)!r} must hold a JSON list of records, found {found}")
+        pos += 1
+        if skip_ws() == "]":
+            return
+        while True:
+            skip_ws()
+            while True:
+                try:
+                    value, end = decoder.raw_decode(buf, pos)
+                except json.JSONDecodeError as e:
+                    if more():
+                        continue
+                    raise bad(e.msg) from None
+                if end < len(buf) or done or not more():  # a value that ends the buffer may go on (a number)
+                    break
+            pos = end
+            yield value
+            sep = skip_ws()
+            if sep == "]":
+                return
+            if sep != ",":
+                raise bad("expected ',' or ']' after a record" if sep else "the list is not closed")
+            pos += 1
+
+
+def read_json_list(path: str | Path) -> list:
+    """The whole top-level JSON list of `path` (json_records); anything else is a DatasetFileError naming it."""
+    return list(json_records(path))
 
 
 def require(record: dict, key: str, case_id: str, kind: type | tuple[type, ...] = str):
     """record[key], checked for presence and type (CaseError naming the case and field otherwise)."""
-    if key not in record or record[key] is None:
+    if key not in record:
         raise CaseError(case_id, key, "field is missing")
+    if record[key] is None:
+        raise CaseError(case_id, key, "field is null; a value is needed")
     value = record[key]
     if not isinstance(value, kind):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
@@ -88,7 +194,7 @@ def require(record: dict, key: str, case_id: str, kind: type | tuple[type, ...] 
 def answer_aliases(value, case_id: str, field: str) -> list[str]:
     """All aliases of an answer given as a string, a list of strings, or a list of alias lists (flattened, in order)."""
     if value is None:
-        raise CaseError(case_id, field, "field is missing")
+        raise CaseError(case_id, field, "field is missing or null")
     if isinstance(value, str):
         flat = [value]
     elif isinstance(value, list):
@@ -124,17 +230,25 @@ def build_case(**fields) -> EditCase:
         raise case_error_from(e, fields.get("case_id")) from None
 
 
-def convert_records(data: list, dataset: str, path, convert) -> tuple[list[EditCase], LoadReport]:
-    """Apply `convert(record, index, report) -> EditCase` to every record; skip and report the malformed ones."""
-    report = LoadReport(dataset, str(path), records=len(data))
-    cases = []
-    for i, rec in enumerate(data):
+def convert_records(data: Iterable, dataset: str, path, convert) -> tuple[list[EditCase], LoadReport]:
+    """Apply `convert(record, index, report) -> EditCase` to every record; skip and report the malformed ones.
+    Inside `reading(stop_after=N)` it stops once N cases are loaded (report.stopped_early when records remain)."""
+    report = LoadReport(dataset, str(path))
+    cases, stop = [], _STOP_AFTER.get()
+    records = iter(data)
+    for i, rec in enumerate(records):
+        report.records = i + 1
+        if stop is not None and len(cases) >= stop:
+            report.records, report.stopped_early = i, True
+            break
         try:
             if not isinstance(rec, dict):
                 raise CaseError(str(i), "<record>", f"expected a JSON object, found {type(rec).__name__}")
             cases.append(convert(rec, i, report))
         except CaseError as e:
             report.skipped.append(Skipped(i, e.case_id, e.field, e.reason))
+    if hasattr(records, "close"):
+        records.close()  # a generator stopped early closes its file
     report.loaded = len(cases)
     return cases, report
 

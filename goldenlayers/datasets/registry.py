@@ -21,7 +21,7 @@ from pathlib import Path
 from goldenlayers.cases import EditCase
 from goldenlayers.datasets.counterfact import read_counterfact
 from goldenlayers.datasets.knowedit import read_knowedit
-from goldenlayers.datasets.loading import DatasetFileError, LoadReport, read_json_list
+from goldenlayers.datasets.loading import DatasetFileError, LoadReport, json_records, reading
 from goldenlayers.datasets.split import Split, shuffle_cases, split_cases
 
 Reader = Callable[[Path, str], tuple[list[EditCase], LoadReport]]
@@ -97,18 +97,20 @@ def _resolve_path(spec: DatasetSpec, path: str | Path | None) -> Path:
 
 
 def load_dataset(name: str, path: str | Path | None, limit: int | None = None,
-                 shuffle_seed: int | None = None) -> LoadedDataset:
+                 shuffle_seed: int | None = None, progress: bool = False) -> LoadedDataset:
     """Read dataset `name` from `path` (a file, or a directory holding its usual file name) as EditCases.
 
     shuffle_seed: order the cases by a seeded hash first (deterministic); limit: keep the first `limit` cases
-    after that. Malformed records are skipped and listed in `.report`; a file that is not a JSON list raises
-    DatasetFileError naming it.
+    after that (limit >= 1, None: every case; without shuffle_seed reading stops once `limit` cases are loaded).
+    progress: a progress bar over the bytes of a large file. Malformed records are skipped and listed in
+    `.report`; a file that is not a JSON list raises DatasetFileError naming it.
     """
     spec = get_dataset(name)
-    if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 (leave it out for every case), got {limit}")
     p = _resolve_path(spec, path)
-    cases, report = spec.reader(p, name)
+    with reading(stop_after=limit if shuffle_seed is None else None, progress=progress):
+        cases, report = spec.reader(p, name)
     if shuffle_seed is not None:
         cases = shuffle_cases(cases, shuffle_seed)
     if limit is not None:
@@ -119,8 +121,10 @@ def load_dataset(name: str, path: str | Path | None, limit: int | None = None,
 def _read_export(path: Path, name: str) -> tuple[list[EditCase], LoadReport]:
     """A file written by the project's exporters (synthetic world, real facts): CounterFact shape when the first
     record has `requested_rewrite`, else KnowEdit wiki_counterfact."""
-    data = read_json_list(path)
-    if data and isinstance(data[0], dict) and "requested_rewrite" in data[0]:
+    records = json_records(path)
+    first = next(records, None)
+    records.close()
+    if isinstance(first, dict) and "requested_rewrite" in first:
         return read_counterfact(path, name)
     return read_knowedit(path, "wiki_counterfact", name)
 

@@ -19,6 +19,7 @@ from goldenlayers.evaluation.overall import DEFAULT_OVERALL, OverallSpec, overal
 from goldenlayers.report import figures as F
 from goldenlayers.report.data import RunData, Unavailable, golden_module, metric_curves
 from goldenlayers.report.html import render_html
+from goldenlayers.report.progress import partial_note, run_progress, summary
 from goldenlayers.report.tables import (
     Table,
     pick_method,
@@ -29,6 +30,7 @@ from goldenlayers.report.tables import (
     transfer_tables,
 )
 from goldenlayers.runs.rundir import RunDir
+from goldenlayers.runs.store import failure_lines
 
 
 class ReportSettings(BaseModel):
@@ -57,6 +59,26 @@ class ReportOutput:
     tables: list[Table]
     figures: dict[str, Path] = field(default_factory=dict)
     left_out: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # failure rows, grouped, then the first reasons
+    status: str | None = None  # "Unfinished run: ..." when jobs of the plan are not done
+
+
+def _affected(key: str, data: RunData) -> tuple[tuple[str, ...], str | None, str | None]:
+    """(job kinds, model, dataset) whose unfinished jobs a table or figure (by its key) depends on."""
+    cells = ("select", "bruteforce", "evaluate")
+    if key.startswith("table2-"):
+        for model in data.models():
+            for ds in data.datasets(model):
+                if key == f"table2-{model}-{ds}":
+                    return cells, model, ds
+        return cells, None, None
+    if key.startswith("table10-"):
+        return cells, None, key.removeprefix("table10-")
+    if key == "fig3":
+        return cells, None, None
+    if key == "fig4":
+        return ("select", "bruteforce"), None, None
+    return ("bruteforce",), None, None  # Table 1, Tables 3-8, Figures 1-2: the brute-force sweep
 
 
 def _slug(s: str) -> str:
@@ -141,21 +163,39 @@ def report(run_dir: RunDir | str | Path, out: str | Path | None = None,
     result.tables += attempt("Tables 2/9/10", lambda: selector_tables(data, s.method, s.golden_metric, s.overall,
                                                                       s.digits)) or []
     result.tables += attempt("Regret", lambda: regret_tables(data, s.golden_metric, s.overall, s.digits)) or []
-    result.tables += attempt("Tables 3-8", lambda: transfer_tables(data, s.method, s.overall, s.digits)) or []
+    result.tables += attempt("Tables 3-8", lambda: transfer_tables(data, s.method, s.overall, s.digits,
+                                                                   result.left_out)) or []
+    if any(t.key.startswith("table2-") for t in result.tables):
+        if "counterfact" not in data.datasets():
+            result.left_out.append("Table 9: it is Table 2 on CounterFact, and the run has no counterfact rows")
+        if len(data.models()) < 2:
+            result.left_out.append("Table 10: compares models, and the run has one")
+    states = run_progress(run)
+    result.status = summary(states)
+    for t in result.tables:
+        note = partial_note(states, *_affected(t.key, data))
+        if note:
+            t.title, t.note = f"{t.title} (partial)", f"{t.note} {note}".strip()
     captions = {}
     for what, fn in (("Figure 1", _figure1), ("Figure 2", _figure2), ("Figure 3", _figure3), ("Figure 4", _figure4)):
         for name, (fig, caption) in (attempt(what, lambda fn=fn: fn(data, s)) or {}).items():
             result.figures[name] = F.save_png(fig, out / "figures" / f"{name}.png")
-            captions[name] = caption
+            note = partial_note(states, *_affected(name, data))
+            captions[name] = f"{caption} (partial). {note}" if note else caption
+    result.failures = failure_lines(run.store)
     meta, title = run.meta, f"goldenlayers report: {run.config.name}"
-    md = [f"# {title}", "", f"Run directory: `{run.path}`; rows: {data.counts()}", ""]
+    md = [f"# {title}", "", *([f"**{result.status}**", ""] if result.status else []),
+          f"Run directory: `{run.path}`; rows: {data.counts()}", ""]
     if result.left_out:
         md += ["## Left out", "", *(f"- {x}" for x in result.left_out), ""]
+    if result.failures:
+        md += ["## Failures", "", *(f"- {x}" for x in result.failures), ""]
     md += ["## Tables", ""] + [t.markdown() + "\n" for t in result.tables]
     md += ["## Figures", ""] + [f"![{captions[n]}](figures/{p.name})\n\n{captions[n]}\n" for n, p in
                                 result.figures.items()]
     result.markdown.write_text("\n".join(md))
     result.html.write_text(render_html(title, meta, data.counts(), result.tables,
                                        [(captions[n], p) for n, p in result.figures.items()], result.left_out,
-                                       (run.path / "config.yaml").read_text()))
+                                       (run.path / "config.yaml").read_text(), failures=result.failures,
+                                       status=[result.status] if result.status else []))
     return result

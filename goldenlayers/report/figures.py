@@ -25,6 +25,19 @@ _FAMILY_ORDER = ("lga", "cma", "bruteforce")
 _FAMILY_LABEL = dict(lga="LGA", cma="CMA", bruteforce="BF")
 
 
+TEST_STYLE = dict(color="C0", ls="-")  # test curve and its golden layer
+PROXY_STYLE = dict(color="C3", ls=(0, (4, 3)))  # proxy curve's golden layer: red, dashed over the test line
+
+
+def integer_layer_axis(ax, layers: list[int]) -> None:
+    """Layer ticks at integers only, and half a layer of room on each side so that a golden-layer line at the
+    first or last layer is drawn inside the axes, not on its frame."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(min(layers) - 0.5, max(layers) + 0.5)
+
+
 def _figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
@@ -53,11 +66,13 @@ def golden_curves(panels: dict[str, dict[str, Curves]], title: str) -> Figure:
             if c is None:
                 ax.set_axis_off()
                 continue
-            ax.plot(c.layers, c.test, color="C0", label="test")
-            ax.axvline(c.test_layer, color="C0", lw=1.0, alpha=0.8, label=f"test golden {c.test_layer}")
+            ax.plot(c.layers, c.test, color=TEST_STYLE["color"], marker="o", ms=3, label="test")
+            ax.axvline(c.test_layer, lw=1.6, label=f"test golden {c.test_layer}", **TEST_STYLE)
             if c.proxy is not None:
-                ax.plot(c.layers, c.proxy, color="C1", ls="--", label="proxy")
-                ax.axvline(c.proxy_layer, color="C1", ls="--", lw=1.0, label=f"proxy golden {c.proxy_layer}")
+                ax.plot(c.layers, c.proxy, color=PROXY_STYLE["color"], ls="--", marker="s", ms=3, label="proxy")
+                # dashed on top of the solid test line: where both golden layers coincide both colours show
+                ax.axvline(c.proxy_layer, lw=1.6, zorder=3, label=f"proxy golden {c.proxy_layer}", **PROXY_STYLE)
+            integer_layer_axis(ax, c.layers)
             ax.set_title(f"{dataset_label(ds)}: {metric}", fontsize=9)
             ax.set_xlabel("layer", fontsize=8)
             ax.set_ylabel(METRIC_ABBR.get(metric, metric), fontsize=8)

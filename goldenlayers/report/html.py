@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 
 from goldenlayers.report.tables import Table
@@ -23,6 +22,7 @@ p.note { font-size: 11.5px; color: #555; margin: 2px 0 14px; }
 figure { margin: 12px 0 20px; } figure img { max-width: 100%; border: 1px solid #e3e3e3; }
 figcaption { font-size: 12px; color: #444; }
 .meta td { text-align: left; } .left { color: #8a4b00; font-size: 12.5px; }
+p.status { background: #fff4e5; border: 1px solid #e8a33d; padding: 6px 10px; font-weight: 600; }
 pre { background: #f6f8fa; padding: 8px; font-size: 11px; overflow-x: auto; }
 """
 
@@ -31,26 +31,45 @@ def png_data_uri(path: str | Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
+def _text(v) -> str:
+    """A metadata value as a reader writes it: no Python None, no raw dicts or lists."""
+    if v is None:
+        return "none"
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_text(x)}" for k, x in v.items()) or "none"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_text(x) for x in v) or "none"
+    return str(v)
+
+
 def _meta_table(meta: dict, counts: dict[str, int]) -> str:
     e = html.escape
-    versions = meta.get("versions", {})
+    versions = dict(meta.get("versions", {}))
+    if versions.get("gpus") is None:  # no CUDA in that session: say so once
+        versions.pop("cuda", None)
+        versions["gpus"] = "none (CPU)"
     items = [("run", meta.get("name", "")), ("created", meta.get("created_at", "")),
-             ("sessions", str(len(meta.get("sessions", [])))), ("seeds", json.dumps(meta.get("seeds", {}))),
-             *((k, str(v)) for k, v in versions.items()),
+             ("sessions", str(len(meta.get("sessions", [])))), ("seeds", _text(meta.get("seeds", {}))),
+             *((k, _text(v)) for k, v in versions.items()),
              *((f"{t} rows", str(n)) for t, n in counts.items())]
     return '<table class="meta"><tbody>' + "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in items) + \
         "</tbody></table>"
 
 
 def render_html(title: str, meta: dict, counts: dict[str, int], tables: list[Table],
-                figures: list[tuple[str, Path]], left_out: list[str], config_yaml: str = "") -> str:
-    """The report page. figures: (caption, PNG path) pairs, embedded; left_out: one line per missing part."""
+                figures: list[tuple[str, Path]], left_out: list[str], config_yaml: str = "",
+                failures: list[str] = (), status: list[str] = ()) -> str:
+    """The report page. figures: (caption, PNG path) pairs, embedded; left_out: one line per missing part;
+    failures: lines on the run's failure rows; status: lines shown first (e.g. that the run is unfinished)."""
     e = html.escape
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
              f"<style>{_CSS}</style></head><body><h1>{e(title)}</h1>",
+             *(f'<p class="status">{e(x)}</p>' for x in status),
              "<h2>Run</h2>", _meta_table(meta, counts)]
     if left_out:
         parts.append("<h2>Left out</h2><ul>" + "".join(f'<li class="left">{e(x)}</li>' for x in left_out) + "</ul>")
+    if failures:
+        parts.append("<h2>Failures</h2><ul>" + "".join(f'<li class="left">{e(x)}</li>' for x in failures) + "</ul>")
     parts.append("<h2>Tables</h2>")
     parts += [t.html() for t in tables]
     parts.append("<h2>Figures</h2>")

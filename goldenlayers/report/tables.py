@@ -122,9 +122,10 @@ def table1(data: RunData, method: str = "r-rome", metric: str = "rewrite", split
                  ["Model", "", *map(dataset_label, datasets)], rows, note=note)
 
 
-def transfer_tables(data: RunData, method: str = "r-rome", spec: OverallSpec | None = None,
-                    digits: int = 4) -> list[Table]:
-    """Tables 3-8: one per metric with data; a dataset column pair (Layer, score) where the metric exists."""
+def transfer_tables(data: RunData, method: str = "r-rome", spec: OverallSpec | None = None, digits: int = 4,
+                    left_out: list[str] | None = None) -> list[Table]:
+    """Tables 3-8: one per metric with data; a dataset column pair (Layer, score) where the metric exists. A metric
+    without brute-force rows is listed in `left_out` (when given) with the reason."""
     models = [m for m in data.models() if data.methods(m)]
     if not models:
         raise Unavailable("need brute-force rows (selector 'bruteforce'); the run has none")
@@ -134,6 +135,10 @@ def transfer_tables(data: RunData, method: str = "r-rome", spec: OverallSpec | N
     for number, metric in enumerate(METRICS, start=3):
         datasets = [d for d in data.datasets() if any(metric in c for (m, dd), c in curves.items() if dd == d)]
         if not datasets:
+            if left_out is not None:
+                why = ("needs test-split brute-force rows of at least one metric that varies over the layers"
+                       if metric == "overall" else f"no brute-force {metric!r} rows on the test split")
+                left_out.append(f"Table {number} ({metric}): {why}")
             continue
         rows = []
         for model in models:

@@ -14,7 +14,8 @@ from goldenlayers.runs.plan import (
     plan,
     reopen_failed_cells,
 )
-from goldenlayers.runs.rundir import ConfigMismatchError, RunDir, config_diff, versions
+from goldenlayers.runs.repair import StoreDamagedError, repair_store
+from goldenlayers.runs.rundir import ConfigMismatchError, RunDir, RunLockedError, config_diff, versions
 from goldenlayers.runs.schema import HIGHER_IS_BETTER, METRICS, SPLITS, RowError
 from goldenlayers.runs.store import Store, merge_shards, shard_path
 
@@ -30,7 +31,9 @@ __all__ = [
     "Job",
     "RowError",
     "RunDir",
+    "RunLockedError",
     "Store",
+    "StoreDamagedError",
     "config_diff",
     "default_engine",
     "dump_config",
@@ -40,6 +43,7 @@ __all__ = [
     "merge_shards",
     "plan",
     "reopen_failed_cells",
+    "repair_store",
     "read_export",
     "shard_path",
     "validate_config",

@@ -31,7 +31,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _known(value: str, allowed: tuple[str, ...], what: str) -> str:
+def known(value: str, allowed: tuple[str, ...], what: str) -> str:
     if value not in allowed:
         near = difflib.get_close_matches(value, allowed, n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
@@ -65,7 +65,7 @@ class DatasetSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        return _known(v, DATASETS, "dataset")
+        return known(v, DATASETS, "dataset")
 
     @model_validator(mode="after")
     def _file(self) -> DatasetSpec:
@@ -90,7 +90,7 @@ class MethodSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        return _known(v, METHODS, "editing method")
+        return known(v, METHODS, "editing method")
 
     @model_validator(mode="after")
     def _preset(self) -> MethodSpec:
@@ -99,7 +99,7 @@ class MethodSpec(_Strict):
         from goldenlayers.editing import get_method
         from goldenlayers.editing.hparams import PRESETS
 
-        _known(self.preset, tuple(sorted(PRESETS)), "preset")
+        known(self.preset, tuple(sorted(PRESETS)), "preset")
         covered = [m for m in METHODS if get_method(m).family in PRESETS[self.preset]]
         if self.name not in covered:
             raise ValueError(f"preset {self.preset!r} has no settings for {self.name}; it covers: "
@@ -137,12 +137,12 @@ class BruteForceSpec(_Strict):
     @field_validator("metrics")
     @classmethod
     def _bf_metrics(cls, v: list[str] | None) -> list[str] | None:
-        return None if v is None else [_known(m, METRICS, "metric") for m in v]
+        return None if v is None else [known(m, METRICS, "metric") for m in v]
 
     @field_validator("methods")
     @classmethod
     def _methods(cls, v: list[str] | None) -> list[str] | None:
-        return None if v is None else [_known(m, METHODS, "editing method") for m in v]
+        return None if v is None else [known(m, METHODS, "editing method") for m in v]
 
 
 class SelectorsSpec(_Strict):
@@ -203,7 +203,7 @@ class ExperimentConfig(_Strict):
     @field_validator("metrics")
     @classmethod
     def _metrics(cls, v: list[str]) -> list[str]:
-        return [_known(m, METRICS, "metric") for m in v]
+        return [known(m, METRICS, "metric") for m in v]
 
     @model_validator(mode="after")
     def _unique(self) -> ExperimentConfig:

@@ -32,13 +32,16 @@ from goldenlayers.runs.rundir import RunDir
 from goldenlayers.runs.store import Store
 from goldenlayers.runs.timeline import Timeline
 
+LOAD_METHOD = "-"  # the method of a failure row for a record skipped while loading (no method touched it)
+
 
 def load_cases(config: ExperimentConfig, model: ModelSpec, dataset: DatasetSpec, base: str | Path = ".",
-               lm=None) -> list:
+               lm=None, skipped: list | None = None) -> list:
     """The edit cases of a dataset: the model's synthetic world (`world` without a file: `limit` cases, default
     100, sampled with split.seed), the real facts the loaded model `lm` knows (`realfacts` without a file: the
     first `limit`, ordered by split.seed; docs/realfacts.md) or the benchmark file (relative to data_dir) through
-    load_dataset."""
+    load_dataset. The records the loader skipped (goldenlayers.datasets.Skipped: index, case, field, reason) are
+    appended to `skipped` when given."""
     if dataset.name == "realfacts" and dataset.file is None:
         from goldenlayers.datasets.realfacts import build_realfacts
 
@@ -58,6 +61,8 @@ def load_cases(config: ExperimentConfig, model: ModelSpec, dataset: DatasetSpec,
     from goldenlayers.datasets import load_dataset
 
     data = load_dataset(dataset.name, config.dataset_file(dataset, base), limit=dataset.limit)
+    if skipped is not None:
+        skipped += data.report.skipped
     if not data.cases:
         raise ValueError(f"{dataset.file}: no usable case ({data.report.summary()})")
     return list(data.cases)
@@ -88,6 +93,8 @@ class RunEngine:
         self.rank, self.world, self.device, self.progress = rank, world, device, progress
         self._model: tuple[str, object] | None = None
         self._cases: dict[tuple[str, str], tuple[list, set[str]]] = {}
+        self._skipped: dict[tuple[str, str], list] = {}  # records the loader skipped, per (model, dataset)
+        self._recorded: set[tuple[str, str]] = set()
         self._caches: dict[str, object] = {}
         self._shards: dict[Path, Store] = {}
         self.stats_cache = None  # the StatsCache, made when first needed (its root is read from the environment)
@@ -123,10 +130,29 @@ class RunEngine:
             spec = next(m for m in config.models if m.name == job.model)
             ds = next(d for d in config.datasets if d.name == job.dataset)
             lm = self.model(spec) if ds.name == "realfacts" and ds.file is None else None
-            cases = load_cases(config, spec, ds, lm=lm)
+            skipped: list = []
+            cases = load_cases(config, spec, ds, lm=lm, skipped=skipped)
             split = split_cases(cases, config.split.proxy_fraction, config.split.seed)
             self._cases[key] = (cases, {c.case_id for c in split.proxy})
+            self._skipped[key] = skipped
         return self._cases[key]
+
+    def record_skipped(self, run: RunDir, job: Job) -> None:
+        """Write the records the loader skipped for the job's model and dataset as failure rows (stage "load",
+        method "-", layer -1, the reason naming the record, the field and why), once per process; rank 0 only
+        (the main store's one writer). Rewriting them on a resume changes nothing."""
+        key = (job.model, job.dataset)
+        if self.rank != 0 or key in self._recorded:
+            return
+        self._recorded.add(key)
+        rows, seen = [], set()
+        for s in self._skipped.get(key, []):
+            cid = s.case_id if s.case_id not in seen else f"{s.case_id}@record{s.index}"
+            seen.add(cid)
+            rows.append(dict(model=job.model, dataset=job.dataset, case_id=cid, method=LOAD_METHOD, layer=-1,
+                             stage="load", reason=f"record {s.index}, field {s.field!r}: {s.reason}"))
+        if rows:
+            run.store.add(failures=rows)
 
     def key_stats(self, config: ExperimentConfig, job: Job, spec: ModelSpec, lm, layers: list[int]):
         """(C of `layers` read lazily from the cache, or None when the job's settings use C = I or no layer is
@@ -156,6 +182,7 @@ class RunEngine:
         spec = next(m for m in config.models if m.name == job.model)
         cases, proxy_ids = self.cases(config, job)
         _check_split(run, job, proxy_ids)
+        self.record_skipped(run, job)
         lm = self.model(spec)
         if job.kind == "select":
             with self.timeline.phase("select"):
@@ -174,6 +201,8 @@ class RunEngine:
             layers, todo = [layer], [c for c in cases if c.case_id not in proxy_ids]
         # every worker reads the same done cells (shards were merged before the job), so they split alike
         done = run.store.done_keys(job.model, job.dataset, job.method, selector)
+        if self.rank == 0:
+            run.store.set_planned(job.key, len(todo) * len(layers))
         out = self.out_store(run)
         cache = self._caches.setdefault(job.model, _pre_cache())
         # C of the layers with cells left (every worker asks for the same ones: one collection serves all)

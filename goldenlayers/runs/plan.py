@@ -73,6 +73,12 @@ class ExecuteSummary:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # finished in an earlier session
     failed: dict[str, str] = field(default_factory=dict)  # job key -> error
+    failure_rows: int = 0  # failure rows in the store at the end (cells not edited, records skipped): set by the CLI
+
+    @property
+    def ok(self) -> bool:
+        """No job failed and the store holds no failure row."""
+        return not self.failed and not self.failure_rows
 
 
 def execute(run: RunDir, engine: Engine, jobs: list[Job] | None = None, retry_failed: bool = True) -> ExecuteSummary:

@@ -7,11 +7,17 @@
       store.sqlite         the run store (goldenlayers.runs.store): results, selectors, failures, jobs
       shards/shard-i.sqlite  per-worker stores, merged into store.sqlite by `merge_shards()`
       exports/, report/    written on request
+      run.lock             held (an OS file lock) by the process that runs the directory; says which one it is
 
 `RunDir.create_or_resume(config, root)` creates it, or resumes it when it exists: a config that differs from the
 stored one (output_dir aside; settings added to the schema since the run was created count at their defaults) is
 refused with the differing keys listed, unless force=True, which keeps the old config as config.<timestamp>.yaml
 and records the forced change in meta.json.
+
+Only one process runs a directory at a time: `create_or_resume` takes an exclusive lock on run.lock (released by
+`close()`, or by the OS when the process ends, even killed) and writes its pid, host, command and start time
+there; a second process gets a `RunLockedError` naming the first. The ranks of one torchrun launch share it: rank
+0 creates/resumes (and holds the lock) and the other ranks `open` the directory, which takes no lock.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from __future__ import annotations
 import json
 import os
 import platform
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -40,6 +47,38 @@ class ConfigMismatchError(RuntimeError):
         lines = "\n".join(f"  {d}" for d in differences)
         super().__init__(f"{path} was started with a different config:\n{lines}\n"
                          "Use a new run name, or force the resume (--force) to accept the new config.")
+
+
+class RunLockedError(RuntimeError):
+    """Another process holds the run directory's lock; the message names it."""
+
+
+def _lock(path: Path, command: str | None):
+    """An exclusive, non-blocking OS lock on path/run.lock (POSIX record lock: released when the process ends),
+    with the holder's description written into the file; RunLockedError when another process holds it. None
+    where the platform has no fcntl."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        return None
+    fd = os.open(path / "run.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+        os.close(fd)
+        try:
+            h = json.loads(holder)
+            who = (f"process {h['pid']} on {h['host']} ({h.get('command') or 'goldenlayers'}, since "
+                   f"{h['since']})")
+        except (ValueError, KeyError, TypeError):
+            who = "another process"
+        raise RunLockedError(f"run directory {path} is in use by {who}; wait for it to finish or stop it, then "
+                             "run again") from None
+    info = json.dumps(dict(pid=os.getpid(), host=socket.gethostname(), command=command, since=now())).encode()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, info, 0)
+    return fd
 
 
 def _flatten(value, prefix: str = "") -> dict[str, object]:
@@ -110,6 +149,8 @@ class RunDir:
     path: Path
     config: ExperimentConfig
     store: Store
+    lock: int | None = field(default=None, repr=False)  # the run.lock descriptor while this process runs it
+    repaired: dict[str, int] | None = None  # rows kept per table when create_or_resume(repair=True) repaired it
 
     @property
     def meta(self) -> dict:
@@ -117,9 +158,30 @@ class RunDir:
 
     @classmethod
     def create_or_resume(cls, config: ExperimentConfig, root: str | Path | None = None, force: bool = False,
-                         command: str | None = None) -> RunDir:
-        """Create <root>/<config.name> (root defaults to config.output_dir) or resume it; see the module doc."""
+                         command: str | None = None, repair: bool = False) -> RunDir:
+        """Create <root>/<config.name> (root defaults to config.output_dir) or resume it, holding its lock until
+        close(); see the module doc. A damaged store raises StoreDamagedError, unless repair=True, which first
+        replaces it by the rows that can still be read (goldenlayers.runs.repair; counts in `.repaired`)."""
+        from goldenlayers.runs.repair import check_store, repair_store
+
         path = Path(root if root is not None else config.output_dir) / config.name
+        path.mkdir(parents=True, exist_ok=True)
+        lock = _lock(path, command)
+        try:
+            store_file = path / "store.sqlite"
+            repaired = repair_store(store_file) if repair and store_file.exists() else None
+            check_store(store_file)
+            run = cls._create_or_resume(config, path, force, command, lock)
+            run.repaired = repaired
+            return run
+        except BaseException:
+            if lock is not None:
+                os.close(lock)
+            raise
+
+    @classmethod
+    def _create_or_resume(cls, config: ExperimentConfig, path: Path, force: bool, command: str | None,
+                          lock: int | None) -> RunDir:
         cfg_file, meta_file = path / "config.yaml", path / "meta.json"
         session = dict(started_at=now(), versions=versions())
         fresh = dict(name=config.name, created_at=session["started_at"], versions=session["versions"],
@@ -140,7 +202,7 @@ class RunDir:
             meta = fresh
         meta["sessions"].append(session)
         _write(meta_file, json.dumps(meta, indent=2) + "\n")
-        return cls(path, config, Store(path / "store.sqlite"))
+        return cls(path, config, Store(path / "store.sqlite"), lock)
 
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
@@ -148,6 +210,9 @@ class RunDir:
         path = Path(path)
         if not (path / "config.yaml").is_file() or not (path / "store.sqlite").is_file():
             raise FileNotFoundError(f"{path} is not a run directory (no config.yaml and store.sqlite)")
+        from goldenlayers.runs.repair import check_store
+
+        check_store(path / "store.sqlite")
         return cls(path, load_config(path / "config.yaml"), Store(path / "store.sqlite"))
 
     def shard(self, worker: int) -> Store:
@@ -165,6 +230,9 @@ class RunDir:
 
     def close(self) -> None:
         self.store.close()
+        if self.lock is not None:
+            os.close(self.lock)  # releases the lock
+            self.lock = None
 
     def __enter__(self) -> RunDir:
         return self

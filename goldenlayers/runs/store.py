@@ -139,6 +139,12 @@ class Store:
         for t in self.conn.execute(sql + f" ORDER BY {', '.join(spec.key)}", tuple(where.values())):
             yield dict(zip(spec.names, t, strict=True))
 
+    def failure_counts(self) -> dict[tuple[str, str, str, str], int]:
+        """{(model, dataset, method, stage): failure rows}, for summaries (stage "load": records the loader
+        skipped, under method "-")."""
+        q = "SELECT model, dataset, method, stage, COUNT(*) FROM failures GROUP BY model, dataset, method, stage"
+        return {tuple(r[:4]): int(r[4]) for r in self.conn.execute(q)}
+
     def count(self, table: str) -> int:
         return int(self.conn.execute(f"SELECT COUNT(*) FROM {self._spec(table).name}").fetchone()[0])
 
@@ -156,6 +162,16 @@ class Store:
     def mark_job(self, key: str, status: str, detail: str = "") -> None:
         with self.transaction():
             self.conn.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?)", (key, status, detail, now()))
+
+    def set_planned(self, job_key: str, cells: int) -> None:
+        """Record how many (case, layer) cells a cells job has in all (the report's "cells done / planned")."""
+        with self.transaction():
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"planned/{job_key}", str(int(cells))))
+
+    def planned(self) -> dict[str, int]:
+        """{job key: planned cells} of the cells jobs that have started."""
+        return {k.removeprefix("planned/"): int(v)
+                for k, v in self.conn.execute("SELECT key, value FROM meta WHERE key LIKE 'planned/%'")}
 
     def jobs(self) -> dict[str, dict]:
         return {k: dict(status=s, detail=d, finished_at=t)
@@ -201,3 +217,18 @@ def merge_shards(main: Store, shards: Iterable[str | Path]) -> dict[str, int]:
         finally:
             main.conn.execute("DETACH DATABASE shard")
     return added
+
+
+def failure_lines(store: Store, limit: int = 20) -> list[str]:
+    """The store's failure rows for the report: one line per (model, dataset, method, stage) with its count,
+    then the first `limit` rows with their reasons (records skipped while loading first)."""
+    out = []
+    for (model, dataset, method, stage), n in sorted(store.failure_counts().items()):
+        what = "record(s) skipped while loading" if stage == "load" else f"cell(s) failed at stage {stage}"
+        out.append(f"{model} / {dataset}" + ("" if method == "-" else f" / {method}") + f": {n} {what}")
+    for model, dataset, case, method, layer, stage, reason in store.query(
+            "SELECT model, dataset, case_id, method, layer, stage, reason FROM failures ORDER BY stage != 'load', "
+            "model, dataset, method, layer, case_id LIMIT ?", (limit,)):
+        where = "skipped" if stage == "load" else f"{method} at layer {layer} ({stage})"
+        out.append(f"{model} / {dataset} case {case} {where}: {reason}")
+    return out
