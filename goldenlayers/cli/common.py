@@ -82,13 +82,17 @@ def _model_errors() -> tuple[type[BaseException], ...]:
 
 def editing_settings(lm, method: str, overrides: dict | None, preset: str | None, layers: list[int] | None,
                      source: str | None, tokens: int, model: str):
-    """(settings, C) for `edit`/`evaluate`: `method`'s settings (the model's preset, or `preset`, with the --set
-    `overrides`), and when they use key statistics (mom2_adjustment) C of `layers` (default: the settings' layers)
-    from the statistics cache, collected on a miss from `source` (default: the model's own synthetic world);
-    C is None (C = I) otherwise."""
+    """(settings, C) for `edit`/`evaluate`/`select`/`compare`: `method`'s settings (the model's preset, or `preset`,
+    with the --set `overrides`; the preset and why it was chosen are printed), and when they use key statistics
+    (mom2_adjustment) C of `layers` (default: the settings' layers) from the statistics cache, collected on a miss
+    from `source` (default: the model's own synthetic world); C is None (C = I) otherwise."""
     from goldenlayers.editing import get_method, resolve_hparams
+    from goldenlayers.editing.hparams import preset_choice
 
     hp = resolve_hparams(get_method(method).family, overrides, lm.model, preset=preset, name=lm.name)
+    choice = preset_choice(lm.model, lm.name)
+    console.print(escape(f"editing settings: preset {preset or choice.preset} "
+                         f"({'--preset' if preset else choice.reason}){' with --set overrides' if overrides else ''}"))
     layers = layers or hp.layers
     if not hp.mom2_adjustment or not layers:
         return hp, None  # no C needed; a missing layer is the editor's error to report
@@ -163,7 +167,8 @@ def check_layers(lm, layers: list[int], option: str = "--layer") -> None:
 LIMIT_HELP = "use the first N cases (N >= 1; leave it out for every case of a file)"
 PRESET_HELP = "settings preset by name instead of the model's own, e.g. default-gpt2-quality (docs/editing.md)"
 STATS_HELP = ("text source of the key statistics C when the settings use them (mom2_adjustment): world, "
-              "world:PATH, a folder of .txt files, hf:NAME; default: the model's own synthetic world")
+              "world:PATH, a folder of .txt files, hf:NAME, wikipedia-vital (real English, docs/editing.md); "
+              "default: the model's own synthetic world")
 STATS_TOKENS_HELP = "tokens of the text source that C is collected over"
 
 

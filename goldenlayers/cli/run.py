@@ -5,6 +5,8 @@ goldenlayers.report (docs/runs.md, docs/report.md).
 and executes them with the project's engine (goldenlayers.runs.engine); launched by `torchrun --nproc-per-node N
 -m goldenlayers run CONFIG` every process joins (goldenlayers.runs.distributed) and the cells are spread.
 `--retry-failed-cells` redoes the cells that failed in finished jobs (goldenlayers.runs.reopen_failed_cells).
+`--preset`, `--set key=value` and `--stats` override every method's preset and settings and the key statistics'
+source, as `edit`/`evaluate` take them.
 Bad input (invalid config, changed config on resume, not a run directory) prints a clear message and exits with
 status 2.
 """
@@ -37,6 +39,10 @@ def run_cmd(
     retry_failed_cells: bool = typer.Option(False, "--retry-failed-cells",
                                             help="redo the (case, layer) cells that failed in finished jobs (their "
                                                  "failure rows are dropped), e.g. after fixing their cause"),
+    preset: str | None = typer.Option(None, help="editing preset of every method (the config's methods[].preset)"),
+    set_: list[str] = typer.Option([], "--set", help="override an editing setting of every method: key=value "
+                                                       "(repeatable; merged into methods[].hparams)"),
+    stats: str | None = typer.Option(None, help="text source of the key statistics C (the config's stats.source)"),
     repair: bool = typer.Option(False, "--repair", help="replace a damaged store.sqlite by every row that can "
                                                         "still be read (the damaged file is kept), then go on"),
 ) -> None:
@@ -57,7 +63,7 @@ def run_cmd(
     if root is not None and root.exists() and not root.is_dir():
         fail(f"{root} is a file; give the directory that holds (or will hold) the run", option="--root")
     try:
-        cfg = load_config(config)
+        cfg = with_overrides(load_config(config), str(config), preset, set_, stats)
     except ConfigError as e:
         con.print(f"[red]error:[/red] {_esc(e)}", soft_wrap=True)
         raise typer.Exit(2) from None
@@ -118,6 +124,29 @@ def print_failures(con, store) -> int:
         for line in failure_lines(store, limit=10):
             con.print(f"  {_esc(line)}", soft_wrap=True)
     return total
+
+
+def with_overrides(cfg, label: str, preset: str | None, set_: list[str], stats: str | None):
+    """The config with the command line's --preset (every method's preset), --set (merged into every method's
+    hparams) and --stats (stats.source), validated again; the run directory stores this config (a resumed run
+    then needs the same options, or --force)."""
+    if preset is None and not set_ and stats is None:
+        return cfg
+    from goldenlayers.cli.edit import _parse_settings
+    from goldenlayers.runs import ConfigError
+    from goldenlayers.runs.config import validate_config
+
+    try:
+        overrides = _parse_settings(set_)
+    except typer.BadParameter as e:
+        raise ConfigError(label, [str(e)]) from None
+    data = cfg.model_dump(mode="json")
+    for method in data["methods"]:
+        method["preset"] = preset or method["preset"]
+        method["hparams"] = {**method["hparams"], **overrides}
+    if stats is not None:
+        data["stats"]["source"] = stats
+    return validate_config(data, label)
 
 
 def execute_config(cfg, *, make_run, root=None, force=False, dry_run=False, progress=True, errors=(), con=None,

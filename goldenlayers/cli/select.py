@@ -7,7 +7,7 @@ import math
 
 import typer
 
-from goldenlayers.cli.common import console, fail
+from goldenlayers.cli.common import PRESET_HELP, STATS_HELP, STATS_TOKENS_HELP, console, fail
 
 
 def _fmt(x) -> str:
@@ -25,6 +25,25 @@ def _check_editor(editor: str) -> None:
         fail(e, option="--editor")
 
 
+def _settings(lm, editor: str, preset: str | None, set_: list[str], stats: str | None, tokens: int, model: str):
+    """(settings, C) of the brute-force / evaluation editor, as `edit` resolves them (cli.common.editing_settings,
+    which prints the preset and why), with C of every layer (a selector may pick any)."""
+    from goldenlayers.cli.common import editing_settings
+    from goldenlayers.cli.edit import _parse_settings
+    from goldenlayers.editing import StatsError
+    from goldenlayers.editing.sources import SourceError
+
+    try:
+        overrides = _parse_settings(set_)
+        hp, C = editing_settings(lm, editor, overrides, preset, list(range(lm.adapter.n_layers(lm.model))), stats,
+                                 tokens, model)
+    except (StatsError, SourceError, KeyError, ValueError, typer.BadParameter) as e:
+        fail(e)
+    where = stats or "the model's own world"
+    console.print(f"key statistics C: {'from ' + where if C is not None else 'identity (C = I)'}", soft_wrap=True)
+    return hp, C
+
+
 def select_command(
     model: str = typer.Option("default-gpt2", help="embedded default name or a local Hugging Face model folder"),
     method: str = typer.Option("lga", help="selector: lga, cma or bruteforce"),
@@ -35,6 +54,10 @@ def select_command(
     metric: str = typer.Option("rewrite", help="brute-force metric whose golden layer is chosen"),
     tukey_k: float = typer.Option(1.5, min=0, help="Tukey fence factor for LGA"),
     top: int = typer.Option(5, min=1, help="how many ranked layers to print"),
+    preset: str | None = typer.Option(None, help=PRESET_HELP),
+    set_: list[str] = typer.Option([], "--set", help="override an editing setting: key=value (repeatable)"),
+    stats: str | None = typer.Option(None, help=STATS_HELP),
+    stats_tokens: int = typer.Option(100_000, min=1, help=STATS_TOKENS_HELP),
     device: str | None = typer.Option(None, help="cuda or cpu (default: cuda when available)"),
 ) -> None:
     """Rank the layers of a model for editing with one selector and print the chosen layer and the time spent."""
@@ -47,9 +70,11 @@ def select_command(
     _check_editor(editor)
     check_model_options(device=device)
     cases, lm = cases_and_model(dataset, data_file, limit, model, device)
+    hp, C = (None, None) if method != "bruteforce" else \
+        _settings(lm, editor, preset, set_, stats, stats_tokens, model)
     try:
         sel = select_layer(lm.model, lm.tokenizer, cases, method, editor=editor, metric=metric, tukey_k=tukey_k,
-                           model_name=lm.name)
+                           model_name=lm.name, hparams=hp, stats=C)
     except (KeyError, ValueError) as e:
         fail(e)
     ranking = sel.table.ranking()[:top]
@@ -135,6 +160,10 @@ def compare_command(
                                "regret, Spearman's rho and cost per selector"),
     overall_weights: str = typer.Option("", help="Overall weights, e.g. rewrite=2,fluency=0 (default: all 1)"),
     seed: int = typer.Option(0, help="seed of the proxy/test split"),
+    preset: str | None = typer.Option(None, help=PRESET_HELP),
+    set_: list[str] = typer.Option([], "--set", help="override an editing setting: key=value (repeatable)"),
+    stats: str | None = typer.Option(None, help=STATS_HELP),
+    stats_tokens: int = typer.Option(100_000, min=1, help=STATS_TOKENS_HELP),
     device: str | None = typer.Option(None),
 ) -> None:
     """Find a layer with each selector on a proxy set, edit the test set there, and print Table 2 with wall times
@@ -159,6 +188,7 @@ def compare_command(
     _check_editor(editor)
     check_model_options(device=device)
     cases, lm = cases_and_model(dataset, data_file, limit, model, device)
+    hp, C = _settings(lm, editor, preset, set_, stats, stats_tokens, model)
     try:
         split = split_cases(cases, proxy_fraction=proxy_fraction, seed=seed)
     except ValueError as e:
@@ -167,6 +197,7 @@ def compare_command(
     try:
         cmp = compare_selectors(lm.model, lm.tokenizer, split.proxy, split.test, editor=editor, selectors=names,
                                 fluency=not no_fluency, model_name=lm.name, truth=truth, overall_spec=spec,
+                                hparams=hp, stats=C,
                                 on_selection=lambda sel: console.print(selection_line(sel)),
                                 on_row=lambda r: console.print(row_line(r)))
     except (KeyError, ValueError) as e:

@@ -13,14 +13,21 @@ model family and a method family ("rome" for ROME/R-ROME, "memit", "emmet"):
   500 Adam steps at lr 0.3, early stop at loss 0.5, clamp 50, a KL factor of 1.0 and weight decay 1e-3
   (measured on world edits, see docs/editing.md); C = I unless key statistics are passed (C from the
   world's held-out corpus, `stats=`, improves default-llama's locality).
+- llama-small / gemma3-small (SmolLM2-135M, Gemma-3-270M and other LLaMA / Gemma-3 models of that size, chosen by
+  architecture and size): measured on 120 real facts per model (docs/editing.md "Presets for small real models"):
+  lr 0.1 (Gemma 0.05), weight decay 1e-3, up to 100 steps, early stop 0.2, KL(current || original) at factor 1,
+  the bare prompt only, C = I; the "-stats" variants use key statistics C (e.g. from "wikipedia-vital").
 - generic: the GPT-2 XL optimiser values with no default layer, for any other model.
 
+Presets are chosen by name first, then by architecture and size (`preset_choice`, which also says why).
 Model facts are not settings: the loss is always read at the model's own output (ROME's `v_loss_layer` is the
 last layer in every reference preset), layer indices are validated against the adapter.
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -137,6 +144,18 @@ _SMALL = dict(v_num_grad_steps=500, v_lr=0.3, v_weight_decay=1e-3, kl_factor=1.0
 _QUALITY = dict(_SMALL, v_num_grad_steps=1000, plateau_patience=500, mom2_adjustment=True, mom2_shrinkage=1.0)
 NEUTRAL_PROMPTS = ["{} is", "{} was", "{} has", "{},", "{} and", "The name {} is", "About {}:", "{} is known for"]
 
+# Small real models, chosen by measurement on 120 real facts each model knows (docs/editing.md "Presets for small real
+# models", benchmarks/bench_real_quality.py). The reference lr 0.5 is calibrated to GPT-2 XL's down-proj outputs; on
+# SmolLM2-135M it overshoots (locality 0.79-0.90 at layers 2-6 where lr 0.1 gives 0.90-0.95). Weight decay 1e-3: the
+# reference 0.5 * ||delta|| / ||v_init||^2 term grows as 1 / ||v_init||, and small models' down-proj outputs are
+# small (Gemma-3-270M: ||v_init|| ~ 2-3 from layer 4 on, where the term alone is ~0.8 of a 0.99 loss that can then
+# never reach the early stop). Up to 100 steps with a loose early stop (0.2: the target already wins), the bare
+# prompt only (context templates [(5, 5)] cost SmolLM2 rewrite: 0.77-0.81), KL(current || original) at factor 1.
+_REAL = dict(v_num_grad_steps=100, v_lr=0.1, v_weight_decay=1e-3, kl_factor=1.0, kl_direction="current||original",
+             clamp_norm_factor=4.0, early_stop_loss=0.2, context_templates=[])
+_LLAMA_SMALL = dict(_REAL)
+_GEMMA3_SMALL = dict(_REAL, v_lr=0.05)
+
 PRESETS: dict[str, dict[MethodFamily, dict]] = {
     "gpt2-xl": {
         "rome": dict(_GPT2XL, layers=[17]),
@@ -162,6 +181,19 @@ PRESETS: dict[str, dict[MethodFamily, dict]] = {
     },
     "default-gpt2-quality": {"rome": dict(_QUALITY, preserve_prompts=NEUTRAL_PROMPTS)},
     "default-llama-quality": {"rome": dict(_QUALITY)},
+    "llama-small": {
+        "rome": dict(_LLAMA_SMALL),
+        "memit": dict(_LLAMA_SMALL, mom2_update_weight=15000.0),
+        "emmet": dict(_LLAMA_SMALL, mom2_update_weight=1.0),
+    },
+    # the same with key statistics C (e.g. from "wikipedia-vital"): SmolLM2's locality 0.93-0.97 at layers 2-11
+    "llama-small-stats": {"rome": dict(_LLAMA_SMALL, mom2_adjustment=True)},
+    "gemma3-small": {
+        "rome": dict(_GEMMA3_SMALL),
+        "memit": dict(_GEMMA3_SMALL, mom2_update_weight=15000.0),
+        "emmet": dict(_GEMMA3_SMALL, mom2_update_weight=1.0),
+    },
+    "gemma3-small-stats": {"rome": dict(_GEMMA3_SMALL, mom2_adjustment=True)},
     "generic": {
         "rome": dict(_GPT2XL),
         "memit": dict(_GPT2XL, clamp_norm_factor=0.75, mom2_update_weight=20000.0),
@@ -178,15 +210,56 @@ _NAME_TO_PRESET = (
 )
 
 
-def preset_for_model(model=None, name: str | None = None) -> str:
-    """Preset name for a model: from `name` (as loaded) or `model.config._name_or_path`; 'generic' otherwise."""
-    candidates = [name or "", str(getattr(getattr(model, "config", None), "_name_or_path", "") or "")]
-    for cand in candidates:
+# Presets chosen by architecture and size (the config's model_type, hidden size and layer count) when no name
+# matches: (preset, model types, d_model range, largest number of layers). The smallest real models of these
+# families (SmolLM2-135M: d_model 576, Gemma-3-270M: 640) are well above the test models' sizes (d_model 32).
+_ARCH_TO_PRESET = (
+    ("llama-small", ("llama",), (256, 2048), 40),
+    ("gemma3-small", ("gemma3_text", "gemma3"), (256, 1152), 32),
+)
+
+log = logging.getLogger("goldenlayers.editing")
+
+
+@dataclass(frozen=True)
+class PresetChoice:
+    """The preset a model gets and why (printed by the commands, logged by `resolve_hparams`)."""
+
+    preset: str
+    reason: str
+
+
+def _text_config(model):
+    cfg = getattr(model, "config", None)
+    sub = getattr(cfg, "get_text_config", None)
+    return sub() if callable(sub) else cfg
+
+
+def preset_choice(model=None, name: str | None = None) -> PresetChoice:
+    """The preset for a model: a name match (`name` as loaded, or `model.config._name_or_path`) first, then its
+    architecture and size (`_ARCH_TO_PRESET`: model_type, d_model and layer count from the config), else 'generic'."""
+    cfg = getattr(model, "config", None)
+    for cand in (name or "", str(getattr(cfg, "_name_or_path", "") or "")):
         low = cand.lower()
         for needle, preset in _NAME_TO_PRESET:
             if needle in low:
-                return preset
-    return "generic"
+                return PresetChoice(preset, f"the name {cand!r} matches {needle!r}")
+    text = _text_config(model)
+    model_type = getattr(cfg, "model_type", None)
+    d_model, n_layers = getattr(text, "hidden_size", None), getattr(text, "num_hidden_layers", None)
+    if model_type is not None and d_model is not None and n_layers is not None:
+        for preset, types, (min_d, max_d), max_layers in _ARCH_TO_PRESET:
+            if model_type in types and min_d <= d_model <= max_d and n_layers <= max_layers:
+                return PresetChoice(preset, f"model_type {model_type}, d_model {d_model} in [{min_d}, {max_d}], "
+                                            f"{n_layers} layers <= {max_layers}")
+        return PresetChoice("generic", f"no preset for model_type {model_type} with d_model {d_model} and "
+                                       f"{n_layers} layers")
+    return PresetChoice("generic", "no name match and no model config to choose by")
+
+
+def preset_for_model(model=None, name: str | None = None) -> str:
+    """Preset name for a model (`preset_choice`): by name, else by architecture and size; 'generic' otherwise."""
+    return preset_choice(model, name).preset
 
 
 def resolve_hparams(family: MethodFamily, hparams: EditHParams | dict | None = None, model=None,
@@ -194,7 +267,10 @@ def resolve_hparams(family: MethodFamily, hparams: EditHParams | dict | None = N
     """The settings an edit runs with: `hparams` as given, or the model's preset overridden by a dict."""
     if isinstance(hparams, EditHParams):
         return hparams
-    preset = preset or preset_for_model(model, name)
+    if preset is None:
+        choice = preset_choice(model, name)
+        preset = choice.preset
+        log.info("editing preset %s: %s", choice.preset, choice.reason)
     if preset not in PRESETS:
         raise KeyError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     if family not in PRESETS[preset]:

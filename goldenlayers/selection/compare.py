@@ -42,10 +42,11 @@ class Selection:
 def select_layer(model, tok, cases: Sequence[EditCase], method: str = "lga", editor: str = "r-rome",
                  hparams=None, layers: Sequence[int] | None = None, metric: str = "rewrite", tukey_k: float = 1.5,
                  cma_window: int = 10, batch_size: int = 16, progress: bool = True, model_name: str | None = None,
-                 metrics: Sequence[str] | None = None, overall_spec=None, **selector_kw) -> Selection:
+                 metrics: Sequence[str] | None = None, overall_spec=None, stats=None, **selector_kw) -> Selection:
     """Score every layer with `method` ("lga" | "cma" | "bruteforce") on `cases` and choose one. Brute force
     measures `metrics` (default: the sweep's, without fluency) and picks the golden layer of `metric`
-    ("overall": of the Overall of the layer means, with `overall_spec`)."""
+    ("overall": of the Overall of the layer means, with `overall_spec`); hparams and key statistics `stats`
+    ({layer: C}, None for C = I) are its editor's."""
     cases = list(cases)
     if not cases:
         raise ValueError("select_layer needs at least one case")
@@ -71,7 +72,7 @@ def select_layer(model, tok, cases: Sequence[EditCase], method: str = "lga", edi
         from goldenlayers.selection.bruteforce import bruteforce_scores, make_default_fns, sweep
 
         n = get_adapter(model).n_layers(model)
-        fns = make_default_fns(model, tok, editor, hparams, name=model_name, metrics=metrics)
+        fns = make_default_fns(model, tok, editor, hparams, stats=stats, name=model_name, metrics=metrics)
         res = sweep(cases, layers if layers is not None else range(n), progress=progress, batch_size=batch_size,
                     **fns.kwargs(), **selector_kw)
         if not res.rows:
@@ -99,9 +100,11 @@ def compare_selectors(model, tok, proxy: Sequence[EditCase], test: Sequence[Edit
                       fluency: bool = True, batch_size: int = 16, progress: bool = True,
                       model_name: str | None = None, selector_kw: dict | None = None, truth: bool = False,
                       overall_spec: OverallSpec | None = None, on_selection: Callable[[Selection], None] | None = None,
-                      on_row: Callable[[dict], None] | None = None) -> Comparison:
+                      on_row: Callable[[dict], None] | None = None, stats=None) -> Comparison:
     """Select a layer with each selector on `proxy`, edit `test` at it with `editor`, and compare (Table 2);
-    brute force picks the proxy golden layer of `metric`. See the module docstring for `truth` and the callbacks."""
+    brute force picks the proxy golden layer of `metric`. See the module docstring for `truth` and the callbacks.
+    hparams and key statistics `stats` ({layer: C}, None for C = I) are the editor's, in the selection, the ground
+    truth and the evaluation alike."""
     from goldenlayers.evaluation import evaluate
     from goldenlayers.evaluation.scorer import PreCache
     from goldenlayers.selection.sweep_fns import SWEEP_METRICS
@@ -112,7 +115,8 @@ def compare_selectors(model, tok, proxy: Sequence[EditCase], test: Sequence[Edit
     for s in selectors:
         selections[s] = select_layer(model, tok, proxy, s, editor=editor, hparams=hparams, metric=metric,
                                      batch_size=batch_size, progress=progress, model_name=model_name,
-                                     metrics=metrics, overall_spec=overall_spec, **selector_kw.get(s, {}))
+                                     metrics=metrics, overall_spec=overall_spec, stats=stats,
+                                     **selector_kw.get(s, {}))
         if on_selection is not None:
             on_selection(selections[s])
     bf = selections.get("bruteforce")
@@ -127,7 +131,7 @@ def compare_selectors(model, tok, proxy: Sequence[EditCase], test: Sequence[Edit
 
     if truth:
         ground = _ground_truth(model, tok, test, editor, hparams, metrics, batch_size, progress, model_name,
-                               overall_spec)
+                               overall_spec, stats)
         for name, sel in selections.items():
             row = dict(method=editor, selector=name, layer=sel.layer, cases=ground.truth.cases,
                        failures=ground.failures.get(sel.layer, 0), seconds=sel.seconds)
@@ -137,10 +141,17 @@ def compare_selectors(model, tok, proxy: Sequence[EditCase], test: Sequence[Edit
                 row.update({k: v for k, v in score.row().items() if k not in ("selector", "layer", "seconds")})
             finish(row)
         return Comparison(rows, selections, overall_note(list(ground.truth.means), overall_spec), ground.truth)
+    run_editor, run_hparams = editor, hparams
+    if stats is not None:  # a method name editor cannot take C: bind it into a callable
+        def run_editor(model, tok, case, layer):
+            from goldenlayers.editing import edit
+
+            return edit(model, tok, case, method=editor, layer=layer, hparams=hparams, stats=stats, name=model_name)
+        run_editor.__name__, run_hparams = editor, None
     cache, by_layer = PreCache(), {}
     for name, sel in selections.items():
         if sel.layer not in by_layer:  # two selectors on the same layer share one evaluation
-            result = evaluate(model, tok, test, editor=editor, layer=sel.layer, hparams=hparams, fluency=fluency,
+            result = evaluate(model, tok, test, editor=run_editor, layer=sel.layer, hparams=run_hparams, fluency=fluency,
                               batch_size=batch_size, progress=progress, cache=cache)
             by_layer[sel.layer] = (result.table()[0] if result.rows else {}, len(result.failures))
         table, failures = by_layer[sel.layer]
@@ -155,13 +166,14 @@ class _Truth:
     failures: dict[int, int]  # layer -> failed cells
 
 
-def _ground_truth(model, tok, test, editor, hparams, metrics, batch_size, progress, model_name, spec) -> _Truth:
+def _ground_truth(model, tok, test, editor, hparams, metrics, batch_size, progress, model_name, spec,
+                  stats=None) -> _Truth:
     """Brute force over every layer of the test set: the per-layer means every selector is scored against."""
     from goldenlayers.models.adapters import get_adapter
     from goldenlayers.selection.bruteforce import make_default_fns, sweep
 
     n = get_adapter(model).n_layers(model)
-    fns = make_default_fns(model, tok, editor, hparams, name=model_name, metrics=metrics)
+    fns = make_default_fns(model, tok, editor, hparams, stats=stats, name=model_name, metrics=metrics)
     res = sweep(test, range(n), progress=progress, batch_size=batch_size, desc="ground truth (test set)",
                 **fns.kwargs())
     if not res.rows:
