@@ -5,7 +5,9 @@ locality; post: the edited model's value). `table()` aggregates the KnowEdit way
 value is already the mean over its categories (goldenlayers.evaluation.metrics), and the table averages each metric
 over the cases that have it (cases without that kind of probe are skipped), one row per (dataset, method, layer).
 Overall is computed per dataset over that dataset's rows (the layers or methods compared), with the normalisation
-stated in the `normalisation` column (goldenlayers.evaluation.overall). `combine()` merges results of several
+stated in the `normalisation` column (goldenlayers.evaluation.overall); Overall uses the EasyEdit metrics only.
+When ROME's efficacy, paraphrase and neighbourhood scores are present, `rome_score` (and `rome_score_pre`) is
+their harmonic mean, ROME's overall Score (docs/evaluation.md). `combine()` merges results of several
 runs (e.g. one per layer or method) so that their rows are compared in one table.
 """
 
@@ -16,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 from goldenlayers.evaluation.metrics import METRICS
 from goldenlayers.evaluation.overall import overall
+from goldenlayers.metric_names import ALL_METRICS, ROME_SCORE, ROME_SCORE_PARTS, harmonic_mean
 
 ROW_COLUMNS = ("case_id", "dataset", "metric", "pre", "post", "layer", "method")
 
@@ -65,7 +68,7 @@ class EvalResult:
 
     def metrics(self) -> list[str]:
         present = {r.metric for r in self.rows}
-        return [m for m in METRICS if m in present]
+        return [m for m in ALL_METRICS if m in present]
 
     def table(self) -> list[dict]:
         """One dict per (dataset, method, layer) with rows: cases, failures, each metric's post mean and `<metric>_pre` mean,
@@ -82,10 +85,13 @@ class EvalResult:
                 mine = [r for r in rows if r.metric == m]
                 entry[m] = _mean([r.post for r in mine])
                 entry[f"{m}_pre"] = _mean([r.pre for r in mine if r.pre is not None])
+            if all(m in metrics for m in ROME_SCORE_PARTS):
+                for suffix in ("", "_pre"):
+                    entry[ROME_SCORE + suffix] = harmonic_mean(entry[m + suffix] for m in ROME_SCORE_PARTS)
             table.append(entry)
         for dataset in dict.fromkeys(e["dataset"] for e in table):
             mine = [e for e in table if e["dataset"] == dataset]
-            o = overall([{m: e[m] for m in metrics} for e in mine])
+            o = overall([{m: e[m] for m in metrics if m in METRICS} for e in mine])
             for e, v in zip(mine, o.values):
                 e["overall"], e["normalisation"] = v, o.normalisation
         return table

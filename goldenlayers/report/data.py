@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from goldenlayers.metric_names import ABBREVIATIONS
 from goldenlayers.runs.config import DATASETS, METHODS
 from goldenlayers.runs.schema import HIGHER_IS_BETTER, METRICS
 from goldenlayers.runs.store import Store
@@ -25,7 +26,8 @@ from goldenlayers.runs.store import Store
 DATASET_LABELS = dict(zsre="ZsRE", wikibio="WikiBio", wiki_counterfact="WikiCounterfact", wiki_recent="WikiRecent",
                       counterfact="Counterfact", world="World")
 METHOD_LABELS = {"rome": "ROME", "r-rome": "R-ROME", "emmet": "EMMET", "memit": "MEMIT"}
-METRIC_ABBR = dict(rewrite="RwA", rephrase="RpA", locality="LOC", portability="PRT", fluency="FLC", overall="OV")
+METRIC_ABBR = dict(rewrite="RwA", rephrase="RpA", locality="LOC", portability="PRT", fluency="FLC", overall="OV",
+                   **ABBREVIATIONS)
 OVERALL_SCHEMES = {
     "minmax": "Overall = mean of the available metrics, each min-max normalised over the compared {what} "
               "(fluency negated first; a metric equal on all of them is left out).",
