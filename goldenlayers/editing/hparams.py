@@ -5,13 +5,15 @@ model family and a method family ("rome" for ROME/R-ROME, "memit", "emmet"):
 
 - gpt2-xl: the ROME/MEMIT papers' and EasyEdit's GPT-2 XL values (layer 17, 20 steps, lr 0.5, weight decay 0.5,
   clamp 4, KL 0.0625; MEMIT layers 13-17, clamp 0.75, w 20000; EMMET clamp 0.75, w 1000 as the official code).
+  Every MEMIT/EMMET preset but default-small uses MEMIT's template set and grouped key averaging, as the MEMIT
+  and EMMET reference code do; ROME/R-ROME presets ROME's 21 templates averaged per template (docs/parity.md).
 - llama-2-7b: EasyEdit's values (layer 5, a copied convention; 25 steps, weight decay 1e-3, clamp 4; MEMIT
   layers 4-8, w 15000; EMMET w 1 as the official code, EasyEdit uses 1e5).
 - gemma-3-12b: no reference implementation ships Gemma settings: LLaMA-2's optimiser values, no default layer
   (choose one with a selector).
 - default-gpt2 / default-llama (the embedded synthetic-world models): only the bare "{}" template, at most
-  500 Adam steps at lr 0.3, early stop at loss 0.5, clamp 50, a KL factor of 1.0 and weight decay 1e-3
-  (measured on world edits, see docs/editing.md); C = I unless key statistics are passed (C from the
+  500 Adam steps at lr 0.3, early stop at loss 0.5, clamp 50, a KL factor of 1.0 in the direction
+  KL(original || current) and weight decay 1e-3 (measured on world edits, see docs/editing.md); C = I unless key statistics are passed (C from the
   world's held-out corpus, `stats=`, improves default-llama's locality).
 - generic: the GPT-2 XL optimiser values with no default layer, for any other model.
 
