@@ -219,3 +219,15 @@ def test_other_default_dtypes_edit_and_evaluate_end_to_end(default_dtype, model_
     out = evaluate(model, tok, [case], editor="r-rome", layer=1, hparams=dict(FAST, kl_factor=0.5),
                    progress=False, fluency_max_tokens=12)
     assert not out.failures and {r.metric for r in out.rows} == {"rewrite", "rephrase", "fluency"}
+
+
+def test_v_star_clamp_projects_onto_the_ball():
+    """ROME's projection after each step: ||v* - v_init|| <= clamp_norm_factor * ||v_init||, reached exactly when
+    the steps would go further."""
+    model, tok, adapter = setup_tiny("gpt2")
+    templates = context_templates(model, tok, [])
+    hp = resolve_hparams("rome", dict(context_templates=[], v_num_grad_steps=4, v_lr=1.0, clamp_norm_factor=0.5,
+                                      kl_factor=0.0, v_weight_decay=0.0, early_stop_loss=0.0))
+    vt = optimise_values(model, tok, adapter, [CASE], templates, hp, "down_proj", 1)
+    moved, bound = float((vt.v_star[0] - vt.v_init[0]).norm()), 0.5 * float(vt.v_init[0].norm())
+    assert moved == pytest.approx(bound, rel=1e-5)
