@@ -97,7 +97,6 @@ def main() -> None:
     from goldenlayers.cli.common import world_of_model
     from goldenlayers.editing import context_templates, edit, resolve_hparams
     from goldenlayers.editing.keys import read_keys, template_weights
-    from goldenlayers.editing.values import optimise_values
     from goldenlayers.evaluation import CaseScorer, EvalSettings
     from goldenlayers.models import load_model
 
@@ -191,8 +190,11 @@ def main() -> None:
             out = {}
             for direction in loss_err:
                 hpd = settings("rome", kl_factor=kl_factor, kl_direction=direction)
-                vt = optimise_values(model, tok, adapter, [c], templates, hpd, "down_proj", layer)
-                delta = (vt.v_star[0] - vt.v_init[0]).double()
+                res = edit(model, tok, c, method="r-rome", layer=layer, hparams=hpd)  # v* and the edited model
+                d = res.diagnostics[0]
+                post_nll = _answer_nll_and_argmax(model, tok, c.prompt, c.target_new)[0]
+                res.restore()
+                delta = (d.v_star - d.v_init).double()
 
                 nll = []
                 for t in templates:
@@ -206,12 +208,9 @@ def main() -> None:
                 kl = F.kl_div(init, cur, log_target=True, reduction="batchmean") if direction == "current||original" \
                     else F.kl_div(cur, init, log_target=True, reduction="batchmean")
                 want = sum(nll) / len(nll) + kl_factor * float(kl) + \
-                    hpd.v_weight_decay * float(delta.norm()) / float(vt.v_init[0].double().norm()) ** 2
-                loss_err[direction] = max(loss_err[direction], abs(vt.losses[0][-1] - want) / abs(want))
-                res = edit(model, tok, c, method="r-rome", layer=layer, hparams=hpd)
-                out[direction] = (vt.v_star[0].double(), delta, _answer_nll_and_argmax(model, tok, c.prompt,
-                                                                                      c.target_new)[0])
-                res.restore()
+                    hpd.v_weight_decay * float(delta.norm()) / float(d.v_init.double().norm()) ** 2
+                loss_err[direction] = max(loss_err[direction], abs(d.losses[-1] - want) / abs(want))
+                out[direction] = (d.v_star.double(), delta, post_nll)
             (v_a, d_a, nll_a), (v_b, _, nll_b) = out["current||original"], out["original||current"]
             v_moves.append(float((v_a - v_b).norm() / d_a.norm()))
             lp_moves.append(abs(nll_a - nll_b) * len(tok(" " + c.target_new)["input_ids"]))
