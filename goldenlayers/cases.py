@@ -67,6 +67,7 @@ class EditCase(BaseModel):
     locality: list[Probe] = Field(default_factory=list)
     portability: list[Probe] = Field(default_factory=list)
     relation: str | None = None
+    generation_prompts: list[str] = Field(default_factory=list)  # CounterFact's, for ROME's generation entropy
 
     def __init__(self, **fields) -> None:
         """Validate; any problem (including pydantic's own: missing field, wrong type) raises CaseError."""

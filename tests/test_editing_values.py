@@ -10,7 +10,7 @@ from editing_helpers import affine, random_spd, setup_tiny
 
 from goldenlayers.cases import EditCase
 from goldenlayers.editing import context_templates, edit, resolve_hparams
-from goldenlayers.editing.keys import read_keys
+from goldenlayers.editing.keys import read_keys, template_weights
 from goldenlayers.editing.values import optimise_values
 from goldenlayers.models.tiny import tiny_model
 from goldenlayers.text import encode_answers
@@ -157,7 +157,8 @@ def test_memit_and_emmet_edits_solve_their_equations_on_a_model(arch):
     C = {lay: random_spd(adapter.d_ff(model), seed=lay) for lay in (1, 2)}
     hp = resolve_hparams("memit", FAST)
     templates = context_templates(model, tok, hp.context_templates)
-    keys = read_keys(model, tok, adapter, CASES, templates, [1], block_out_layer=2)
+    weights = template_weights(hp.context_templates, hp.key_averaging)  # the preset's (MEMIT's grouped) k*
+    keys = read_keys(model, tok, adapter, CASES, templates, [1], block_out_layer=2, weights=weights)
     K = keys.k_star[1]
     res = edit(model, tok, CASES, method="memit", layers=[1, 2], hparams=FAST, stats=C)
     R = (torch.stack([d.v_star for d in res.diagnostics]).double() - keys.block_out) / 2  # half the residual at layer 1
@@ -165,7 +166,7 @@ def test_memit_and_emmet_edits_solve_their_equations_on_a_model(arch):
     torch.testing.assert_close(dw @ (2.0 * C[1] + K.T @ K), R.T @ K, rtol=1e-6, atol=1e-8)
     assert res.delta.updates[2].norm() > 0
     res.restore()
-    keys = read_keys(model, tok, adapter, CASES[:2], templates, [2], block_out_layer=2)
+    keys = read_keys(model, tok, adapter, CASES[:2], templates, [2], block_out_layer=2, weights=weights)
     res = edit(model, tok, CASES[:2], method="emmet", layers=[2], hparams=dict(FAST, emmet_lambda=0.0), stats=C)
     W1, b = affine(adapter, model, 2)
     W0 = W1 - res.delta.updates[2]

@@ -63,16 +63,18 @@ def render_table(result, title: str):
     """A rich Table of `result.table()`: post mean (pre mean) per metric, Overall, and the normalisation note."""
     from rich.table import Table
 
+    from goldenlayers.metric_names import ABBREVIATIONS, ROME_SCORE
+
     rows = result.table()
-    metrics = result.metrics()
+    metrics = result.metrics() + ([ROME_SCORE] if rows and ROME_SCORE in rows[0] else [])
     t = Table(title=title)
     for col in ("dataset", "method", "layer", "cases", "failed", *metrics, "overall"):
-        t.add_column(col, justify="left" if col in ("dataset", "method") else "right")
+        t.add_column(ABBREVIATIONS.get(col, col), justify="left" if col in ("dataset", "method") else "right")
     for r in rows:
         cells = [str(r["dataset"]), str(r["method"]), str(r["layer"]), str(r["cases"]), str(r["failures"])]
         for m in metrics:
-            pre = r[f"{m}_pre"]
-            cells.append(_fmt(r[m]) + ("" if math.isnan(pre) else f" ({_fmt(pre)})"))
+            pre = r.get(f"{m}_pre", math.nan)
+            cells.append(_fmt(r.get(m)) + ("" if math.isnan(pre) else f" ({_fmt(pre)})"))
         cells.append(_fmt(r["overall"]))
         t.add_row(*cells)
     notes = dict.fromkeys(r["normalisation"] for r in rows)
@@ -105,7 +107,8 @@ def evaluate_command(
     limit: int | None = typer.Option(None, min=1, help=LIMIT_HELP + " (after --shuffle-seed)"),
     shuffle_seed: int | None = typer.Option(None, help="shuffle the cases (seeded) before --limit"),
     metrics: str = typer.Option(",".join(("rewrite", "rephrase", "locality", "portability", "fluency")),
-                                help="comma-separated metrics"),
+                                help="comma-separated metrics or families: easyedit (the default metrics), "
+                                     "counterfact-rome (ROME's ES/PS/NS, magnitudes, generation entropy, Score)"),
     no_fluency: bool = typer.Option(False, "--no-fluency", help="skip the (slow) fluency generation"),
     batch_size: int = typer.Option(16, min=1, help="teacher-forced prompts per forward pass"),
     seed: int = typer.Option(0, help="seed of the fluency samples"),
@@ -205,6 +208,6 @@ def _datasets() -> list[str]:
 
 
 def _metrics() -> list[str]:
-    from goldenlayers.evaluation.metrics import METRICS
+    from goldenlayers.metric_names import ALL_METRICS, FAMILIES
 
-    return list(METRICS)
+    return [*ALL_METRICS, *(f"{f} (family)" for f in FAMILIES)]

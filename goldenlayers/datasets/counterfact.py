@@ -9,8 +9,9 @@ A record:
 becomes an EditCase with case id = `case_id` (the record index when absent), prompt = the template with "{}"
 replaced by the subject, target_new / ground_truth = the `str` of target_new / target_true, relation = relation_id,
 rephrase = paraphrase_prompts, and locality = the neighborhood prompts (category "Neighborhood") whose answer is
-target_true (ROME's neighborhood score: other subjects that share the true attribute must keep it). CounterFact
-has no portability. attribute_prompts and generation_prompts are not used by the metrics of REFERENCE.md section 4.
+target_true (ROME's neighborhood score: other subjects that share the true attribute must keep it), and
+generation_prompts = generation_prompts (ROME's generation entropy, docs/evaluation.md). CounterFact has no
+portability; attribute_prompts are not used.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def counterfact_case(record: dict, index: int, report: LoadReport, label: str = 
         case_id=cid, dataset=label, subject=subject, prompt=template.replace("{}", subject, 1),
         target_new=target_new, ground_truth=[target_true], rephrase=_prompts(record, "paraphrase_prompts", cid),
         locality=locality, relation=relation if isinstance(relation, str) else None,
+        generation_prompts=_prompts(record, "generation_prompts", cid),
     )
 
 

@@ -1,10 +1,12 @@
 """Dataset registry and `load_dataset` (REFERENCE.md section 5; DESIGN.md house style 3: explicit registries).
 
-Names: zsre, wikibio, wiki_counterfact, wiki_recent (KnowEdit), counterfact (ROME), world (the synthetic
-world's exports: its exporter writes the KnowEdit wiki_counterfact shape or the CounterFact shape, and the
-reader picks by the first record, so `goldenlayers.datasets.synthetic` is never imported to read them), and
-realfacts (the real-world fact set's exports, read the same way; without a file the commands build the set
-itself, docs/realfacts.md).
+Names: zsre, wikibio, wiki_counterfact, wiki_recent (KnowEdit), counterfact (ROME), zsre_mend / zsre_mend_rome (the
+MEND-style zsRE file under EasyEdit's and ROME's conventions), known / known_counterfact (ROME's known_1000.json),
+and world (the synthetic world's exports: its exporter writes the KnowEdit wiki_counterfact shape or the CounterFact
+shape, and the reader picks by the first record, so `goldenlayers.datasets.synthetic` is never imported to read
+them), and realfacts (the real-world fact set's exports, read the same way; without a file the commands
+build the set itself, docs/realfacts.md). A file from which a reader loads no case is checked against the other formats (datasets.sniff): one that
+is in another format raises DatasetFileError "this looks like a <format> file: use --dataset X".
 
 `load_dataset(name, path)` reads a file (or finds the usual file name inside a directory, e.g. the unzipped
 KnowEdit folder), skips malformed records into the LoadReport, then optionally shuffles (seeded, see
@@ -21,8 +23,11 @@ from pathlib import Path
 from goldenlayers.cases import EditCase
 from goldenlayers.datasets.counterfact import read_counterfact
 from goldenlayers.datasets.knowedit import read_knowedit
-from goldenlayers.datasets.loading import DatasetFileError, LoadReport, json_records, reading
+from goldenlayers.datasets.known import read_known
+from goldenlayers.datasets.loading import DatasetFileError, LoadReport, json_records, read_json_list, reading
+from goldenlayers.datasets.sniff import format_hint
 from goldenlayers.datasets.split import Split, shuffle_cases, split_cases
+from goldenlayers.datasets.zsre_mend import read_zsre_mend
 
 Reader = Callable[[Path, str], tuple[list[EditCase], LoadReport]]
 
@@ -111,6 +116,10 @@ def load_dataset(name: str, path: str | Path | None, limit: int | None = None,
     p = _resolve_path(spec, path)
     with reading(stop_after=limit if shuffle_seed is None else None, progress=progress):
         cases, report = spec.reader(p, name)
+    if not cases and report.records:
+        hint = format_hint(name, read_json_list(p))
+        if hint:
+            raise DatasetFileError(f"dataset file {str(p)!r}: {hint}")
     if shuffle_seed is not None:
         cases = shuffle_cases(cases, shuffle_seed)
     if limit is not None:
@@ -144,6 +153,15 @@ for _spec in (
                 _knowedit("wiki_recent"), ("recent_test.json",)),
     DatasetSpec("counterfact", "ROME CounterFact (paraphrase, neighborhood locality)", read_counterfact,
                 ("counterfact.json", "multi_counterfact.json")),
+    DatasetSpec("zsre_mend", "MEND-style zsRE as EasyEdit/KnowEdit read it (towards `alt`; rephrase, NQ locality)",
+                lambda path, name: read_zsre_mend(path, "easyedit", name), ("zsre_mem_eval.json", "zsre_mend_eval.json")),
+    DatasetSpec("zsre_mend_rome", "MEND-style zsRE as ROME/MEMIT read it (towards `answers[0]`; rephrase, NQ locality)",
+                lambda path, name: read_zsre_mend(path, "rome", name), ("zsre_mem_eval.json", "zsre_mend_eval.json")),
+    DatasetSpec("known", "ROME known_1000.json as published (no new target: for CMA and known-fact filtering)",
+                lambda path, name: read_known(path, "attribute", name), ("known_1000.json",)),
+    DatasetSpec("known_counterfact", "ROME known_1000.json with CounterFact's target_new (another record's "
+                "attribute of the same relation)", lambda path, name: read_known(path, "counterfact", name),
+                ("known_1000.json",)),
     DatasetSpec("world", "the synthetic world's exported cases (KnowEdit wiki_counterfact or CounterFact shape)",
                 _read_export, ("test_cf.json", "counterfact.json")),
     DatasetSpec("realfacts", "real countries and cities from GeoNames (`goldenlayers realfacts` exports; no file: "

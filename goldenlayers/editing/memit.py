@@ -3,7 +3,7 @@
 The target z* of each case is optimised in the residual stream (block output) at the last layer L of the range
 (editing.values with site "block"). Then, layer by layer in ascending order, on the model as updated so far:
 
-    K   = k* of every case at layer l                           (n, d_ff)
+    K   = k* of every case at layer l (mean over the templates as `key_averaging` says)  (n, d_ff)
     Rsd = (z* - z_current) / (number of layers left, l included)  (n, d_model), z at L for the bare prompt
     dW  = Rsd^T K (w C + K^T K)^-1                                 (w = mom2_update_weight)
 
@@ -20,7 +20,7 @@ import torch
 
 from goldenlayers.cases import EditCase
 from goldenlayers.editing.delta import WeightDelta
-from goldenlayers.editing.keys import read_keys
+from goldenlayers.editing.keys import read_keys, template_weights
 from goldenlayers.editing.registry import EditContext, EditMethod
 from goldenlayers.editing.solve import KeyCov, memit_update
 from goldenlayers.editing.values import ValueTargets
@@ -33,8 +33,10 @@ def spread(ctx: EditContext, cases: list[EditCase], targets: ValueTargets, delta
     last = ctx.layers[-1]
     z_star = targets.v_star.double()  # (n, d_model)
     norms = []
+    weights = template_weights(ctx.hp.context_templates, ctx.hp.key_averaging)
     for i, layer in enumerate(ctx.layers):
-        keys = read_keys(ctx.model, ctx.tok, ctx.adapter, cases, ctx.templates, [layer], block_out_layer=last)
+        keys = read_keys(ctx.model, ctx.tok, ctx.adapter, cases, ctx.templates, [layer], block_out_layer=last,
+                         weights=weights)
         rsd = (z_star.to(keys.block_out) - keys.block_out) / (len(ctx.layers) - i)
         dw = solve(keys.k_star[layer], rsd, ctx.covs[layer])
         delta.apply(layer, dw)

@@ -1,7 +1,7 @@
 """The per-case v* loss (REFERENCE.md section 3, "v*"), written without host synchronisation.
 
     loss = mean over templates of the per-token NLL of target_new
-           + kl_factor * KL at the KL prompt's fact token
+           + kl_factor * KL at the KL prompt's fact token (`kl_direction`: KL(current || original) by default)
            + preserve_factor * mean over preservation prompts of the KL at each prompt's last token
 
 (weight decay is added by the caller, editing.values). Every data-dependent index (which positions predict a
@@ -55,8 +55,9 @@ def case_losses(logits: torch.Tensor, r: Rows, ix: LossIndex, n: int, n_template
     dev = logits.device
     logp = torch.log_softmax(logits[ix.pred_row, ix.pred_pos].float(), dim=-1)  # (N, V)
     tok_nll = -logp.gather(1, ix.pred_next[:, None]).squeeze(1)
-    per_row = torch.zeros(len(r.case), device=dev).index_add_(0, ix.pred_row, tok_nll) / ix.n_pred
-    nll = torch.zeros(n, device=dev).index_add_(0, r.case[ix.tmpl_rows], per_row[ix.tmpl_rows]) / n_templates
+    f32 = dict(device=dev, dtype=torch.float32)  # whatever torch's default dtype is
+    per_row = torch.zeros(len(r.case), **f32).index_add_(0, ix.pred_row, tok_nll) / ix.n_pred
+    nll = torch.zeros(n, **f32).index_add_(0, r.case[ix.tmpl_rows], per_row[ix.tmpl_rows]) / n_templates
     kl_logp = torch.log_softmax(logits[ix.kl_rows, ix.kl_pos].float(), dim=-1)  # (R_k, V)
     if init_kl is None or (hp.kl_factor == 0 and not hp.preserve_prompts):
         return nll, kl_logp
@@ -65,4 +66,4 @@ def case_losses(logits: torch.Tensor, r: Rows, ix: LossIndex, n: int, n_template
         kl = (kl_logp.exp() * (kl_logp - ref)).sum(-1)
     else:
         kl = (ref.exp() * (ref - kl_logp)).sum(-1)
-    return nll + torch.zeros(n, device=dev).index_add_(0, r.case[ix.kl_rows], ix.kl_weight * kl), kl_logp
+    return nll + torch.zeros(n, **f32).index_add_(0, r.case[ix.kl_rows], ix.kl_weight * kl), kl_logp

@@ -6,8 +6,8 @@ down-proj output of layer l (ROME, R-ROME) or the block output, i.e. the residua
 last layer of their range). Per case:
 
     loss = mean over templates of the per-token NLL of target_new
-           + kl_factor * KL(original || current)   (next-token distribution at the KL prompt's fact token;
-                                                     `kl_direction` selects the code's KL(current || original))
+           + kl_factor * KL(current || original)   (next-token distribution at the KL prompt's fact token, as the
+                                                     reference code computes it; `kl_direction` selects the other)
            + v_weight_decay * ||delta|| / ||v_init||^2
            + preserve_factor * mean over `preserve_prompts` of the KL at each prompt's last token (an extension;
              none by default)
@@ -51,7 +51,7 @@ from goldenlayers.editing.graphed import (
     without_cudnn_attention,
 )
 from goldenlayers.editing.hparams import EditHParams
-from goldenlayers.editing.keys import fact_keys
+from goldenlayers.editing.keys import fact_keys, template_weights
 from goldenlayers.editing.replay import FrozenPrefix
 from goldenlayers.editing.suffix import SuffixRows, suffix_cache_supported, suffix_wanted
 from goldenlayers.editing.value_loss import LossIndex, case_losses
@@ -116,9 +116,10 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
     n, d = len(cases), adapter.d_model(model)
     module = site_module(model, adapter, site, layer)
     prefix = FrozenPrefix(adapter.blocks(model), layer if site == "down_proj" else layer + 1)
-    delta = torch.zeros(n, d, device=dev, requires_grad=True)
+    # float32 whatever torch's default dtype is (the site's output is cast to it, and the delta to the site's dtype)
+    delta = torch.zeros(n, d, device=dev, dtype=torch.float32, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=hp.v_lr)
-    v_init = torch.zeros(n, d, device=dev)
+    v_init = torch.zeros(n, d, device=dev, dtype=torch.float32)
     init_kl = torch.zeros(0)
     active = torch.arange(n, device=dev)
     live = torch.ones(n, dtype=torch.bool, device=dev)  # the cases still optimised (not stopped)
@@ -169,7 +170,8 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
             suffix = SuffixRows(rows, out.past_key_values, pad_id(tok))
             prefix.map_output(suffix.gather_hidden)
         if "k" in seen:
-            k_star, k_bare = fact_keys(rows, rows.per_token(seen["k"]["in"]), n)
+            k_star, k_bare = fact_keys(rows, rows.per_token(seen["k"]["in"]), n,
+                                       template_weights(hp.context_templates, hp.key_averaging))
         per_case, init_kl = case_losses(out.logits.to(dev), rows, LossIndex.of(rows, hp), n, len(templates), None, hp)
         init_kl = init_kl.detach()
         return per_case + weight_decay()

@@ -21,6 +21,7 @@ from goldenlayers.cases import EditCase
 from goldenlayers.evaluation.metrics import METRICS
 from goldenlayers.evaluation.result import EvalFailure, EvalResult, EvalRow
 from goldenlayers.evaluation.scorer import CaseScorer, EvalSettings, PreCache
+from goldenlayers.metric_names import GENERATED, expand_metrics
 
 
 class WeightsNotRestoredError(RuntimeError):
@@ -86,11 +87,13 @@ def evaluate(model, tok, cases: Iterable[EditCase], editor: str | Callable | Non
     """Evaluate `cases` on `model`: edited one at a time by `editor` at `layer` (an int, a list of layers, or None
     for the method's default), or unedited when editor is None. Returns an EvalResult (rows, failures, table()).
 
-    metrics: any of METRICS (fluency also needs fluency=True); seed: fluency sampling (per case); cache: share
+    metrics: any of METRICS, of goldenlayers.metric_names.ALL_METRICS, or a family name such as "counterfact-rome"
+    (ROME's CounterFact metrics); fluency=False leaves out the metrics that sample text (fluency, generation
+    entropy); seed: fluency sampling (per case); cache: share
     pre-edit results between runs on the same unedited model; fluency_max_tokens: total length of each sample.
     """
     cases = list(cases)
-    chosen = tuple(m for m in metrics if fluency or m != "fluency")
+    chosen = tuple(m for m in expand_metrics(metrics) if fluency or m not in GENERATED)
     settings = EvalSettings(metrics=chosen, batch_size=batch_size, seed=seed, fluency_max_tokens=fluency_max_tokens)
     run_edit, method = _editor(editor, hparams)
     layers = _layers(layer)

@@ -11,28 +11,35 @@ logits at each position that predicts an answer token is compared with that toke
                the unedited and the edited model (agreement with the model, not with the answer).
 Portability and locality average within each probe category of a case, then over its categories (KnowEdit);
 a case without probes has no value for that metric (it is skipped, not counted as 0).
+
+The same forward also gives each answer's mean per-token negative log-likelihood (`Scored.nll`), which ROME's
+CounterFact metrics compare (goldenlayers.evaluation.counterfact_rome).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from goldenlayers.metric_names import EASYEDIT_METRICS
 from goldenlayers.models.loader import model_device
 from goldenlayers.text import encode_answers, model_max_length
 
-METRICS = ("rewrite", "rephrase", "locality", "portability", "fluency")
+METRICS = EASYEDIT_METRICS  # the default family; goldenlayers.metric_names lists the others
 LOWER_IS_BETTER = frozenset({"fluency"})  # the paper negates fluency before normalising (REFERENCE.md section 4)
 
 
 @dataclass(frozen=True)
 class Scored:
-    """One teacher-forced prompt+answer: argmax token ids at the answer positions and the answer's token ids (A,)."""
+    """One teacher-forced prompt+answer: argmax token ids at the answer positions and the answer's token ids (A,);
+    nll: the mean over the answer's tokens of -log p(token | everything before it) (not compared by ==)."""
 
     predicted: tuple[int, ...]
     gold: tuple[int, ...]
+    nll: float = field(default=math.nan, compare=False)
 
     @property
     def accuracy(self) -> float:
@@ -63,10 +70,14 @@ def teacher_forced(model, tok, pairs: Sequence[tuple[str, str]], batch_size: int
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start: start + batch_size]
         b = encode_answers(tok, [p for p, _ in chunk], [a for _, a in chunk], max_len, device)
-        pred = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits.argmax(-1)  # (B, T)
+        logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits  # (B, T, V)
+        pred = logits.argmax(-1)  # (B, T)
         predict = b.predict_mask
         for i in range(len(chunk)):
-            out.append(Scored(tuple(pred[i][predict[i]].tolist()), tuple(b.input_ids[i][b.answer_mask[i]].tolist())))
+            gold = b.input_ids[i][b.answer_mask[i]]  # (A,)
+            logp = logits[i][predict[i]].float().log_softmax(-1)  # (A, V)
+            nll = -logp.gather(1, gold[:, None].to(logp.device)).mean().item()
+            out.append(Scored(tuple(pred[i][predict[i]].tolist()), tuple(gold.tolist()), nll))
     return out
 
 

@@ -5,7 +5,9 @@ locality; post: the edited model's value). `table()` aggregates the KnowEdit way
 value is already the mean over its categories (goldenlayers.evaluation.metrics), and the table averages each metric
 over the cases that have it (cases without that kind of probe are skipped), one row per (dataset, method, layer).
 Overall is a fixed function of each row's means (goldenlayers.evaluation.overall), stated in the `normalisation`
-column. `combine()` merges results of several runs (e.g. one per layer or method) into one table.
+column; it uses the EasyEdit metrics only. When ROME's efficacy, paraphrase and neighbourhood scores are present,
+`rome_score` (and `rome_score_pre`) is their harmonic mean, ROME's overall Score (docs/evaluation.md). `combine()`
+merges results of several runs (e.g. one per layer or method) into one table.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from goldenlayers.evaluation.metrics import METRICS
 from goldenlayers.evaluation.overall import overall, overall_metrics, overall_note
+from goldenlayers.metric_names import ALL_METRICS, ROME_SCORE, ROME_SCORE_PARTS, harmonic_mean
 
 ROW_COLUMNS = ("case_id", "dataset", "metric", "pre", "post", "layer", "method")
 
@@ -64,7 +66,7 @@ class EvalResult:
 
     def metrics(self) -> list[str]:
         present = {r.metric for r in self.rows}
-        return [m for m in METRICS if m in present]
+        return [m for m in ALL_METRICS if m in present]
 
     def table(self) -> list[dict]:
         """One dict per (dataset, method, layer) with rows: cases, failures, each metric's post mean and `<metric>_pre` mean,
@@ -81,6 +83,9 @@ class EvalResult:
                 mine = [r for r in rows if r.metric == m]
                 entry[m] = _mean([r.post for r in mine])
                 entry[f"{m}_pre"] = _mean([r.pre for r in mine if r.pre is not None])
+            if all(m in metrics for m in ROME_SCORE_PARTS):
+                for suffix in ("", "_pre"):
+                    entry[ROME_SCORE + suffix] = harmonic_mean(entry[m + suffix] for m in ROME_SCORE_PARTS)
             entry["overall"] = overall(entry)
             entry["normalisation"] = overall_note(overall_metrics(entry))
             table.append(entry)

@@ -7,6 +7,11 @@ compute for a case and keeps the pre-edit results once per (model, case): the ca
 model identity is its name, its object id and a fingerprint of its weights taken when the scorer is made, so a
 cache handed to a scorer of another model, or of the same model in another weight state, never answers.
 
+The metrics of both families (goldenlayers.metric_names) share the teacher-forced pairs: ROME's CounterFact
+metrics (goldenlayers.evaluation.counterfact_rome) read the answers' nll from the same Scored results, and their
+generation entropy is cached like fluency, under (model identity, case id, "generation_entropy", prompts, seed,
+length, k).
+
 `prepare(cases)` fills the cache for many cases in cross-case batches; `state(case)` measures the current
 (possibly edited) model; `compare(case, pre, post)` turns two states into {metric: (pre, post)}. `pre` and
 `score` have the shapes the brute-force sweep takes as pre_fn and score_fn.
@@ -20,15 +25,18 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from goldenlayers.cases import EditCase
+from goldenlayers.evaluation.counterfact_rome import rome_pairs, rome_values
 from goldenlayers.evaluation.fluency import case_seed, fluency_entropy, sample_text
 from goldenlayers.evaluation.metrics import METRICS, Scored, category_mean, check_pair, teacher_forced
+from goldenlayers.metric_names import ALL_METRICS, FAMILIES, expand_metrics
 from goldenlayers.text import model_max_length
 
 Pair = tuple[str, str]
 
 
 class EvalSettings(BaseModel):
-    """What to measure and how (defaults: every metric, EasyEdit's fluency setting of 100 tokens, top-k 5)."""
+    """What to measure and how (defaults: the EasyEdit metrics, EasyEdit's fluency setting of 100 tokens, top-k 5).
+    metrics may name a family ("counterfact-rome"), replaced by its metrics."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -41,10 +49,12 @@ class EvalSettings(BaseModel):
     @field_validator("metrics")
     @classmethod
     def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [m for m in v if m not in METRICS]
+        v = expand_metrics(v)
+        bad = [m for m in v if m not in ALL_METRICS]
         if bad:
-            raise ValueError(f"unknown metric(s) {bad}; choose from {', '.join(METRICS)}")
-        return tuple(dict.fromkeys(v))
+            raise ValueError(f"unknown metric(s) {bad}; choose from {', '.join(ALL_METRICS)} or a family "
+                             f"({', '.join(FAMILIES)})")
+        return v
 
 
 @torch.no_grad()
@@ -70,10 +80,12 @@ class PreCache:
 
 @dataclass
 class CaseState:
-    """A model's results on one case: teacher-forced pairs and the fluency entropy (None when not measured)."""
+    """A model's results on one case: teacher-forced pairs, the fluency entropy and ROME's generation entropy
+    (None when not measured)."""
 
     scored: dict[Pair, Scored]
     fluency: float | None
+    generation: float | None = None
 
 
 def case_pairs(case: EditCase, metrics: tuple[str, ...]) -> list[Pair]:
@@ -87,6 +99,7 @@ def case_pairs(case: EditCase, metrics: tuple[str, ...]) -> list[Pair]:
         pairs += [(p.prompt, p.answer) for p in case.locality]
     if "portability" in metrics:
         pairs += [(p.prompt, p.answer) for p in case.portability]
+    pairs += rome_pairs(case, metrics)
     return list(dict.fromkeys(pairs))
 
 
@@ -107,6 +120,21 @@ class CaseScorer:
         text = sample_text(self.model, self.tok, case.prompt, case_seed(s.seed, case.case_id), s.fluency_max_tokens,
                            s.fluency_top_k)
         return fluency_entropy(text)
+
+    def _generation_key(self, case: EditCase) -> tuple:
+        s = self.settings
+        return (self.key, case.case_id, "generation_entropy", tuple(case.generation_prompts), s.seed,
+                s.fluency_max_tokens, s.fluency_top_k)
+
+    def _generation(self, case: EditCase) -> float | None:
+        """ROME's generation entropy: mean over the case's generation prompts of their samples' entropy."""
+        if "generation_entropy" not in self.settings.metrics or not case.generation_prompts:
+            return None
+        s = self.settings
+        values = [fluency_entropy(sample_text(self.model, self.tok, p, case_seed(s.seed, f"{case.case_id}:gen{j}"),
+                                              s.fluency_max_tokens, s.fluency_top_k))
+                  for j, p in enumerate(case.generation_prompts)]
+        return sum(values) / len(values)
 
     def prepare(self, cases: list[EditCase]) -> dict[int, Exception]:
         """Cache the unedited model's results for `cases` (pairs batched across cases). Returns {index: error}."""
@@ -137,6 +165,14 @@ class CaseScorer:
                 else:
                     self.cache.misses += 1
                     self.cache.store[self._fluency_key(case)] = self._fluency(case)
+        for i, case in enumerate(cases):
+            if i in errors or "generation_entropy" not in self.settings.metrics or not case.generation_prompts:
+                continue
+            if self._generation_key(case) in self.cache.store:
+                self.cache.hits += 1
+            else:
+                self.cache.misses += 1
+                self.cache.store[self._generation_key(case)] = self._generation(case)
         return errors
 
     def pre(self, case: EditCase) -> CaseState:
@@ -147,13 +183,14 @@ class CaseScorer:
         pairs = case_pairs(case, self.settings.metrics)
         scored = {pa: self.cache.store[(self.key, case.case_id, *pa)] for pa in pairs}
         flu = self.cache.store[self._fluency_key(case)] if "fluency" in self.settings.metrics else None
-        return CaseState(scored, flu)
+        return CaseState(scored, flu, self.cache.store.get(self._generation_key(case)))
 
     def state(self, case: EditCase) -> CaseState:
         """The current (edited) model's state on `case`: nothing cached."""
         pairs = case_pairs(case, self.settings.metrics)
         scored = dict(zip(pairs, teacher_forced(self.model, self.tok, pairs, self.settings.batch_size)))
-        return CaseState(scored, self._fluency(case) if "fluency" in self.settings.metrics else None)
+        return CaseState(scored, self._fluency(case) if "fluency" in self.settings.metrics else None,
+                         self._generation(case))
 
     def compare(self, case: EditCase, pre: CaseState, post: CaseState) -> dict[str, tuple[float | None, float]]:
         """{metric: (pre value, post value)} for the metrics `case` supports (locality has no pre value)."""
@@ -174,6 +211,10 @@ class CaseScorer:
                 for p in case.locality))
         if "fluency" in m:
             out["fluency"] = (pre.fluency, post.fluency)
+        before, after = rome_values(case, pre.scored, m), rome_values(case, post.scored, m)
+        out.update({k: (before[k], after[k]) for k in after})
+        if "generation_entropy" in m and post.generation is not None:
+            out["generation_entropy"] = (pre.generation, post.generation)
         return out
 
     def score(self, case: EditCase, pre: CaseState) -> dict[str, float]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from goldenlayers.evaluation.overall import OverallSpec
+from goldenlayers.metric_names import ABBREVIATIONS
 from goldenlayers.runs.config import DATASETS, METHODS
 from goldenlayers.runs.schema import METRICS
 from goldenlayers.runs.store import Store
@@ -20,7 +21,8 @@ from goldenlayers.runs.store import Store
 DATASET_LABELS = dict(zsre="ZsRE", wikibio="WikiBio", wiki_counterfact="WikiCounterfact", wiki_recent="WikiRecent",
                       counterfact="Counterfact", world="World")
 METHOD_LABELS = {"rome": "ROME", "r-rome": "R-ROME", "emmet": "EMMET", "memit": "MEMIT"}
-METRIC_ABBR = dict(rewrite="RwA", rephrase="RpA", locality="LOC", portability="PRT", fluency="FLC", overall="OV")
+METRIC_ABBR = dict(rewrite="RwA", rephrase="RpA", locality="LOC", portability="PRT", fluency="FLC", overall="OV",
+                   **ABBREVIATIONS)
 BRUTEFORCE = "bruteforce"
 
 

@@ -17,6 +17,7 @@ import html
 from dataclasses import dataclass
 
 from goldenlayers.evaluation.overall import OverallSpec, overall, overall_note
+from goldenlayers.metric_names import COUNTERFACT_ROME_METRICS, ROME_SCORE, ROME_SCORE_PARTS, harmonic_mean
 from goldenlayers.report.data import (
     BRUTEFORCE,
     METRIC_ABBR,
@@ -177,13 +178,22 @@ def selector_means(data: RunData, model: str, ds: str, golden_metric: str = "rew
     return out
 
 
+def with_rome_score(means: dict) -> dict:
+    """`means` plus ROME's Score (harmonic mean of ES, PS, NS) when the three are there."""
+    if all(m in means for m in ROME_SCORE_PARTS):
+        return {**means, ROME_SCORE: harmonic_mean(means[m] for m in ROME_SCORE_PARTS)}
+    return means
+
+
 def _row_label(selector: str) -> str:
     return "BF (proxy golden)" if selector == BRUTEFORCE else selector_label(selector)
 
 
 def _selector_table(key: str, title: str, first: str, rows: dict, spec: OverallSpec | None, digits: int) -> Table:
     """rows: {(group label, selector): (layers text, means)}."""
-    metrics = [m for m in METRICS if m != "overall" and any(m in means for _, means in rows.values())]
+    rows = {k: (layers, with_rome_score(means)) for k, (layers, means) in rows.items()}
+    metrics = [m for m in (*METRICS, *COUNTERFACT_ROME_METRICS, ROME_SCORE)
+               if m != "overall" and any(m in means for _, means in rows.values())]
     groups = list(dict.fromkeys(g for g, _ in rows))  # keep group order; brute force last within a group
     ordered = sorted(rows.items(), key=lambda kv: (groups.index(kv[0][0]), kv[0][1] == BRUTEFORCE))
     body, last = [], None

@@ -20,10 +20,12 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from goldenlayers.metric_names import FAMILIES, expand_metrics
 from goldenlayers.runs.errors import ConfigError, problems
-from goldenlayers.runs.schema import METRICS
+from goldenlayers.runs.schema import METRICS, STORED_METRICS
 
 DATASETS = ("zsre", "wikibio", "wiki_counterfact", "wiki_recent", "counterfact", "world", "realfacts")
+DATASETS += ("zsre_mend", "zsre_mend_rome", "known", "known_counterfact")  # other published formats (docs/parity.md)
 METHODS = ("r-rome", "emmet", "rome", "memit")  # the paper's order
 
 
@@ -37,6 +39,12 @@ def known(value: str, allowed: tuple[str, ...], what: str) -> str:
         hint = f" (did you mean {near[0]!r}?)" if near else ""
         raise ValueError(f"unknown {what} {value!r}{hint}; known: {', '.join(allowed)}")
     return value
+
+
+def _metric_names(names: list[str]) -> list[str]:
+    """Metric names with families ("counterfact-rome") expanded, each checked."""
+    allowed = tuple(m for m in STORED_METRICS if m != "overall") + tuple(FAMILIES)
+    return list(expand_metrics(known(m, allowed, "metric") for m in names))
 
 
 class ModelSpec(_Strict):
@@ -137,7 +145,7 @@ class BruteForceSpec(_Strict):
     @field_validator("metrics")
     @classmethod
     def _bf_metrics(cls, v: list[str] | None) -> list[str] | None:
-        return None if v is None else [known(m, METRICS, "metric") for m in v]
+        return None if v is None else _metric_names(v)
 
     @field_validator("methods")
     @classmethod
@@ -203,7 +211,7 @@ class ExperimentConfig(_Strict):
     @field_validator("metrics")
     @classmethod
     def _metrics(cls, v: list[str]) -> list[str]:
-        return [known(m, METRICS, "metric") for m in v]
+        return _metric_names(v)
 
     @model_validator(mode="after")
     def _unique(self) -> ExperimentConfig:

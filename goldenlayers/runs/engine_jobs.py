@@ -78,8 +78,8 @@ def chosen_layer(config: ExperimentConfig, store: Store, model: str, dataset: st
 
 def _scored(model, tok, config: ExperimentConfig, cache, metrics: list[str]):
     """pre_fn / score_fn for `sweep` that also remember each case's pre-edit values (for the `pre` column)."""
-    from goldenlayers.evaluation.metrics import METRICS as EVAL_METRICS
     from goldenlayers.evaluation.scorer import CaseScorer, EvalSettings
+    from goldenlayers.metric_names import ALL_METRICS as EVAL_METRICS
 
     metrics = tuple(m for m in metrics if m in EVAL_METRICS)
     scorer = CaseScorer(model, tok, EvalSettings(metrics=metrics, batch_size=config.batch.evaluate,

@@ -12,7 +12,8 @@ Defined once here (DESIGN.md house style 4) and used by the store, the exports a
   stage); stage is where it failed (prepare, pre, edit, score, ...), `reason` the error text.
 
 Metric directions follow REFERENCE.md section 4: every metric is higher-is-better except fluency, which the
-paper marks "lower is better" and negates before normalising.
+paper marks "lower is better" and negates before normalising. Rows may also hold ROME's CounterFact metrics
+(goldenlayers.metric_names, all higher-is-better); Overall is computed over METRICS only.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from goldenlayers.metric_names import COUNTERFACT_ROME_METRICS, ROME_SCORE
+
 METRICS = ("rewrite", "rephrase", "locality", "portability", "fluency", "overall")
-HIGHER_IS_BETTER = {m: m != "fluency" for m in METRICS}
+STORED_METRICS = METRICS + COUNTERFACT_ROME_METRICS  # what a result row may hold
+HIGHER_IS_BETTER = {m: m != "fluency" for m in (*STORED_METRICS, ROME_SCORE)}
 SPLITS = ("proxy", "test")
 
 
@@ -122,9 +126,9 @@ def normalise_row(table: TableSpec, row: Mapping) -> tuple:
             raise RowError(f"{_where(table, row)}: field {col.name!r} = {row.get(col.name)!r}: {e}") from None
         out.append(v)
     rec = dict(zip(table.names, out, strict=True))
-    if "metric" in rec and rec["metric"] not in METRICS:
+    if "metric" in rec and rec["metric"] not in STORED_METRICS:
         raise RowError(f"{_where(table, row)}: field 'metric' = {rec['metric']!r} is not a canonical metric "
-                       f"({', '.join(METRICS)})")
+                       f"({', '.join(STORED_METRICS)})")
     if "split" in rec and rec["split"] not in SPLITS:
         raise RowError(f"{_where(table, row)}: field 'split' = {rec['split']!r} must be one of {SPLITS}")
     return tuple(out)
