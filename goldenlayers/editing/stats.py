@@ -203,6 +203,11 @@ def check_stats(C: torch.Tensor, layer: int, d_ff: int | None = None, max_cond: 
     return cond
 
 
+def cache_root(root: str | Path | None = None) -> Path:
+    """The package's cache folder: `root` if given, else $GOLDENLAYERS_CACHE, else ~/.cache/goldenlayers."""
+    return Path(root or os.environ.get("GOLDENLAYERS_CACHE") or Path.home() / ".cache" / "goldenlayers").expanduser()
+
+
 class StatsCache:
     """On-disk cache of C per (model identity, layer, source, token budget, max_length, dtype), in safetensors.
 
@@ -210,8 +215,7 @@ class StatsCache:
     """
 
     def __init__(self, root: str | Path | None = None):
-        root = root or os.environ.get("GOLDENLAYERS_CACHE") or Path.home() / ".cache" / "goldenlayers"
-        self.root = Path(root).expanduser() / "key_stats"
+        self.root = cache_root(root) / "key_stats"
         self.collected = 0  # layers this instance collected (the others were read from files)
 
     @staticmethod
