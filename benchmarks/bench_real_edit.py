@@ -12,6 +12,8 @@ One fact (default: "The capital of France is" -> " Berlin", subject "France", la
 - warm: the median later edit with templates (templates from memory: what every edit of a sweep pays);
 - disk: reading the templates back from the on-disk cache in a new process (in-memory cache cleared);
 - no-templates: the median edit with the bare prompt only (context_templates=[]);
+- wall-clock seconds, and the process's CPU seconds (on a CPU shared with other work, the CPU seconds of a
+  one-thread run are the steadier figure);
 - the final v* loss of each kind of edit and the greedy next token before/after, so implementations can be
   compared for equality, and ratios vs the baseline (the cold edit, or `--baseline-src`'s figures).
 `--baseline-src DIR` times the package found in DIR (a checkout or `git archive` of an older commit) the same way,
@@ -67,17 +69,18 @@ def measure(a) -> dict:
     out = dict(package=str(Path(goldenlayers.__file__).parent), device=a.device, threads=torch.get_num_threads(),
                before=before)
 
-    def one(hp) -> tuple[float, float, str]:
-        t0 = _sync(a.device)
+    def one(hp) -> tuple[float, float, str, float]:
+        t0, c0 = _sync(a.device), time.process_time()
         r = edit(model, tok, case, method=a.method, layer=a.layer, hparams=hp)
-        dt = _sync(a.device) - t0
+        dt, cpu = _sync(a.device) - t0, time.process_time() - c0
         after = _next_token(model, tok, a.prompt, a.device)
         r.restore()
-        return dt, r.diagnostics[0].losses[-1], after
+        return dt, r.diagnostics[0].losses[-1], after, cpu
 
-    out["cold"], out["loss_templates"], out["after"] = one({})
+    out["cold"], out["loss_templates"], out["after"], out["cold_cpu"] = one({})
     warm = [one({}) for _ in range(a.edits)]
     out["warm"] = statistics.median(w[0] for w in warm)
+    out["warm_cpu"] = statistics.median(w[3] for w in warm)
     if hasattr(tmpl, "template_file"):  # a package with the on-disk template cache
         from goldenlayers.editing.hparams import resolve_hparams
 
@@ -88,6 +91,7 @@ def measure(a) -> dict:
         out["disk"] = time.perf_counter() - t0
     bare = [one({"context_templates": []}) for _ in range(a.edits + 1)][1:]  # the first one warms up
     out["no_templates"] = statistics.median(b[0] for b in bare)
+    out["no_templates_cpu"] = statistics.median(b[3] for b in bare)
     out["loss_no_templates"] = bare[0][1]
     return out
 
@@ -110,15 +114,18 @@ def run_in_subprocess(a, src: str | None) -> dict:
 
 def report(name: str, r: dict, ref: dict | None) -> None:
     def ratio(key):
-        return f"  ({ref[key] / r[key]:.2f}x vs baseline)" if ref and key in ref and key in r else ""
+        return f" ({ref[key] / r[key]:.2f}x vs baseline)" if ref and key in ref and key in r else ""
+
+    def both(key):  # wall-clock seconds, and this process's CPU seconds (less sensitive to a busy machine)
+        cpu = f"{key}_cpu"
+        return f"{r[key]:.2f} s{ratio(key)}, CPU {r[cpu]:.2f} s{ratio(cpu)}" if cpu in r else f"{r[key]:.2f} s"
 
     print(f"{name}: package {r['package']}, {r['device']}, {r['threads']} threads")
-    print(f"  cold edit (generates the templates): {r['cold']:.2f} s{ratio('cold')}")
-    print(f"  warm edit (templates in memory):     {r['warm']:.2f} s{ratio('warm')}   "
-          f"cold/warm {r['cold'] / r['warm']:.1f}x")
+    print(f"  cold edit (generates the templates): {both('cold')}")
+    print(f"  warm edit (templates in memory):     {both('warm')}; cold/warm {r['cold'] / r['warm']:.1f}x")
     if "disk" in r:
         print(f"  templates read back from disk:       {r['disk']:.3f} s")
-    print(f"  edit without templates:              {r['no_templates']:.2f} s{ratio('no_templates')}")
+    print(f"  edit without templates:              {both('no_templates')}")
     print(f"  final v* loss: {r['loss_templates']:.6f} (templates), {r['loss_no_templates']:.6f} (none); "
           f"next token {r['before']!r} -> {r['after']!r}")
 
