@@ -23,11 +23,12 @@ finished cases leave the batch and their deltas are held fixed. The blocks below
 (editing.replay.FrozenPrefix), so are the positions before the fact token (editing.suffix), and parameters never
 get gradients. Once a model is known to allow the suffix layout (from its first edit), the first forward over the
 whole rows runs without gradient and the first step's gradient, like every later one, comes from the suffix rows
-(a backward through every position of every templated row cost as much as several later steps). On a GPU the steps are replayed as a CUDA graph (editing.graphed): on a warm side stream every
-step, after a first forward without gradient that records what the steps replay, else every step after the
-first. Finished cases then stay in the replayed batch, their deltas held, until half the batch has finished and
-a smaller graph is captured; each Adam step is launched while its replay still runs, before the host has read
-the losses, and the cases that stop at that step get their delta back. Some layers run faster kernels for the
+(a backward through every position of every templated row cost as much as several later steps). On a GPU the
+steps are replayed as a CUDA graph (editing.graphed): on a warm side stream every step, after a first forward
+without gradient that records what the steps replay, else every step after the first. Finished cases then stay
+in the replayed batch, their deltas held, until half the batch has finished and a smaller graph is captured;
+each Adam step is launched while its replay still runs, before the host has read the losses, and the cases that
+stop at that step get their delta back. Some layers run faster kernels for the
 same function (models.kernels: one-kernel tanh-GELU; on a GPU in float32, the bias added after the product).
 """
 
