@@ -21,20 +21,16 @@ improved by a factor (1 - plateau_min_improvement) for that many steps; after ea
 Batching is exact: the loss is the sum of per-case losses, cases share no parameter (Adam is element-wise),
 finished cases leave the batch and their deltas are held fixed. The blocks below the site are computed once
 (editing.replay.FrozenPrefix), so are the positions before the fact token (editing.suffix), and parameters never
-get gradients. Once a model is known to allow the suffix layout (from its first edit), the first forward over the
-whole rows runs without gradient and the first step's gradient, like every later one, comes from the suffix rows
-(a backward through every position of every templated row cost as much as several later steps). On a GPU the
-steps are replayed as a CUDA graph (editing.graphed): on a warm side stream every step, after a first forward
-without gradient that records what the steps replay, else every step after the first. Finished cases then stay
-in the replayed batch, their deltas held, until half the batch has finished and a smaller graph is captured;
-each Adam step is launched while its replay still runs, before the host has read the losses, and the cases that
-stop at that step get their delta back. Some layers run faster kernels for the
+get gradients. On a GPU the steps are replayed as a CUDA graph (editing.graphed): on a warm side stream every
+step, after a first forward without gradient that records what the steps replay, else every step after the
+first. Finished cases then stay in the replayed batch, their deltas held, until half the batch has finished and
+a smaller graph is captured; each Adam step is launched while its replay still runs, before the host has read
+the losses, and the cases that stop at that step get their delta back. Some layers run faster kernels for the
 same function (models.kernels: one-kernel tanh-GELU; on a GPU in float32, the bias added after the product).
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -67,8 +63,6 @@ from goldenlayers.models.loader import model_device
 from goldenlayers.text import model_max_length, pad_id
 
 Site = Literal["down_proj", "block"]
-# per model: whether the first forward's cache allowed the suffix layout (learnt at the model's first edit)
-_SUFFIX_OK: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
 EAGER_STEPS = 1  # v* steps run eagerly before a CUDA graph is captured on a new side stream (they warm it up)
 
 
@@ -227,16 +221,8 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
             graph_cases, use_graphs = n, graph is not None
         for step in range(hp.v_num_grad_steps):
             held = None  # delta before an update launched ahead of this step's stop decisions
-            if step == 0 and not ahead and cache_kv and _SUFFIX_OK.get(model, False):
-                # the model's cache is known to allow the suffix layout: the whole rows run once without gradient,
-                # and the first step's loss and gradient come from the suffix rows like every later step's
-                with torch.no_grad():
-                    first_forward()
-                cur_all = later_step(rows.rows_of(active))() if suffix is not None else first_forward()
-            elif step == 0 and not ahead:
+            if step == 0 and not ahead:
                 cur_all = first_forward()
-                if cache_kv:
-                    _SUFFIX_OK[model] = suffix is not None
             elif graph is not None:
                 cur_all = graph.replay()
                 if step < last:  # launched while the replay runs; the cases that stop here get `held` back below
