@@ -12,6 +12,7 @@ from goldenlayers.cases import EditCase
 from goldenlayers.editing import context_templates, edit, resolve_hparams
 from goldenlayers.editing.keys import read_keys, template_weights
 from goldenlayers.editing.values import optimise_values
+from goldenlayers.models.kv_cache import output_cache
 from goldenlayers.models.tiny import tiny_model
 from goldenlayers.text import encode_answers
 
@@ -228,7 +229,7 @@ def test_suffix_rows_end_at_the_last_position_the_loss_reads():
                       preserve_prompts=["{} lives in"])
     with torch.no_grad():
         out = model(input_ids=rows.input_ids, attention_mask=rows.attention_mask, use_cache=True)
-    sr = SuffixRows(rows, out.past_key_values, tok.pad_token_id)
+    sr = SuffixRows(rows, output_cache(out), tok.pad_token_id)
     lengths = sr.rows.attention_mask.sum(1)
     n_target = len(tok(" violin concerto")["input_ids"])
     for i, kind in enumerate(rows.template.tolist()):

@@ -11,6 +11,8 @@ the attention mask, never from the padding side. Bad inputs raise CaseError nami
 
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, fields
 
 import torch
@@ -86,32 +88,75 @@ def build_rows(tok, cases: list[EditCase], templates: list[str], *, with_target:
     ids, answer, meta = [], [], []
     for ci, case in enumerate(cases):
         check_case(case)
-        start, end = subject_char_span(case.case_id, case.prompt, case.subject)
-        texts = [t.replace("{}", case.prompt, 1) for t in templates]
-        spans = [(t.index("{}") + start, t.index("{}") + end) for t in templates]
-        if with_target:
-            b = _encode(case, "prompt", encode_answers, tok, texts, [case.target_new] * len(texts), max_length)
-            full = [join_prompt_answer(t, case.target_new) for t in texts]
-            answer += [m[: int(n)].tolist() for m, n in zip(b.answer_mask, b.attention_mask.sum(1), strict=True)]
-        else:
-            b = _encode(case, "prompt", encode_prompts, tok, texts, max_length)
-            full = texts
-            answer += [[False] * int(n) for n in b.attention_mask.sum(1)]
-        ids += [r[: int(n)].tolist() for r, n in zip(b.input_ids, b.attention_mask.sum(1), strict=True)]
-        facts = [_fact_index(tok, f, s, case.case_id) for f, s in zip(full, spans, strict=True)]
+        key = ("templated", _case_key(case), tuple(templates), with_target, max_length)
+        c_ids, c_answer, facts = _memo(tok, key, lambda c=case: _templated_rows(tok, c, templates, with_target,
+                                                                                max_length))
+        ids += c_ids
+        answer += c_answer
         meta += [(fact, ci, ti, fact) for ti, fact in enumerate(facts)]
     subject_prompts = ([(kl_prompt, KL_ROW)] if kl_prompt is not None else []) + \
         [(p, PRESERVE_ROW) for p in preserve_prompts]
     for prompt, kind in subject_prompts:  # "{}" = the subject; no target
-        slot = prompt.index("{}")
         for ci, case in enumerate(cases):
-            text = prompt.replace("{}", case.subject, 1)
-            row = _encode(case, "subject", encode_prompts, tok, [text], max_length).input_ids[0].tolist()
+            key = ("subject", _case_key(case), prompt, max_length)
+            row, fact = _memo(tok, key, lambda c=case, p=prompt: _subject_row(tok, c, p, max_length))
             ids.append(row)
             answer.append([False] * len(row))
-            fact = _fact_index(tok, text, (slot, slot + len(case.subject)), case.case_id)
             meta.append((fact, ci, kind, fact if kind == KL_ROW else len(row) - 1))
     return _pad(tok, ids, answer, meta)
+
+
+# Tokenised rows per tokenizer and (case, layout): a layer sweep builds the same case's rows at every layer, and
+# every edit builds them twice (once to check the input before any weight changes, once for the v*). Entries
+# are immutable tuples of lists that build_rows only copies from; errors are not kept (they are raised again).
+_ROWS_MEMO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_MEMO_SIZE = 4096
+
+
+def _case_key(case: EditCase) -> tuple:
+    return (case.case_id, case.prompt, case.subject, case.target_new)
+
+
+def _memo(tok, key: tuple, compute):
+    try:
+        store = _ROWS_MEMO.setdefault(tok, OrderedDict())
+    except TypeError:  # a tokenizer that cannot be weakly referenced: no memo
+        return compute()
+    key = (len(tok), *key)  # tokens added to the tokenizer later change the rows
+    if key in store:
+        store.move_to_end(key)
+        return store[key]
+    value = store[key] = compute()
+    if len(store) > _MEMO_SIZE:
+        store.popitem(last=False)
+    return value
+
+
+def _templated_rows(tok, case: EditCase, templates: list[str], with_target: bool, max_length: int | None
+                    ) -> tuple[list[list[int]], list[list[bool]], list[int]]:
+    """One case's rows in every template: token ids, answer flags and the fact token of each."""
+    start, end = subject_char_span(case.case_id, case.prompt, case.subject)
+    texts = [t.replace("{}", case.prompt, 1) for t in templates]
+    spans = [(t.index("{}") + start, t.index("{}") + end) for t in templates]
+    if with_target:
+        b = _encode(case, "prompt", encode_answers, tok, texts, [case.target_new] * len(texts), max_length)
+        full = [join_prompt_answer(t, case.target_new) for t in texts]
+        answer = [m[: int(n)].tolist() for m, n in zip(b.answer_mask, b.attention_mask.sum(1), strict=True)]
+    else:
+        b = _encode(case, "prompt", encode_prompts, tok, texts, max_length)
+        full = texts
+        answer = [[False] * int(n) for n in b.attention_mask.sum(1)]
+    ids = [r[: int(n)].tolist() for r, n in zip(b.input_ids, b.attention_mask.sum(1), strict=True)]
+    facts = [_fact_index(tok, f, s, case.case_id) for f, s in zip(full, spans, strict=True)]
+    return ids, answer, facts
+
+
+def _subject_row(tok, case: EditCase, prompt: str, max_length: int | None) -> tuple[list[int], int]:
+    """The row of a subject prompt ("{}" = the subject; no target): token ids and the fact token."""
+    slot = prompt.index("{}")
+    text = prompt.replace("{}", case.subject, 1)
+    row = _encode(case, "subject", encode_prompts, tok, [text], max_length).input_ids[0].tolist()
+    return row, _fact_index(tok, text, (slot, slot + len(case.subject)), case.case_id)
 
 
 def _pad(tok, ids: list[list[int]], answer: list[list[bool]], meta: list[tuple[int, int, int, int]]) -> Rows:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 
 from goldenlayers.editing.batch import Rows
+from goldenlayers.models.kv_cache import cache_kwargs
 
 
 def suffix_wanted(setting: bool | str, model, graphs: bool = False) -> bool:
@@ -42,7 +43,7 @@ def suffix_wanted(setting: bool | str, model, graphs: bool = False) -> bool:
 
 
 def suffix_cache_supported(cache) -> bool:
-    """True when `cache` (a forward's past_key_values) is a DynamicCache whose layers are plain full-attention
+    """True when `cache` (the key/value cache a forward returned) is a DynamicCache whose layers are plain full-attention
     DynamicLayers holding keys and values."""
     try:
         from transformers.cache_utils import DynamicCache, DynamicLayer
@@ -91,7 +92,7 @@ class SuffixRows:
         idx = self.index.to(hidden.device)
         return hidden.gather(1, idx[..., None].expand(-1, -1, hidden.shape[-1]))
 
-    def inputs(self, row_idx: torch.Tensor, rows: Rows) -> dict:
+    def inputs(self, model, row_idx: torch.Tensor, rows: Rows) -> dict:
         """The model's keyword arguments for the forward of the suffix rows `row_idx` (`rows`: those rows, as
         `self.rows.index(row_idx)` gives them), with a new cache object.
         While every row is in the batch the cached tensors are used as they are (the forward appends the suffix
@@ -107,4 +108,4 @@ class SuffixRows:
             layer.lazy_initialization(k, v)
             layer.keys, layer.values = k, v
         return dict(input_ids=rows.input_ids, attention_mask=pick(self.mask), position_ids=pick(self.index),
-                    past_key_values=cache, use_cache=True)
+                    use_cache=True, **cache_kwargs(model, cache))

@@ -4,31 +4,83 @@ ROME averages keys, and optimises v*, over the bare prompt "{}" plus short rando
 EasyEdit's ROME draws `count` texts of `length` tokens for each (length, count) group, starting from the seed
 words "The", "Therefore", "Because", "I", "You" (round robin), with top-k sampling (k = 5), and turns each into
 "<text>. {}" (braces in the text become spaces). Generation here is seeded by its own torch.Generator (the
-global RNG is untouched) and runs one batch per (group, seed word). Results are cached per model object and
-settings, so every edit of a brute-force sweep sees the same templates; they come from the model as it is at
-the first request (generate them before editing, as ROME does).
+global RNG is untouched), runs one batch per (group, seed word), and feeds each step only the new token with the
+model's key/value cache (the same logits as a forward over the whole text, up to rounding).
+
+Templates are generated once per model: they are kept in memory per model object and settings, so every edit
+of a brute-force sweep sees the same templates, and on disk (root/templates/ of the package cache,
+$GOLDENLAYERS_CACHE or ~/.cache/goldenlayers) keyed by the model's identity (config, tokenizer and down-proj
+weights, as for key statistics), the settings, the seed and the device type (a CUDA generator draws another
+random stream than a CPU one), so a new process does not generate them again. They come from the model as it
+is at the first request (generate them before editing, as ROME does): an edited model has another identity.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import weakref
 
 import torch
 from torch import nn
 
+from goldenlayers.models.kv_cache import cache_kwargs, output_cache
+from goldenlayers.models.loader import model_device
+
 SEED_WORDS = ("The", "Therefore", "Because", "I", "You")
+FORMAT = 1  # version of the generation procedure and of the file layout; part of every file's key
 
 _CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple, list[str]]] = weakref.WeakKeyDictionary()
 
 
-def context_templates(model: nn.Module, tok, groups: list[tuple[int, int]], seed: int = 0, top_k: int = 5
-                      ) -> list[str]:
-    """["{}", "<text>. {}", ...]: the bare template then sum(count) generated ones, in group order."""
-    key = (tuple(map(tuple, groups)), seed, top_k)
+def context_templates(model: nn.Module, tok, groups: list[tuple[int, int]], seed: int = 0, top_k: int = 5,
+                      disk: bool = True) -> list[str]:
+    """["{}", "<text>. {}", ...]: the bare template then sum(count) generated ones, in group order.
+    disk=False neither reads nor writes the on-disk cache (the in-memory one is always used)."""
+    groups = [tuple(map(int, g)) for g in groups]
+    key = (tuple(groups), seed, top_k)
     per_model = _CACHE.setdefault(model, {})
     if key not in per_model:
-        per_model[key] = ["{}"] + [_as_template(t) for t in _generate(model, tok, groups, seed, top_k)]
+        if not groups or sum(count for _, count in groups) == 0:
+            per_model[key] = ["{}"]
+        else:
+            per_model[key] = _from_disk_or_generate(model, tok, groups, seed, top_k, disk)
     return list(per_model[key])
+
+
+def template_file(model: nn.Module, tok, groups: list[tuple[int, int]], seed: int, top_k: int):
+    """The on-disk cache file of these templates (a Path under cache_root()/templates)."""
+    from goldenlayers.cache import cache_root
+    from goldenlayers.editing.stats import StatsCache
+    from goldenlayers.models.adapters import get_adapter
+
+    identity = StatsCache.model_identity(model, tok, get_adapter(model))
+    settings = json.dumps(dict(groups=[list(g) for g in groups], seed=seed, top_k=top_k, format=FORMAT))
+    digest = hashlib.blake2b(settings.encode(), digest_size=8).hexdigest()
+    return cache_root() / "templates" / identity[:32] / f"{model_device(model).type}-seed{seed}-{digest}.json"
+
+
+def _from_disk_or_generate(model, tok, groups, seed, top_k, disk: bool) -> list[str]:
+    path = template_file(model, tok, groups, seed, top_k) if disk else None
+    if path is not None and path.exists():
+        try:
+            stored = json.loads(path.read_text())["templates"]
+            if isinstance(stored, list) and len(stored) == 1 + sum(c for _, c in groups) and stored[0] == "{}":
+                return [str(t) for t in stored]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # unreadable or foreign file: generate again and overwrite it
+    templates = ["{}"] + [_as_template(t) for t in _generate(model, tok, groups, seed, top_k)]
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(dict(templates=templates, groups=[list(g) for g in groups], seed=seed,
+                                           top_k=top_k, device=model_device(model).type, format=FORMAT)))
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only cache only costs the next process a generation
+    return templates
 
 
 def _as_template(text: str) -> str:
@@ -53,11 +105,16 @@ def _generate(model: nn.Module, tok, groups: list[tuple[int, int]], seed: int, t
                 start = tok(word)["input_ids"]
                 n_text = sum(1 for t in start if t not in special)
                 ids = torch.tensor([start] * n, device=device)  # (n, T0): same prompt, no padding needed
+                step_ids, past = ids, None
                 for _ in range(max(length - n_text, 0)):
-                    logits = model(input_ids=ids, use_cache=False).logits[:, -1, :].float()  # (n, V)
+                    out = model(input_ids=step_ids, use_cache=True, logits_to_keep=1, **cache_kwargs(model, past))
+                    logits = out.logits[:, -1, :].float()  # (n, V)
                     top = logits.topk(min(top_k, logits.shape[-1]), dim=-1)
                     pick = torch.multinomial(torch.softmax(top.values, -1), 1, generator=gen)  # (n, 1)
-                    ids = torch.cat([ids, top.indices.gather(1, pick)], dim=1)
+                    new = top.indices.gather(1, pick)
+                    ids = torch.cat([ids, new], dim=1)
+                    past = output_cache(out)
+                    step_ids = new if past is not None else ids  # without a cache: the whole text again
                 texts += tok.batch_decode(ids.tolist(), skip_special_tokens=True)
     finally:
         model.train(was_training)

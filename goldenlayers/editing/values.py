@@ -56,8 +56,9 @@ from goldenlayers.editing.replay import FrozenPrefix
 from goldenlayers.editing.suffix import SuffixRows, suffix_cache_supported, suffix_wanted
 from goldenlayers.editing.value_loss import LossIndex, case_losses
 from goldenlayers.models.adapters import ArchAdapter
-from goldenlayers.models.hooks import edit_output, record
+from goldenlayers.models.hooks import edit_output, gather_positions, record
 from goldenlayers.models.kernels import editing_kernels
+from goldenlayers.models.kv_cache import output_cache
 from goldenlayers.models.loader import model_device
 from goldenlayers.text import model_max_length, pad_id
 
@@ -115,6 +116,7 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
                       max_length=model_max_length(model), preserve_prompts=hp.preserve_prompts).to(dev)
     n, d = len(cases), adapter.d_model(model)
     module = site_module(model, adapter, site, layer)
+    head = adapter.lm_head_module(model)  # projects only the positions the loss reads (editing.value_loss)
     prefix = FrozenPrefix(adapter.blocks(model), layer if site == "down_proj" else layer + 1)
     # float32 whatever torch's default dtype is (the site's output is cast to it, and the delta to the site's dtype)
     delta = torch.zeros(n, d, device=dev, dtype=torch.float32, requires_grad=True)
@@ -164,15 +166,16 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
         nonlocal suffix, init_kl, k_star, k_bare
         view["rows"], view["first"] = rows, True
         keys = record({"k": module}, outputs=False) if site == "down_proj" else nullcontext({})
-        with prefix.recording(), keys as seen:
+        ix = LossIndex.of(rows, hp)
+        with prefix.recording(), keys as seen, gather_positions(head, ix.read):
             out = model(input_ids=rows.input_ids, attention_mask=rows.attention_mask, use_cache=cache_kv)
-        if cache_kv and suffix_cache_supported(out.past_key_values):
-            suffix = SuffixRows(rows, out.past_key_values, pad_id(tok))
+        if cache_kv and suffix_cache_supported(output_cache(out)):
+            suffix = SuffixRows(rows, output_cache(out), pad_id(tok))
             prefix.map_output(suffix.gather_hidden)
         if "k" in seen:
             k_star, k_bare = fact_keys(rows, rows.per_token(seen["k"]["in"]), n,
                                        template_weights(hp.context_templates, hp.key_averaging))
-        per_case, init_kl = case_losses(out.logits.to(dev), rows, LossIndex.of(rows, hp), n, len(templates), None, hp)
+        per_case, init_kl = case_losses(out.logits.to(dev), rows, ix, n, len(templates), None, hp)
         init_kl = init_kl.detach()
         return per_case + weight_decay()
 
@@ -187,10 +190,10 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
         ref = init_kl[row_idx[ix.kl_rows] - n_templated]
 
         def loss() -> torch.Tensor:
-            kw = suffix.inputs(row_idx, r) if suffix is not None else \
+            kw = suffix.inputs(model, row_idx, r) if suffix is not None else \
                 dict(input_ids=r.input_ids, attention_mask=r.attention_mask, use_cache=False)
             view["rows"], view["first"] = r, False
-            with prefix.replaying(row_idx):
+            with prefix.replaying(row_idx), gather_positions(head, ix.read):
                 logits = model(**kw).logits.to(dev)
             return case_losses(logits, r, ix, n, len(templates), ref, hp)[0] + weight_decay()
         return loss

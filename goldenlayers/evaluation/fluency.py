@@ -22,6 +22,7 @@ from collections import Counter
 import torch
 
 from goldenlayers.datasets.split import hash_unit
+from goldenlayers.models.kv_cache import cache_kwargs, output_cache
 from goldenlayers.models.loader import model_device
 from goldenlayers.text import model_max_length
 
@@ -64,7 +65,7 @@ def sample_text(model, tok, prompt: str, seed: int, max_tokens: int = 100, top_k
     step_input = torch.tensor([ids], device=device)
     past = None
     while len(ids) < limit:
-        kwargs = {"past_key_values": past} if past is not None else {}
+        kwargs = cache_kwargs(model, past)
         mask = torch.ones((1, len(ids)), dtype=torch.long, device=device)  # (1, T so far): no padding, one row
         out = model(input_ids=step_input, attention_mask=mask, use_cache=True, **kwargs)
         logits = out.logits[0, -1].float().cpu()  # (V,)
@@ -73,7 +74,7 @@ def sample_text(model, tok, prompt: str, seed: int, max_tokens: int = 100, top_k
         u = torch.rand((), generator=gen, dtype=torch.float64).item() * float(cdf[-1])
         pick = min(int(torch.searchsorted(cdf, torch.tensor([u], dtype=cdf.dtype), right=True)), len(cdf) - 1)
         ids.append(int(top.indices[pick]))
-        past = getattr(out, "past_key_values", None)
+        past = output_cache(out)
         step_input = torch.tensor([[ids[-1]]] if past is not None else [ids], device=device)
     return tok.decode(ids, skip_special_tokens=True)
 

@@ -79,3 +79,19 @@ def edit_output(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -
         yield
     finally:
         handle.remove()
+
+
+@contextmanager
+def gather_positions(module: nn.Module, positions: torch.Tensor) -> Iterator[None]:
+    """Inside, `module` (e.g. the output projection) sees only the positions `positions` (B, K) of its first
+    input (B, T, d), per row: it computes (B, K, ...) instead of (B, T, ...), e.g. the logits the loss reads."""
+
+    def hook(_mod, args):
+        x = args[0]  # an output projection is called with the hidden states as its only positional argument
+        return (x.gather(1, positions.to(x.device)[..., None].expand(-1, -1, x.shape[-1])), *args[1:])
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
