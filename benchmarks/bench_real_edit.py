@@ -69,6 +69,12 @@ def measure(a) -> dict:
     out = dict(package=str(Path(goldenlayers.__file__).parent), device=a.device, threads=torch.get_num_threads(),
                before=before)
 
+    def settings(overrides: dict):
+        """The --preset's R-ROME settings with `overrides` (the same preset for every implementation compared)."""
+        from goldenlayers.editing.hparams import resolve_hparams
+
+        return resolve_hparams("rome", overrides, model, preset=a.preset)
+
     def one(hp) -> tuple[float, float, str, float]:
         t0, c0 = _sync(a.device), time.process_time()
         r = edit(model, tok, case, method=a.method, layer=a.layer, hparams=hp)
@@ -77,19 +83,17 @@ def measure(a) -> dict:
         r.restore()
         return dt, r.diagnostics[0].losses[-1], after, cpu
 
-    out["cold"], out["loss_templates"], out["after"], out["cold_cpu"] = one({})
-    warm = [one({}) for _ in range(a.edits)]
+    out["cold"], out["loss_templates"], out["after"], out["cold_cpu"] = one(settings({}))
+    warm = [one(settings({})) for _ in range(a.edits)]
     out["warm"] = statistics.median(w[0] for w in warm)
     out["warm_cpu"] = statistics.median(w[3] for w in warm)
     if hasattr(tmpl, "template_file"):  # a package with the on-disk template cache
-        from goldenlayers.editing.hparams import resolve_hparams
-
-        hp = resolve_hparams("rome", {}, model)
+        hp = settings({})
         tmpl._CACHE.clear()
         t0 = time.perf_counter()
         tmpl.context_templates(model, tok, hp.context_templates, hp.template_seed, hp.template_top_k)
         out["disk"] = time.perf_counter() - t0
-    bare = [one({"context_templates": []}) for _ in range(a.edits + 1)][1:]  # the first one warms up
+    bare = [one(settings({"context_templates": []})) for _ in range(a.edits + 1)][1:]  # the first one warms up
     out["no_templates"] = statistics.median(b[0] for b in bare)
     out["no_templates_cpu"] = statistics.median(b[3] for b in bare)
     out["loss_no_templates"] = bare[0][1]
@@ -105,7 +109,7 @@ def run_in_subprocess(a, src: str | None) -> dict:
         env["GOLDENLAYERS_CACHE"] = cache
         args = [sys.executable, __file__, "--json", "--model", a.model, "--device", a.device, "--dtype", a.dtype,
                 "--edits", str(a.edits), "--layer", str(a.layer), "--threads", str(a.threads), "--method", a.method,
-                "--subject", a.subject, "--prompt", a.prompt, "--target", a.target]
+                "--subject", a.subject, "--prompt", a.prompt, "--target", a.target, "--preset", a.preset]
         done = subprocess.run(args, env=env, cwd=src, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"the measurement with the package from {src} failed:\n{done.stderr[-3000:]}")
@@ -138,6 +142,8 @@ def main() -> None:
     ap.add_argument("--edits", type=int, default=3, help="timed edits per kind (median)")
     ap.add_argument("--layer", type=int, default=3)
     ap.add_argument("--method", default="r-rome")
+    ap.add_argument("--preset", default="generic", help="settings preset for every implementation (generic: ROME's "
+                    "21 context templates, 20 steps; the model's own preset may use none)")
     ap.add_argument("--threads", type=int, default=torch_threads())
     ap.add_argument("--subject", default=CASE["subject"])
     ap.add_argument("--prompt", default=CASE["prompt"])
