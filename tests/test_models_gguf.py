@@ -109,7 +109,9 @@ def test_without_the_gguf_extra_the_error_names_it(tmp_path, cache, monkeypatch)
         load_model(path)
     res = CliRunner().invoke(app, ["edit", "--model", str(path), "--subject", "Paris", "--prompt", "Paris is",
                                    "--target", "x"])
-    text = " ".join(res.output.split())  # one message, however the console wrapped it
+    first, _, rest = res.output.partition("\n")
+    assert first == f"model: {path}"  # every model command names its model first
+    text = " ".join(rest.split())  # one message, however the console wrapped it
     assert res.exit_code == 2 and "Traceback" not in res.output and text.count("error:") == 1
     assert text.startswith("error: --model") and text.endswith("pip install 'goldenlayers[gguf]'")
 

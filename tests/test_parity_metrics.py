@@ -168,7 +168,9 @@ def test_report_selector_tables_show_rome_metrics_and_score():
     rows = {("ZsRE", "lga"): ("3", dict(rewrite=0.5, efficacy_score=0.5, paraphrase_score=1.0, neighborhood_score=0.5)),
             ("ZsRE", "bruteforce"): ("2", dict(rewrite=0.7, efficacy_score=1.0, paraphrase_score=1.0,
                                                neighborhood_score=0.25))}
-    t = _selector_table("k", "title", "Dataset", rows, "minmax", 4)
+    t = _selector_table("k", "title", "Dataset", rows, None, 4)
     assert t.columns == ["Dataset", "Selection", "Layer", "RwA(↑)", "ES(↑)", "PS(↑)", "NS(↑)", "Score(↑)", "OV(↑)"]
     score = {r[1]: r[t.columns.index("Score(↑)")] for r in t.rows}
     assert score == {"LGA": f"{0.6:.4f}", "BF (proxy golden)": f"{3 / (1 + 1 + 4):.4f}"}
+    overall = {r[1]: r[t.columns.index("OV(↑)")] for r in t.rows}  # Overall: the EasyEdit metrics only
+    assert overall == {"LGA": "0.5000", "BF (proxy golden)": "0.7000"}

@@ -16,7 +16,8 @@ BAD = [dict(GOOD, subject=42), dict(GOOD, target_new=""), dict(GOOD, subject="An
 
 def test_skipped_records_are_failure_rows_printed_exported_and_reported(tmp_path):
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "z.json").write_text(json.dumps([GOOD, *BAD]))
+    second = dict(GOOD, subject="Ann Lee", prompt="Ann Lee works as a", rephrase_prompt="The job of Ann Lee is")
+    (tmp_path / "data" / "z.json").write_text(json.dumps([GOOD, *BAD, second]))  # a split needs 2 good cases
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(dict(
         name="skips", models=[dict(name="default-gpt2", device="cpu")], datasets=[dict(name="zsre", file="z.json")],
@@ -46,6 +47,8 @@ def test_skipped_records_are_failure_rows_printed_exported_and_reported(tmp_path
 
 
 def test_a_failed_job_exits_3_after_the_rest(tmp_path):
+    (tmp_path / "no-model").mkdir()  # a model folder with a config but no weights: the job fails when it loads
+    (tmp_path / "no-model" / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(dict(
         name="broken", models=[dict(name="nowhere", path=str(tmp_path / "no-model"))],

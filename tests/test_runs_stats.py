@@ -116,7 +116,7 @@ def test_settings_with_c_equal_to_i_collect_nothing(tmp_path, monkeypatch, one_t
 
 
 def test_stats_source_defaults_to_the_models_world_and_is_required_otherwise():
-    cfg = validate_config(dict(name="t", models=[dict(name="default-llama"), dict(name="gpt2-xl")],
+    cfg = validate_config(dict(name="t", models=[dict(name="default-llama"), dict(name="hf:gpt2-xl")],
                                datasets=[dict(name="world")], methods=[dict(name="emmet")]))
     s = stats_settings(cfg, cfg.models[0])
     assert s.source.startswith("world:") and Path(s.source[6:], "world.json").is_file()

@@ -137,15 +137,16 @@ def evaluate_command(
     from goldenlayers.editing import StatsError
     from goldenlayers.editing.sources import SourceError
     from goldenlayers.evaluation import evaluate
-    from goldenlayers.evaluation.metrics import METRICS
+    from goldenlayers.metric_names import ALL_METRICS, FAMILIES, expand_metrics
 
-    metric_names = tuple(m.strip() for m in metrics.split(",") if m.strip())
+    metric_names = expand_metrics(m.strip() for m in metrics.split(",") if m.strip())
 
     con = make_console()
     announce_model(model)
-    unknown = [m for m in metric_names if m not in METRICS]
+    unknown = [m for m in metric_names if m not in ALL_METRICS]
     if unknown:
-        fail(f"unknown metric(s) {', '.join(map(repr, unknown))}; known: {', '.join(METRICS)}", option="--metrics")
+        fail(f"unknown metric(s) {', '.join(map(repr, unknown))}; known: {', '.join(ALL_METRICS)} and the families "
+             f"{', '.join(FAMILIES)}", option="--metrics")
     try:
         layers = _parse_layers(layer)
         hparams = _parse_settings(set_)

@@ -172,7 +172,8 @@ def execute_config(cfg, *, make_run, root=None, force=False, dry_run=False, prog
     from goldenlayers.runs.config import ConfigError, check_models
 
     try:
-        check_models(cfg, source)
+        if not dry_run:  # a dry run lists the models' problems with the rest (goldenlayers.runs.check)
+            check_models(cfg, source)
     except ConfigError as e:
         con.print(f"[red]error:[/red] {_esc(e)}")
         raise typer.Exit(2) from None
