@@ -1,7 +1,7 @@
 """`goldenlayers realfacts`: build the real-world fact set, filter it to the facts a model knows, print the counts
 per relation and export it in the CounterFact and KnowEdit formats (docs/realfacts.md).
 
-A thin shell over goldenlayers.datasets.realfacts (DESIGN.md house style 6), mirroring `goldenlayers world`.
+A thin shell over goldenlayers.datasets.realfacts, mirroring `goldenlayers world`.
 """
 
 from __future__ import annotations

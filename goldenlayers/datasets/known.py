@@ -1,5 +1,4 @@
-"""ROME's `known_1000.json`, the known facts its causal tracing runs on, read unchanged (REFERENCE.md section 5;
-docs/parity.md).
+"""ROME's `known_1000.json`, the known facts its causal tracing runs on, read unchanged (docs/parity.md).
 
 A record:
     {"known_id": 0, "subject": "Vinson Massif", "attribute": "Antarctica", "template": "{} is located in the continent",

@@ -1,5 +1,5 @@
 """The MEND-style zsRE file that ROME, MEMIT and MEND evaluate on (`zsre_mem_eval.json`, `zsre_mend_eval.json`),
-read unchanged (REFERENCE.md section 5; docs/parity.md).
+read unchanged (docs/parity.md).
 
 A record:
     {"subject": "Epaspidoceras", "src": "What family does Epaspidoceras belong to?", "pred": "Noctuidae",

@@ -2,7 +2,7 @@
 
 A fact is *known* by a model when, for one of its relation's templates, greedy decoding after the prompt
 reproduces every token of one of the fact's answer aliases (the prompt + " " + answer tokenised together,
-as every metric of REFERENCE.md section 4 does it). Under teacher forcing this is "the argmax at every answer
+as every metric of docs/evaluation.md does it). Under teacher forcing this is "the argmax at every answer
 position is the answer token" (as the synthetic world's recall check, goldenlayers.datasets.synthetic.recall),
 so it costs one batched forward per batch of (prompt, alias) pairs. Templates are tried in order and only for
 the facts not yet known; the first template and alias that match become the case's rewrite prompt and first
