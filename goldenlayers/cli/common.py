@@ -224,6 +224,12 @@ def load_cases(dataset: str, data_file: str | None, limit: int | None, model: st
         return realfacts_cases(lm, limit, seed)
     if data_file is None:
         fail(f"--dataset {dataset} needs --data-file (the benchmark's JSON file)")
+    return list(read_dataset(dataset, data_file, limit, shuffle_seed).cases)
+
+
+def read_dataset(dataset: str, data_file: str, limit: int | None, shuffle_seed: int | None = None, shown: int = 5):
+    """load_dataset for a command: prints the loader's summary and the first `shown` skipped records; a bad file
+    or one without a usable case exits with status 2."""
     from goldenlayers.datasets import DatasetFileError, load_dataset
 
     try:
@@ -231,8 +237,10 @@ def load_cases(dataset: str, data_file: str | None, limit: int | None, model: st
     except (KeyError, DatasetFileError, ValueError) as e:
         fail(e)
     console.print(data.report.summary(), soft_wrap=True)
-    for s in data.report.skipped[:5]:
+    for s in data.report.skipped[:shown]:
         console.print(f"  skipped {s}", soft_wrap=True)
+    if len(data.report.skipped) > shown:
+        console.print(f"  ... and {len(data.report.skipped) - shown} more", soft_wrap=True)
     if not data.cases:
         fail(f"{data_file}: no usable case in the file")
-    return list(data.cases)
+    return data

@@ -131,9 +131,9 @@ def evaluate_command(
         load_model_or_fail,
         make_console,
         model_folder,
+        read_dataset,
         realfacts_cases,
     )
-    from goldenlayers.datasets import DatasetFileError, load_dataset
     from goldenlayers.editing import StatsError
     from goldenlayers.editing.sources import SourceError
     from goldenlayers.evaluation import evaluate
@@ -156,17 +156,7 @@ def evaluate_command(
     model_folder(model)  # a bad --model fails before the data file is read (no download, no weights)
     data = None  # --dataset realfacts without a file: built once the model is loaded (the facts it knows)
     if not (dataset == "realfacts" and data_file is None):
-        try:
-            data = load_dataset(dataset, data_file, limit=limit, shuffle_seed=shuffle_seed, progress=True)
-        except (KeyError, DatasetFileError, ValueError) as e:
-            fail(e)
-        con.print(data.report.summary(), soft_wrap=True)
-        for s in data.report.skipped[:10]:
-            con.print(f"  skipped {s}", soft_wrap=True)
-        if len(data.report.skipped) > 10:
-            con.print(f"  ... and {len(data.report.skipped) - 10} more", soft_wrap=True)
-        if not data.cases:
-            fail(f"{data_file}: no usable case in the file")
+        data = read_dataset(dataset, data_file, limit, shuffle_seed, shown=10)
     lm = load_model_or_fail(model, dtype, device)
     if data is None:
         from goldenlayers.datasets import LoadedDataset, LoadReport
