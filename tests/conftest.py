@@ -59,3 +59,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty goldenlayers cache root of the test's own ($GOLDENLAYERS_CACHE): nothing fetched, converted or
+    collected leaks between tests or into the user's cache."""
+    root = tmp_path / "cache"
+    monkeypatch.setenv("GOLDENLAYERS_CACHE", str(root))
+    return root

@@ -21,13 +21,6 @@ from goldenlayers.models.tiny import _TEXT, tiny_model, tiny_tokenizer
 DOWN1 = "model.layers.1.mlp.down_proj.weight"
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    root = tmp_path / "cache"
-    monkeypatch.setenv("GOLDENLAYERS_CACHE", str(root))
-    return root
-
-
 def tiny_gguf(folder, model_type):
     """(GGUF path, expected state dict, original model): llama with the byte-level BPE tokenizer, untied head and
     one Q8_0 weight; gemma3_text with a SentencePiece vocabulary and tied embeddings."""

@@ -56,13 +56,6 @@ class FakeIndex:
         return path
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    root = tmp_path / "cache"
-    monkeypatch.setenv("GOLDENLAYERS_CACHE", str(root))
-    return root
-
-
 def register(monkeypatch, entry):
     monkeypatch.setitem(NAMED_MODELS, entry.name, entry)
 
