@@ -24,6 +24,7 @@ it is measured.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -46,7 +47,7 @@ def parse_config(text: str) -> tuple[str, dict]:
     return label.strip(), overrides
 
 
-def measure(lm, cases, layer: int, hp, stats, batch: int, scorer) -> dict:
+def measure(lm, cases, layer: int, hp, stats, batch: int, scorer, adapter=None) -> dict:
     """One (settings, layer) cell over all cases: mean metrics, failures, seconds."""
     import torch
 
@@ -59,7 +60,7 @@ def measure(lm, cases, layer: int, hp, stats, batch: int, scorer) -> dict:
         chunk = cases[start:start + batch]
         try:
             for case, res in zip(chunk, edit_each(lm.model, lm.tokenizer, chunk, method="r-rome", layer=layer,
-                                                  hparams=hp, stats=stats, adapter=lm.adapter, batch_size=batch,
+                                                  hparams=hp, stats=stats, adapter=adapter or lm.adapter, batch_size=batch,
                                                   name=lm.name), strict=True):
                 try:
                     scores = scorer.score(case, scorer.pre(case))
@@ -90,6 +91,9 @@ def main() -> None:
     ap.add_argument("--config", action="append", default=[], help="LABEL=JSON: a variant of --preset (repeatable)")
     ap.add_argument("--no-preset", action="store_true", help="measure only the baseline and the --config variants")
     ap.add_argument("--baseline", default="generic", help="preset measured first as the baseline ('none': skip)")
+    ap.add_argument("--as-optimised", action="store_true",
+                    help="also measure the preset with v* written as optimised where the model normalises the MLP "
+                         "output (Gemma 2/3; by default ROME/R-ROME rescale it, editing.rome.site_value)")
     ap.add_argument("--stats", default="wikipedia-vital", help="text source of C for settings that use it")
     ap.add_argument("--stats-tokens", type=int, default=200_000)
     ap.add_argument("--batch", type=int, default=16, help="cases whose v* are optimised together")
@@ -121,18 +125,21 @@ def main() -> None:
         data = load_dataset(a.dataset, a.data_file, limit=a.n_facts)
         cases = list(data.cases)
         print(f"{len(cases)} cases from {a.data_file} ({data.report.summary()})", flush=True)
-    runs: list[tuple[str, str, dict]] = []
+    raw = dataclasses.replace(lm.adapter, mlp_output_normalised=False)  # v* as optimised, not rescaled
+    runs: list[tuple[str, str, dict, object]] = []
     if a.baseline != "none":
-        runs.append((a.baseline, a.baseline, {}))
+        runs.append((a.baseline, a.baseline, {}, None))
     if not a.no_preset:
-        runs.append((preset, preset, {}))
-    runs += [(label, preset, overrides) for label, overrides in configs]
+        runs.append((preset, preset, {}, None))
+        if a.as_optimised and lm.adapter.mlp_output_normalised:
+            runs.append((f"{preset} (v* as optimised)", preset, {}, raw))
+    runs += [(label, preset, overrides, None) for label, overrides in configs]
     scorer = CaseScorer(lm.model, lm.tokenizer, EvalSettings(metrics=METRICS))
     scorer.prepare(cases)
     stats = None
     print("| settings | layer | cases | rewrite | rephrase | locality | failures | seconds | target met |", flush=True)
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
-    for label, name, overrides in runs:
+    for label, name, overrides, adapter in runs:
         hp = resolve_hparams("rome", overrides, preset=name)
         use = None
         if hp.mom2_adjustment:
@@ -145,13 +152,14 @@ def main() -> None:
                       f"{time.perf_counter() - t0:.1f} s", flush=True)
             use = stats
         for layer in layers:
-            row = measure(lm, cases, layer, hp, use, a.batch, scorer)
+            row = measure(lm, cases, layer, hp, use, a.batch, scorer, adapter)
             print(f"| {label} | {layer} | {row['cases']} | {row['rewrite']:.3f} | {row['rephrase']:.3f} | "
                   f"{row['locality']:.3f} | {row['failures']} | {row['seconds']:.1f} | "
                   f"{'yes' if row['met'] else 'no'} |", flush=True)
             if a.out:
                 with open(a.out, "a") as f:
                     f.write(json.dumps(dict(model=lm.name, settings=label, preset=name, overrides=overrides,
+                                            v_star_rescaled=(adapter or lm.adapter).mlp_output_normalised,
                                             layer=layer, **row)) + "\n")
 
 

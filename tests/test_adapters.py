@@ -100,6 +100,27 @@ def test_weight_edit_through_storage_orientation(tiny_arch, tok):
     assert not torch.allclose(logits0, logits1)
 
 
+def test_mlp_output_normalised_says_whether_the_down_proj_scale_counts(tiny_arch, tok):
+    """`mlp_output_normalised` is a fact of the architecture: scaling a layer's down-proj weight (bias too) leaves
+    the logits unchanged exactly when the adapter says the MLP output is normalised (Gemma 2/3). (First scaled
+    up 1000x: a random tiny model's MLP outputs are so small that the RMSNorm's epsilon still counts.)"""
+    model_type, model = tiny_arch
+    ad = get_adapter(model)
+    b = batch(tok)
+    dp = ad.down_proj_module(model, 2)
+
+    def scaled(factor):
+        with torch.no_grad():
+            dp.weight.mul_(factor)
+            if getattr(dp, "bias", None) is not None:
+                dp.bias.mul_(factor)
+        return run(model, b)
+
+    logits0, logits1 = scaled(1000.0), scaled(3.0)
+    assert ad.mlp_output_normalised == (model_type in ("gemma2", "gemma3_text", "gemma3"))
+    assert torch.allclose(logits0, logits1, rtol=1e-6, atol=1e-6) == ad.mlp_output_normalised
+
+
 def test_unknown_architecture_lists_supported_and_shows_how_to_register():
     with pytest.raises(UnknownArchitectureError) as e:
         get_adapter("lamma")

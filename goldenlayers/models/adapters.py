@@ -37,6 +37,9 @@ class ArchAdapter:
     embed: path inside the decoder of the token embedding.
     lm_head: path from the model root of the output projection.
     down_proj_transposed: True when the weight is stored (d_in, d_out) (GPT-2 Conv1D).
+    mlp_output_normalised: True when the MLP output is normalised before it joins the residual stream (Gemma 2/3's
+        post_feedforward_layernorm, an RMSNorm): only the direction of a token's down-proj output counts, not its
+        length (ROME/R-ROME then use the v* of least change, editing.rome.site_value).
     """
 
     model_type: str
@@ -49,6 +52,7 @@ class ArchAdapter:
     lm_head: str = "lm_head"
     mlp: str | None = "mlp"
     down_proj_transposed: bool = False
+    mlp_output_normalised: bool = False
     notes: str = ""
     aliases: tuple[str, ...] = field(default_factory=tuple)
 
@@ -177,7 +181,8 @@ def get_adapter(model_or_type: nn.Module | str) -> ArchAdapter:
     )
 
 
-def _llama_like(model_type: str, notes: str = "", aliases: tuple[str, ...] = (), prefixes=("model",)) -> ArchAdapter:
+def _llama_like(model_type: str, notes: str = "", aliases: tuple[str, ...] = (), prefixes=("model",),
+                normalised: bool = False) -> ArchAdapter:
     return ArchAdapter(
         model_type=model_type,
         decoder_prefixes=prefixes,
@@ -188,6 +193,7 @@ def _llama_like(model_type: str, notes: str = "", aliases: tuple[str, ...] = (),
         embed="embed_tokens",
         notes=notes,
         aliases=aliases,
+        mlp_output_normalised=normalised,
     )
 
 
@@ -238,15 +244,18 @@ for _a in (
     _llama_like("qwen3"),
     _llama_like("phi3"),
     _llama_like("gemma", notes="embeddings scaled by sqrt(d_model); lm_head tied to embeddings"),
-    _llama_like("gemma2", notes="MLP output is normalised (post_feedforward_layernorm) before the residual"),
+    _llama_like("gemma2", notes="MLP output is normalised (post_feedforward_layernorm) before the residual",
+                normalised=True),
     _llama_like(
         "gemma3_text",
         notes="MLP output normalised before the residual; embedding scale inside the embedding module",
+        normalised=True,
     ),
     _llama_like(
         "gemma3",
         notes="multimodal wrapper: the text decoder is nested (model.language_model)",
         prefixes=("model.language_model", "language_model.model", "language_model", "model"),
+        normalised=True,
     ),
 ):
     register_adapter(_a)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from goldenlayers.cases import EditCase, Probe
 from goldenlayers.datasets.realfacts.facts import Fact, build_facts, objects_of
 from goldenlayers.datasets.realfacts.known import Known, find_known
+from goldenlayers.datasets.realfacts.known_cache import known_path, read_known, write_known
 from goldenlayers.datasets.realfacts.source import Geo, load_geo
 from goldenlayers.datasets.realfacts.templates import RELATIONS, TWO_HOP, render
 
@@ -118,6 +119,21 @@ class _Builder:
                         locality=locality, portability=self.two_hop(f, new), relation=f.relation)
 
 
+def known_facts(model, tok, facts: list[Fact], batch_size: int, progress, cache: bool
+                ) -> tuple[dict[str, Known], dict[str, str]]:
+    """find_known, through the on-disk cache when `cache` (and the model has an identity)."""
+    path = known_path(model, tok, facts, batch_size) if cache else None
+    stored = read_known(path) if path is not None and path.exists() else None
+    if stored is not None:
+        if progress:
+            progress(f"known facts read from {path}")
+        return stored
+    known, said = find_known(model, tok, facts, batch_size=batch_size, progress=progress)
+    if path is not None:
+        write_known(path, known, said)
+    return known, said
+
+
 def interleave(facts: list[Fact], seed: int) -> list[Fact]:
     """Facts relation by relation in turn (RELATIONS order), each relation's facts shuffled by `seed`."""
     groups = []
@@ -132,11 +148,13 @@ def interleave(facts: list[Fact], seed: int) -> list[Fact]:
 
 
 def build_realfacts(lm=None, limit: int | None = None, seed: int = 0, neighbours: int = 5, batch_size: int = 32,
-                    geo: Geo | None = None, progress=None, known_only: bool = True) -> RealFacts:
+                    geo: Geo | None = None, progress=None, known_only: bool = True, cache: bool = True) -> RealFacts:
     """The real-fact cases: with `lm` (a LoadedModel, or (model, tokenizer)) only the facts it knows, unless
     `known_only` is False (then every fact, those it knows asked the way it answers them).
 
     limit: keep the first `limit` cases of the interleaved order (None: all).
+    cache: read the known-fact filter's result from the cache root, or store it there after computing it
+    (goldenlayers.datasets.realfacts.known_cache; keyed by the model's identity and the fact set).
     """
     geo = geo or load_geo()
     facts = build_facts(geo)
@@ -146,7 +164,7 @@ def build_realfacts(lm=None, limit: int | None = None, seed: int = 0, neighbours
     known = None
     if lm is not None:
         model, tok = (lm.model, lm.tokenizer) if hasattr(lm, "model") else lm
-        known, said = find_known(model, tok, facts, batch_size=batch_size, progress=progress)
+        known, said = known_facts(model, tok, facts, batch_size, progress, cache)
         for f in facts:
             c = counts[f.relation]
             if f.key in known:
