@@ -24,7 +24,7 @@ CASE = EditCase(case_id="c0", dataset="t", subject="Tom Baker", prompt="The lawy
 @pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
 def test_rome_and_r_rome_map_their_key_to_v_star(arch):
     """W' k = v* (ROME: the bare key, R-ROME: k*), keys C^-1-orthogonal to k* unchanged; where the model normalises
-    the MLP output (Gemma 2/3) v* is written at the length of W k + b (editing.rome.site_value)."""
+    the MLP output (Gemma 2/3) v* is moved along its ray to the point nearest to W k + b (editing.rome.site_value)."""
     model, tok, adapter = setup_tiny(arch)
     layer, C = 1, random_spd(adapter.d_ff(model), seed=3)
     original = adapter.weight_param(model, layer).detach().clone()
@@ -41,10 +41,12 @@ def test_rome_and_r_rome_map_their_key_to_v_star(arch):
         W1, _ = affine(adapter, model, layer)
         v_star = res.diagnostics[0].v_star.double()
         assert res.diagnostics[0].delta_norm > 1e-3
-        if adapter.mlp_output_normalised:  # Gemma 2/3: the direction of v*, at the length of the value replaced
+        if adapter.mlp_output_normalised:  # Gemma 2/3: the point of v*'s ray nearest to the value replaced
             current = W0 @ key + b
-            assert abs(float((v_star / v_star.norm() - current / current.norm()).norm())) > 1e-3
-            v_star = v_star * current.norm() / v_star.norm()
+            scale = max(float(v_star @ current / (v_star @ v_star)), 0.25 * float(current.norm() / v_star.norm()))
+            assert abs(scale - 1) > 1e-3  # v* is moved
+            assert (scale * v_star - current).norm() < (v_star - current).norm()  # less change, same direction
+            v_star = scale * v_star
         torch.testing.assert_close(W1 @ key + b, v_star, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(W1 @ x_perp, W0 @ x_perp, rtol=1e-4, atol=1e-5)
         if method == "rome":  # the published k/k* mix maps k, not k*

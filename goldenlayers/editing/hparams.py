@@ -165,6 +165,8 @@ NEUTRAL_PROMPTS = ["{} is", "{} was", "{} has", "{},", "{} and", "The name {} is
 _REAL = dict(v_num_grad_steps=100, v_lr=0.1, v_weight_decay=1e-3, kl_factor=1.0, kl_direction="current||original",
              clamp_norm_factor=4.0, early_stop_loss=0.2, context_templates=[])
 _LLAMA_SMALL = dict(_REAL)
+# Gemma-3-270M meets the target only with C (gemma3-small-stats: locality 0.926 at layer 1, 0.903 at layer 2), with
+# ROME/R-ROME writing v* moved along its ray, which Gemma's normalised MLP output allows (editing.rome.site_value).
 _GEMMA3_SMALL = dict(_REAL, v_lr=0.05)
 # MEMIT's and EMMET's reference code (kmeng01/memit, unified-model-editing, EasyEdit's MEMIT/EMMET): 5 generated
 # prefixes of 10 tokens plus "{}", and k* as the mean of the bare-prompt group and the prefixed group.

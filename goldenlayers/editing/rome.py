@@ -4,7 +4,8 @@
 
 k is the key of the bare prompt, k* the mean key over the context templates, both read in the first forward
 of the v* optimisation, v* the optimised down-proj output (editing.values); where the architecture normalises
-the MLP output before the residual stream (Gemma 2/3), v* rescaled to the length of W k + b (`site_value`).
+the MLP output before the residual stream (Gemma 2/3), v* moved along its ray to the point nearest to W k + b
+(`site_value`).
 The edited layer maps k to v* exactly; keys C^-1-orthogonal to k* are unchanged. The
 published code mixes k (numerator, denominator) with k* (direction), which occasionally gives exploding
 "disabling" edits: R-ROME (editing.r_rome) uses k* everywhere.
@@ -29,17 +30,22 @@ def layer_map(ctx: EditContext, layer: int) -> tuple[torch.Tensor, torch.Tensor]
     return W, b
 
 
+MIN_LENGTH = 0.25  # the rescaled v* is never shorter than this share of W k + b (v* more than ~75 deg from it)
+
+
 def site_value(adapter, current: torch.Tensor, v_star: torch.Tensor) -> torch.Tensor:
     """The value the edit writes for one case. Where the MLP output is normalised before the residual stream
     (`adapter.mlp_output_normalised`: Gemma 2/3's post-feedforward RMSNorm), the model reads only the direction
     of v* at the edited token, so every length gives the same v* loss; the optimiser's tangential steps only make
-    v* longer (up to the norm clamp). The update also adds (k . C^-1 k*) / (k* . C^-1 k*) (v* - v_init) to every
-    other key's value, so v* is taken at the length of the value it replaces (`current`, W k + b): the same
-    direction with a smaller v* - W k - b (docs/editing.md, "What limits Gemma"). Elsewhere v* as optimised."""
+    v* longer (up to the norm clamp). The update also adds (k . C^-1 k*) / (k* . C^-1 k*) (v* - W k - b) to
+    every other key's value, so v* is moved along its ray to the point nearest to the value it replaces
+    (`current`, W k + b), at least MIN_LENGTH of its length: the same direction with the least change
+    (docs/editing.md, "What limits Gemma"). Elsewhere v* as optimised."""
     if not adapter.mlp_output_normalised:
         return v_star
     v_star = v_star.to(current)
-    return v_star * (current.norm() / v_star.norm().clamp_min(1e-12))
+    scale = (v_star @ current) / (v_star @ v_star).clamp_min(1e-24)
+    return v_star * scale.clamp_min(MIN_LENGTH * current.norm() / v_star.norm().clamp_min(1e-12))
 
 
 def rank_one_edit(ctx: EditContext, cases: list[EditCase], targets: ValueTargets, delta: WeightDelta,
