@@ -10,7 +10,9 @@ models well": rewrite >= 0.95 with locality >= 0.90 at a good layer, on >= 100 r
 `--preset` defaults to the preset the model gets by itself (goldenlayers.editing.hparams.preset_choice, printed
 with its reason); `--config LABEL=JSON` adds a variant of it with some settings overridden (repeatable: this is
 how the presets were searched, docs/editing.md); `--baseline` (default generic, "none" to skip) is measured
-first. Settings with key statistics (mom2_adjustment) take C from `--stats` (default wikipedia-vital), collected
+first; `--as-optimised` also measures the preset with v* written as optimised on models whose MLP output is
+normalised (Gemma 2/3, where ROME/R-ROME otherwise move v* along its ray: editing.rome.site_value), i.e. the
+behaviour before that fix, in the same run. Settings with key statistics (mom2_adjustment) take C from `--stats` (default wikipedia-vital), collected
 once over `--stats-tokens` tokens and cached. Cases: `--data-file` read by the project's loaders as `--dataset`
 (default wiki_counterfact, KnowEdit's format), the first `--n-facts`; or `--dataset realfacts` without a file: the
 project's real-fact set (goldenlayers.datasets.realfacts), the facts the model knows. Every
