@@ -26,7 +26,14 @@ import difflib
 import importlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from goldenlayers.datasets.registry import DatasetSpec
+    from goldenlayers.editing.registry import EditMethod
+    from goldenlayers.metric_names import Metric
+    from goldenlayers.models.adapters import ArchAdapter
+    from goldenlayers.selection.registry import Selector
 
 T = TypeVar("T")
 
@@ -97,9 +104,13 @@ class Registry(Generic[T]):
 
     def _load(self) -> None:
         if not self._loaded:
-            self._loaded = True
-            for module in self._loaders:
-                importlib.import_module(module)
+            self._loaded = True  # first, so that a loader asking this registry for a name does not recurse
+            try:
+                for module in self._loaders:
+                    importlib.import_module(module)
+            except BaseException:
+                self._loaded = False
+                raise
 
     # -- reading -------------------------------------------------------------------------------------------
     def canonical(self, name: str) -> str | None:
@@ -178,11 +189,11 @@ def _dashed(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
 
-METHODS: Registry = Registry("editing method", loaders=("goldenlayers.editing",), normalise=_dashed)
-DATASETS: Registry = Registry("dataset", loaders=("goldenlayers.datasets.registry",))
-ADAPTERS: Registry = Registry("architecture", loaders=("goldenlayers.models.adapters",))
-SELECTORS: Registry = Registry("selector", loaders=("goldenlayers.selection",), normalise=_dashed)
-METRICS: Registry = Registry("metric", loaders=("goldenlayers.metric_names",))
+METHODS: Registry[EditMethod] = Registry("editing method", loaders=("goldenlayers.editing",), normalise=_dashed)
+DATASETS: Registry[DatasetSpec] = Registry("dataset", loaders=("goldenlayers.datasets.registry",))
+ADAPTERS: Registry[ArchAdapter] = Registry("architecture", loaders=("goldenlayers.models.adapters",))
+SELECTORS: Registry[Selector] = Registry("selector", loaders=("goldenlayers.selection",), normalise=_dashed)
+METRICS: Registry[Metric] = Registry("metric", loaders=("goldenlayers.metric_names",))
 
 # What `goldenlayers ls` lists, in its order (title -> registry).
 LISTED = {"architectures": ADAPTERS, "methods": METHODS, "selectors": SELECTORS, "datasets": DATASETS,
