@@ -11,6 +11,7 @@ from goldenlayers.models import adapters as adapters_mod
 from goldenlayers.models.adapters import ArchAdapter, UnknownArchitectureError, get_adapter, register_adapter
 from goldenlayers.models.hooks import record
 from goldenlayers.models.tiny import TINY_ARCHITECTURES, tiny_model
+from goldenlayers.registry import ADAPTERS
 from goldenlayers.text import encode_prompts
 
 PROMPTS = ["Maria Lopez was born in", "The capital of France is Paris, which"]
@@ -125,7 +126,7 @@ def test_unknown_architecture_lists_supported_and_shows_how_to_register():
     with pytest.raises(UnknownArchitectureError) as e:
         get_adapter("lamma")
     msg = str(e.value)
-    assert "'lamma'" in msg and "Did you mean llama" in msg
+    assert "'lamma'" in msg and "did you mean 'llama'" in msg
     for name in TINY_ARCHITECTURES:
         assert name in msg
     assert "register_adapter(ArchAdapter(" in msg
@@ -137,9 +138,8 @@ def test_unknown_architecture_lists_supported_and_shows_how_to_register():
         get_adapter(Odd())
 
 
-def test_registering_a_duplicate_name_is_an_error(monkeypatch):
-    monkeypatch.setattr(adapters_mod, "_REGISTRY", dict(adapters_mod._REGISTRY))
-    with pytest.raises(ValueError, match="'llama' is already registered"):
+def test_registering_a_duplicate_name_is_an_error():
+    with ADAPTERS.restoring(), pytest.raises(ValueError, match="'llama' is already registered"):
         register_adapter(ArchAdapter(model_type="llama", decoder_prefixes=("model",), layers="layers",
                                      down_proj="mlp.down_proj", attn="self_attn", final_norm="norm",
                                      embed="embed_tokens"))
@@ -155,8 +155,13 @@ class Wrapped(nn.Module):
         self.config = type("Cfg", (), {"model_type": "wrapped_llama"})()
 
 
-def test_register_adapter_for_a_new_model_type(monkeypatch):
-    monkeypatch.setattr(adapters_mod, "_REGISTRY", dict(adapters_mod._REGISTRY))
+def test_register_adapter_for_a_new_model_type():
+    with ADAPTERS.restoring():
+        _register_and_use_a_new_model_type()
+    assert "wrapped_llama" not in adapters_mod.supported_architectures()  # the block's registration is undone
+
+
+def _register_and_use_a_new_model_type():
     inner = tiny_model("llama")
     ad = register_adapter(ArchAdapter(model_type="wrapped_llama", decoder_prefixes=("backbone",), layers="layers",
                                       down_proj="mlp.down_proj", attn="self_attn", final_norm="norm",

@@ -44,7 +44,7 @@ def test_cli_edit_bad_input_is_one_clear_line(saved_model):
     res = CliRunner().invoke(app, base + ["--subject", "Tom", "--prompt", "Tom is", "--layer", "9"])
     assert res.exit_code == 2 and "out of range" in flat(res)
     res = CliRunner().invoke(app, base + ["--subject", "Tom", "--prompt", "Tom is", "--layer", "1", "--method", "memitt"])
-    assert res.exit_code == 2 and "Did you mean 'memit'" in flat(res)
+    assert res.exit_code == 2 and "did you mean 'memit'" in flat(res)
 
 
 def test_cli_edit_with_statistics_collects_c_once_from_the_world_or_asks_for_a_source(saved_model, tmp_path,

@@ -119,7 +119,7 @@ def _bad_calls(model, tok):
         (IndexError, "0..3", lambda: edit(model, tok, A, method="memit", layers=[2, 7], hparams=FAST)),
         (ValueError, "mom2_adjustment", lambda: edit(model, tok, A, method="memit", layer=1,
                                                      hparams=dict(FAST, mom2_adjustment=True))),
-        (KeyError, "Did you mean 'r-rome'", lambda: edit(model, tok, A, method="r-rom", layer=1)),
+        (KeyError, "did you mean 'r-rome'", lambda: edit(model, tok, A, method="r-rom", layer=1)),
         (ValueError, "exactly one layer", lambda: edit(model, tok, A, method="rome", layers=[1, 2], hparams=FAST)),
         (ValueError, "no layer given", lambda: edit(model, tok, A, method="rome", hparams=FAST)),
     ]

@@ -1,11 +1,13 @@
-"""The `goldenlayers` command line: a thin typer shell over the library (DESIGN.md house style 6).
+"""The `goldenlayers` command line: a thin typer shell over the library (docs/design.md "House style" 6).
 
 Each area keeps its commands in its own module here (`world.py`, `edit.py`, `evaluate.py`, `select.py`,
 ...), each exposing `register(app)`; this module builds the app and adds `ls`. Registering imports nothing
-heavy (torch is imported by a command when it runs), so `goldenlayers --help` answers at once; `ls` reads the
-names of the package's registries (CACHED_LISTINGS: computing them imports torch) from a small JSON file in the
-cache ($GOLDENLAYERS_CACHE, else ~/.cache/goldenlayers) keyed by a fingerprint of the package's source files, and
-computes any other listing (e.g. models found on this machine) every time (benchmarks/bench_cli_startup.py).
+heavy (torch is imported by a command when it runs), so `goldenlayers --help` answers at once. `ls` lists the
+package's registries (goldenlayers.registry.LISTED: architectures, methods, selectors, datasets, metrics) and
+the settings presets; computing those names imports torch, so they are kept (CACHED_LISTINGS) in a small JSON
+file in the cache ($GOLDENLAYERS_CACHE, else ~/.cache/goldenlayers) keyed by a fingerprint of the package's
+source files. Listings that depend on this machine (LISTINGS, e.g. the models found here) are computed every
+time (benchmarks/bench_cli_startup.py).
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-# Listing functions contributed by areas for `goldenlayers ls` (title -> callable returning names).
+# Live listings contributed by areas for `goldenlayers ls` (title -> callable returning names), after the cached.
 LISTINGS: dict[str, object] = {}
-# Listings fixed by the package's code: cached by `ls` (see the module docstring); any other title is live.
+# Listings fixed by the package's code, in `ls` order: cached by `ls` (see the module docstring).
 CACHED_LISTINGS = ("architectures", "methods", "presets", "selectors", "datasets", "metrics")
 
 _AREAS = ("world", "realfacts", "edit", "evaluate", "select", "demo", "run", "models")
@@ -47,16 +49,25 @@ def ls() -> None:
     from goldenlayers.cli.common import make_console
 
     con = make_console()
-    cached = _cached_listings()
-    for title, fn in LISTINGS.items():
-        names = cached[title] if title in cached else fn()
+    listings = {**_cached_listings(), **{title: fn() for title, fn in LISTINGS.items()}}
+    for title, names in listings.items():
         con.print(f"[bold]{title}[/bold]: " + ", ".join(names), soft_wrap=True)
 
 
-def _architectures() -> list[str]:
-    from goldenlayers.models import supported_architectures
+def _registry_listings() -> dict[str, list[str]]:
+    """The CACHED_LISTINGS, read from the registries: every name with its aliases ("bruteforce (golden)"), the
+    metric families, and each settings preset with the methods it has settings for."""
+    from goldenlayers.editing.hparams import PRESETS
+    from goldenlayers.metric_names import FAMILIES
+    from goldenlayers.registry import LISTED, METHODS
 
-    return supported_architectures()
+    out = {title: [n + (f" ({', '.join(reg.aliases(n))})" if reg.aliases(n) else "")
+                   for n in (reg.registered() if title == "metrics" else reg.names())]  # metrics: the paper's order
+           for title, reg in LISTED.items()}
+    out["metrics"] += [f"{f} (family)" for f in FAMILIES]
+    out["presets"] = [f"{name} ({'/'.join(m for m in METHODS.names() if METHODS.get(m).family in PRESETS[name])})"
+                      for name in sorted(PRESETS)]
+    return {title: out[title] for title in CACHED_LISTINGS}
 
 
 def _source_fingerprint() -> str:
@@ -79,7 +90,7 @@ def _cached_listings() -> dict[str, list[str]]:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         pass
-    names = {t: list(LISTINGS[t]()) for t in CACHED_LISTINGS if t in LISTINGS}
+    names = _registry_listings()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -92,7 +103,6 @@ def _cached_listings() -> dict[str, list[str]]:
 
 def _register_areas() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    LISTINGS["architectures"] = _architectures
     for area in _AREAS:
         try:
             mod = importlib.import_module(f"goldenlayers.cli.{area}")

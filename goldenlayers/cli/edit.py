@@ -18,12 +18,6 @@ import typer
 from goldenlayers.cli.common import PRESET_HELP, STATS_HELP, STATS_TOKENS_HELP
 
 
-def _methods() -> list[str]:
-    from goldenlayers.editing import available_methods
-
-    return available_methods()
-
-
 def _parse_settings(pairs: list[str]) -> dict:
     out = {}
     for pair in pairs:
@@ -131,19 +125,4 @@ def edit_command(
 
 
 def register(app: typer.Typer) -> None:
-    from goldenlayers.cli import LISTINGS
-
     app.command("edit")(edit_command)
-    LISTINGS["methods"] = _methods
-    LISTINGS["presets"] = _presets
-
-
-def _presets() -> list[str]:
-    """Settings presets by name (`--preset`), each with the methods it has settings for."""
-    from goldenlayers.editing import available_methods, get_method
-    from goldenlayers.editing.hparams import PRESETS
-
-    def methods(name: str) -> str:
-        return "/".join(m for m in available_methods() if get_method(m).family in PRESETS[name])
-
-    return [f"{name} ({methods(name)})" for name in sorted(PRESETS)]

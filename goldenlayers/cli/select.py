@@ -206,14 +206,5 @@ def compare_command(
 
 
 def register(app: typer.Typer) -> None:
-    from goldenlayers.cli import LISTINGS
-
     app.command("select")(select_command)
     app.command("compare")(compare_command)
-    LISTINGS["selectors"] = _selectors
-
-
-def _selectors() -> list[str]:
-    from goldenlayers.selection.compare import SELECTORS
-
-    return list(SELECTORS)

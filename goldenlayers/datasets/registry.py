@@ -1,4 +1,5 @@
-"""Dataset registry and `load_dataset` (REFERENCE.md section 5; DESIGN.md house style 3: explicit registries).
+"""Datasets and `load_dataset` (docs/formats.md; the registry is goldenlayers.registry.DATASETS, docs/design.md
+"Registries").
 
 Names: zsre, wikibio, wiki_counterfact, wiki_recent (KnowEdit), counterfact (ROME), zsre_mend / zsre_mend_rome (the
 MEND-style zsRE file under EasyEdit's and ROME's conventions), known / known_counterfact (ROME's known_1000.json),
@@ -15,7 +16,6 @@ goldenlayers.datasets.split.shuffle_cases) and keeps the first `limit` cases.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,18 +28,25 @@ from goldenlayers.datasets.loading import DatasetFileError, LoadReport, json_rec
 from goldenlayers.datasets.sniff import format_hint
 from goldenlayers.datasets.split import Split, shuffle_cases, split_cases
 from goldenlayers.datasets.zsre_mend import read_zsre_mend
+from goldenlayers.registry import DATASETS
 
 Reader = Callable[[Path, str], tuple[list[EditCase], LoadReport]]
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A registered dataset: its reader(path, name) and the file names it is published under (test split first)."""
+    """A registered dataset: its reader(path, name), the file names it is published under (test split first) and
+    its name in report tables (default: `name`)."""
 
     name: str
     description: str
     reader: Reader
     files: tuple[str, ...] = ()
+    label: str = ""
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
 
 
 @dataclass
@@ -65,26 +72,19 @@ class LoadedDataset:
         return split_cases(self.cases, proxy_fraction, seed)
 
 
-_REGISTRY: dict[str, DatasetSpec] = {}
-
-
-def register_dataset(spec: DatasetSpec, *, replace: bool = False) -> DatasetSpec:
-    if spec.name in _REGISTRY and not replace:
-        raise ValueError(f"dataset {spec.name!r} is already registered")
-    _REGISTRY[spec.name] = spec
+def register_dataset(spec: DatasetSpec, *, replace: bool = False, aliases: tuple[str, ...] = ()) -> DatasetSpec:
+    """Add `spec` to goldenlayers.registry.DATASETS (NameCollisionError, a ValueError, when the name is taken)."""
+    DATASETS.register(spec.name, spec, aliases=aliases, replace=replace)
     return spec
 
 
 def available_datasets() -> list[str]:
-    return sorted(_REGISTRY)
+    return DATASETS.names()
 
 
 def get_dataset(name: str) -> DatasetSpec:
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise KeyError(f"unknown dataset {name!r}{hint} (available: {', '.join(available_datasets())})")
-    return _REGISTRY[name]
+    """The dataset registered as `name`; UnknownNameError (a KeyError) saying "did you mean" else."""
+    return DATASETS.get(name)
 
 
 def _resolve_path(spec: DatasetSpec, path: str | Path | None) -> Path:
@@ -144,15 +144,20 @@ def _knowedit(shape: str) -> Reader:
 
 for _spec in (
     DatasetSpec("zsre", "KnowEdit ZsRE (question answering; rephrase, locality, portability)", _knowedit("zsre"),
-                ("ZsRE-test-all.json",)),
+                ("ZsRE-test-all.json",), "ZsRE"),
     DatasetSpec("wikibio", "KnowEdit WikiBio (hallucination; passage continuation, locality)", _knowedit("wikibio"),
-                ("wikibio-test-all.json",)),
+                ("wikibio-test-all.json",), "WikiBio"),
     DatasetSpec("wiki_counterfact", "KnowEdit WikiData_counterfact (locality, portability)",
-                _knowedit("wiki_counterfact"), ("test_cf.json",)),
+                _knowedit("wiki_counterfact"), ("test_cf.json",), "WikiCounterfact"),
     DatasetSpec("wiki_recent", "KnowEdit WikiData_recent (insertion; locality, portability)",
-                _knowedit("wiki_recent"), ("recent_test.json",)),
+                _knowedit("wiki_recent"), ("recent_test.json",), "WikiRecent"),
     DatasetSpec("counterfact", "ROME CounterFact (paraphrase, neighborhood locality)", read_counterfact,
-                ("counterfact.json", "multi_counterfact.json")),
+                ("counterfact.json", "multi_counterfact.json"), "Counterfact"),
+    DatasetSpec("world", "the synthetic world's exported cases (KnowEdit wiki_counterfact or CounterFact shape)",
+                _read_export, ("test_cf.json", "counterfact.json"), "World"),
+    DatasetSpec("realfacts", "real countries and cities from GeoNames (`goldenlayers realfacts` exports; no file: "
+                "built, and filtered to the facts the model knows)", _read_export, ("test_cf.json", "counterfact.json"),
+                "RealFacts"),
     DatasetSpec("zsre_mend", "MEND-style zsRE as EasyEdit/KnowEdit read it (towards `alt`; rephrase, NQ locality)",
                 lambda path, name: read_zsre_mend(path, "easyedit", name), ("zsre_mem_eval.json", "zsre_mend_eval.json")),
     DatasetSpec("zsre_mend_rome", "MEND-style zsRE as ROME/MEMIT read it (towards `answers[0]`; rephrase, NQ locality)",
@@ -162,9 +167,5 @@ for _spec in (
     DatasetSpec("known_counterfact", "ROME known_1000.json with CounterFact's target_new (another record's "
                 "attribute of the same relation)", lambda path, name: read_known(path, "counterfact", name),
                 ("known_1000.json",)),
-    DatasetSpec("world", "the synthetic world's exported cases (KnowEdit wiki_counterfact or CounterFact shape)",
-                _read_export, ("test_cf.json", "counterfact.json")),
-    DatasetSpec("realfacts", "real countries and cities from GeoNames (`goldenlayers realfacts` exports; no file: "
-                "built, and filtered to the facts the model knows)", _read_export, ("test_cf.json", "counterfact.json")),
 ):
     register_dataset(_spec)

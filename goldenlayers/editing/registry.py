@@ -1,11 +1,11 @@
-"""The editing-method registry (DESIGN.md house style 3): explicit, duplicate names are errors, typos get
-"did you mean". A method is an `EditMethod`: where its v* lives (down-proj output or block output), whether
-it edits a batch of cases in one update and several layers, and its `apply` step, which turns optimised
-targets into weight updates on a WeightDelta (REFERENCE.md section 3)."""
+"""Editing methods: the `EditMethod` interface and its registry (goldenlayers.registry.METHODS; docs/design.md
+"Registries"): duplicate names are errors, typos get "did you mean". A method is an `EditMethod`: where its v*
+lives (down-proj output or block output), whether it edits a batch of cases in one update and several layers,
+and its `apply` step, which turns optimised targets into weight updates on a WeightDelta (docs/equations.md
+"Editing methods")."""
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +17,7 @@ from goldenlayers.editing.hparams import EditHParams, MethodFamily
 from goldenlayers.editing.solve import KeyCov
 from goldenlayers.editing.values import Site, ValueTargets
 from goldenlayers.models.adapters import ArchAdapter
+from goldenlayers.registry import METHODS
 
 
 @dataclass
@@ -49,26 +50,24 @@ class EditMethod:
     multi_layer: bool
     apply: ApplyFn
     summary: str
+    label: str = ""  # the report's name for it (default: the name in capitals)
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name.upper()
 
 
-_METHODS: dict[str, EditMethod] = {}
-
-
-def register_method(method: EditMethod) -> EditMethod:
-    if method.name in _METHODS:
-        raise ValueError(f"an editing method named {method.name!r} is already registered")
-    _METHODS[method.name] = method
+def register_method(method: EditMethod, aliases: tuple[str, ...] = ()) -> EditMethod:
+    """Add `method` to goldenlayers.registry.METHODS under `method.name` (NameCollisionError when the name is
+    another method's)."""
+    METHODS.register(method.name, method, aliases=aliases)
     return method
 
 
 def available_methods() -> list[str]:
-    return sorted(_METHODS)
+    return METHODS.names()
 
 
 def get_method(name: str) -> EditMethod:
-    key = name.lower().replace("_", "-")
-    if key in _METHODS:
-        return _METHODS[key]
-    close = difflib.get_close_matches(key, list(_METHODS), n=2, cutoff=0.5)
-    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    raise KeyError(f"unknown editing method {name!r}.{hint} Available: {', '.join(available_methods())}.")
+    """The method registered as `name` (case and "_" / "-" do not matter); UnknownNameError (a KeyError) else."""
+    return METHODS.get(name)

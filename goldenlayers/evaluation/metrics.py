@@ -1,4 +1,5 @@
-"""Teacher-forced metrics: rewrite, rephrase, locality, portability (REFERENCE.md section 4; EasyEdit conventions).
+"""Teacher-forced metrics: rewrite, rephrase, locality, portability (docs/equations.md "Metrics"; EasyEdit
+conventions).
 
 Every metric scores an answer after a prompt, teacher forced: `prompt + " " + answer` is encoded once by
 goldenlayers.text.encode_answers (right padding, answer tokens found by character offsets), and the argmax of the
@@ -25,11 +26,13 @@ from dataclasses import dataclass, field
 import torch
 
 from goldenlayers.metric_names import EASYEDIT_METRICS
+from goldenlayers.metric_names import (
+    LOWER_IS_BETTER as LOWER_IS_BETTER,  # the directions live with the metrics
+)
 from goldenlayers.models.loader import model_device
 from goldenlayers.text import encode_answers, model_max_length
 
-METRICS = EASYEDIT_METRICS  # the default family; goldenlayers.metric_names lists the others
-LOWER_IS_BETTER = frozenset({"fluency"})  # the paper negates fluency before normalising (REFERENCE.md section 4)
+METRICS = EASYEDIT_METRICS  # the default family; goldenlayers.metric_names lists the others and the directions
 
 
 @dataclass(frozen=True)

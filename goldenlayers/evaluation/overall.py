@@ -1,15 +1,18 @@
-"""Overall: one fixed score of one row of metric means (paper sections 3 and A; docs/evaluation.md "Overall").
+"""Overall: one fixed score of one row of metric means (paper sections 3 and A; docs/evaluation.md "Overall"), the
+only place it is computed: tables, `compare`, runs, the regret of selectors and the report all call `overall`.
 
 The paper: "an Overall metric that is simply a weighted average of all other metrics (Fluency negated prior to
 summation), where higher values denote better performance". Its own tables are reproduced by the plain mean of
 the accuracies and 1 - fluency on a 0-1 scale (e.g. WikiBio, R-ROME, CMA: (0.6894 + 0.5692 + (1 - 0.8927)) / 3 =
 0.4553; Counterfact: (0.9420 + 0.6284 + 0.9613 + 0.4387) / 4 = 0.7426). So here, for one row {metric: value}:
 
-    s_m = value                                           rewrite, rephrase, locality, portability (in [0, 1])
-    s_fluency = 1 - clip(fluency / fluency_max_bits, 0, 1)   fluency in bits; fluency_max_bits = log2(100)
+    s_m = value                                        higher-is-better metrics: rewrite, rephrase, locality,
+                                                       portability (in [0, 1])
+    s_m = 1 - clip(value / fluency_max_bits, 0, 1)     lower-is-better metrics: fluency, in bits
     Overall = sum_m w_m s_m / sum_m w_m                   over the metrics with a finite value in the row
 
-with equal weights w_m = 1 by default (`OverallSpec`, configurable). fluency_max_bits = log2(100) = 6.644 bits is
+with equal weights w_m = 1 by default (`OverallSpec`, configurable), over the metrics registered with
+in_overall (goldenlayers.metric_names: each metric's direction comes from there, as for golden layers). fluency_max_bits = log2(100) = 6.644 bits is
 the entropy of 100 equally frequent n-grams, the most a 100-token sample (the fluency default) can reach, so the
 fixed transform maps every fluency value to [0, 1]; fluency counts lower-is-better, as in the paper. A metric
 absent from the row (not measured, or not supported by the dataset) is left out of the mean; with none left,
@@ -26,7 +29,8 @@ from collections.abc import Mapping
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from goldenlayers.evaluation.metrics import LOWER_IS_BETTER, METRICS
+from goldenlayers.metric_names import OVERALL_METRICS as METRICS
+from goldenlayers.metric_names import higher_is_better
 
 FLUENCY_MAX_BITS = math.log2(100)
 
@@ -76,9 +80,10 @@ DEFAULT_OVERALL = OverallSpec()
 
 
 def metric_score(metric: str, value, spec: OverallSpec = DEFAULT_OVERALL):
-    """A metric's value on the 0-1, higher-is-better scale Overall averages (fluency: 1 - clip(bits / max))."""
+    """A metric's value on the 0-1, higher-is-better scale Overall averages (a lower-is-better metric, fluency:
+    1 - clip(bits / max))."""
     v = np.asarray(value, dtype=np.float64)
-    if metric in LOWER_IS_BETTER:
+    if not higher_is_better(metric):
         v = 1.0 - np.clip(v / spec.fluency_max_bits, 0.0, 1.0)
     return float(v) if v.ndim == 0 else v
 
@@ -113,7 +118,7 @@ def overall_note(metrics=None, spec: OverallSpec | None = None) -> str:
     """The one-line statement of the definition that travels with Overall numbers (tables, JSON)."""
     spec = spec or DEFAULT_OVERALL
     names = [m for m in (metrics if metrics is not None else METRICS) if m in METRICS and spec.weight(m) > 0]
-    terms = [f"(1 - {m}/{spec.fluency_max_bits:.3g} bits)" if m in LOWER_IS_BETTER else m for m in names]
+    terms = [m if higher_is_better(m) else f"(1 - {m}/{spec.fluency_max_bits:.3g} bits)" for m in names]
     weights = {spec.weight(m) for m in names}
     if len(weights) > 1:
         terms = [f"{spec.weight(m):g}*{t}" for m, t in zip(names, terms, strict=True)]

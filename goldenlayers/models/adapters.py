@@ -11,11 +11,12 @@ All weight access goes through `weight(model, l)`, which returns W in (d_out, d_
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from goldenlayers.registry import ADAPTERS, UnknownNameError
 
 
 class UnknownArchitectureError(KeyError):
@@ -139,20 +140,16 @@ class ArchAdapter:
         return self.weight(model, 0).shape[0]
 
 
-_REGISTRY: dict[str, ArchAdapter] = {}
-
-
 def register_adapter(adapter: ArchAdapter, *, replace: bool = False) -> ArchAdapter:
-    """Add an adapter for `adapter.model_type` (and its aliases). Duplicate names are errors unless `replace`."""
-    for key in (adapter.model_type, *adapter.aliases):
-        if key in _REGISTRY and not replace:
-            raise ValueError(f"an adapter for model_type {key!r} is already registered (pass replace=True)")
-        _REGISTRY[key] = adapter
+    """Add an adapter for `adapter.model_type` (and its aliases) to goldenlayers.registry.ADAPTERS. A name
+    another adapter holds is an error (NameCollisionError, a ValueError) unless `replace`."""
+    ADAPTERS.register(adapter.model_type, adapter, aliases=adapter.aliases, replace=replace)
     return adapter
 
 
 def supported_architectures() -> list[str]:
-    return sorted(_REGISTRY)
+    """Every model_type with an adapter, aliases included, sorted."""
+    return sorted({*ADAPTERS.names(), *(a for n in ADAPTERS.names() for a in ADAPTERS.aliases(n))})
 
 
 _HOW_TO_REGISTER = """To add one, describe where its modules live and register it, e.g.:
@@ -171,14 +168,10 @@ def get_adapter(model_or_type: nn.Module | str) -> ArchAdapter:
     else:
         cfg = getattr(model_or_type, "config", None)
         model_type = getattr(cfg, "model_type", None) or type(model_or_type).__name__
-    if model_type in _REGISTRY:
-        return _REGISTRY[model_type]
-    close = difflib.get_close_matches(model_type, list(_REGISTRY), n=3)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise UnknownArchitectureError(
-        f"unknown architecture {model_type!r}.{hint} Supported: {', '.join(supported_architectures())}.\n"
-        + _HOW_TO_REGISTER
-    )
+    try:
+        return ADAPTERS.get(model_type)
+    except UnknownNameError as e:
+        raise UnknownArchitectureError(f"{e}.\n{_HOW_TO_REGISTER}") from None
 
 
 def _llama_like(model_type: str, notes: str = "", aliases: tuple[str, ...] = (), prefixes=("model",),

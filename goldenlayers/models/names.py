@@ -13,10 +13,11 @@ So a misspelt name or a missing folder fails at once with one line, and only hub
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from goldenlayers.registry import did_you_mean
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"  # the embedded defaults
 DEFAULT_MODEL_NAMES = ("default-gpt2", "default-llama")
@@ -73,7 +74,7 @@ def unknown_model_message(text: str) -> str:
     """One line: what is wrong with `text`, the closest known name, and the models that are there."""
     listing = available_model_names()
     known = [n for names in listing.values() for n in names]
-    near = difflib.get_close_matches(text, known, n=1, cutoff=0.6)
+    near = did_you_mean(text, known)
     head = (f"model folder {text} does not exist" if looks_like_path(text)
             else f"unknown model {text!r}")
     hint = f" (did you mean {near[0]}?)" if near else ""

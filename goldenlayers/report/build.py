@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from goldenlayers.evaluation.overall import DEFAULT_OVERALL, OverallSpec, overall
+from goldenlayers.metric_names import higher_is_better
 from goldenlayers.report import figures as F
 from goldenlayers.report.data import RunData, Unavailable, golden_module, metric_curves
 from goldenlayers.report.html import render_html
@@ -109,8 +110,8 @@ def _figure2(data: RunData, s: ReportSettings) -> dict[str, object]:
             if t is not None and p is not None and t.layers == p.layers:
                 tests[ds], proxies[ds] = t, p
         if tests and len({tuple(t.layers) for t in tests.values()}) == 1:
-            union = golden.proxy_union(proxies, tests, s.golden_metric != "fluency")
-            maps[model] = golden.gap_matrix(tests, s.golden_metric != "fluency", union_layer=union.layer)
+            union = golden.proxy_union(proxies, tests, higher_is_better(metric))
+            maps[model] = golden.gap_matrix(tests, higher_is_better(metric), union_layer=union.layer)
     if not maps:
         raise Unavailable(f"needs brute-force {metric!r} rows on both the proxy and the test split")
     return {"fig2": (F.gap_heatmap(maps, f"Gap to each test set's best layer ({metric}); stars: test optimal, "

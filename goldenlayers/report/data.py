@@ -1,9 +1,10 @@
-"""What the report reads from a run store, aggregated in SQL (so large runs never load every row), the display
-names of datasets, methods, selectors and metrics, and the Overall score (REFERENCE.md section 4).
+"""What the report reads from a run store, aggregated in SQL (so large runs never load every row), and the display
+names of datasets, methods, selectors and metrics, read from their registries (goldenlayers.registry: a dataset's
+or method's label, a selector's label, a metric's abbreviation and direction; docs/report.md).
 
-Overall: the fixed per-row score of goldenlayers.evaluation.overall (the same layer has the same Overall in every
-table); per layer it is the Overall of that layer's metric means, and its golden layer comes from
-goldenlayers.selection.golden.golden_layers' definition.
+Overall: the fixed per-row score of goldenlayers.evaluation.overall, computed there and nowhere else (the same
+layer has the same Overall in every table; docs/evaluation.md "Overall"); per layer it is the Overall of that
+layer's metric means, and its golden layer comes from goldenlayers.selection.golden.golden_layers' definition.
 """
 
 from __future__ import annotations
@@ -13,17 +14,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from goldenlayers.evaluation.overall import OverallSpec
-from goldenlayers.metric_names import ABBREVIATIONS
-from goldenlayers.runs.config import DATASETS, METHODS
+from goldenlayers.metric_names import abbreviation
+from goldenlayers.registry import DATASETS as DATASET_REGISTRY
+from goldenlayers.registry import METHODS as METHOD_REGISTRY
+from goldenlayers.registry import METRICS as METRIC_REGISTRY
 from goldenlayers.runs.schema import METRICS
 from goldenlayers.runs.store import Store
+from goldenlayers.selection.registry import selector_family, selector_label
 
-DATASET_LABELS = dict(zsre="ZsRE", wikibio="WikiBio", wiki_counterfact="WikiCounterfact", wiki_recent="WikiRecent",
-                      counterfact="Counterfact", world="World")
-METHOD_LABELS = {"rome": "ROME", "r-rome": "R-ROME", "emmet": "EMMET", "memit": "MEMIT"}
-METRIC_ABBR = dict(rewrite="RwA", rephrase="RpA", locality="LOC", portability="PRT", fluency="FLC", overall="OV",
-                   **ABBREVIATIONS)
 BRUTEFORCE = "bruteforce"
+METHOD_ORDER = ("r-rome", "emmet", "rome", "memit")  # the paper's order; other methods follow by name
+METRIC_ABBR = {m: abbreviation(m) for m in METRIC_REGISTRY.names()}
+__all__ = ["BRUTEFORCE", "METRIC_ABBR", "Curves", "RunData", "Unavailable", "dataset_label", "method_label",
+           "metric_curves", "selector_family", "selector_label"]
 
 
 class Unavailable(RuntimeError):
@@ -45,23 +48,13 @@ def _order(names, canonical) -> list[str]:
 
 
 def dataset_label(d: str) -> str:
-    return DATASET_LABELS.get(d, d)
+    """A dataset's label in tables ("wiki_counterfact" -> "WikiCounterfact"); an unregistered name as it is."""
+    return DATASET_REGISTRY.get(d).display if d in DATASET_REGISTRY else d
 
 
 def method_label(m: str) -> str:
-    return METHOD_LABELS.get(m, m)
-
-
-def selector_label(s: str) -> str:
-    """"lga" -> "LGA", "cma-mlp-w10" -> "CMA (mlp-w10)", "bruteforce" -> "BF"."""
-    if s == BRUTEFORCE:
-        return "BF"
-    family, _, rest = s.partition("-")
-    return family.upper() + (f" ({rest})" if rest else "")
-
-
-def selector_family(s: str) -> str:
-    return "bruteforce" if s == BRUTEFORCE else s.partition("-")[0]
+    """An editing method's label ("r-rome" -> "R-ROME"); an unregistered name as it is."""
+    return METHOD_REGISTRY.get(m).display if m in METHOD_REGISTRY else m
 
 
 class RunData:
@@ -80,11 +73,11 @@ class RunData:
 
     def datasets(self, model: str | None = None) -> list[str]:
         q = "SELECT DISTINCT dataset FROM results" + (" WHERE model = ?" if model else "")
-        return _order((r[0] for r in self._q(q, *([model] if model else []))), DATASETS)
+        return _order((r[0] for r in self._q(q, *([model] if model else []))), DATASET_REGISTRY.registered())
 
     def methods(self, model: str, selector: str = BRUTEFORCE) -> list[str]:
         q = "SELECT DISTINCT method FROM results WHERE model = ? AND selector = ?"
-        return _order((r[0] for r in self._q(q, model, selector)), METHODS)
+        return _order((r[0] for r in self._q(q, model, selector)), METHOD_ORDER)
 
     def metrics(self, model: str, dataset: str, method: str, selector: str = BRUTEFORCE) -> list[str]:
         q = "SELECT DISTINCT metric FROM results WHERE model=? AND dataset=? AND method=? AND selector=?"
@@ -114,7 +107,7 @@ class RunData:
         q = ("SELECT DISTINCT method, selector FROM results WHERE model=? AND dataset=? AND selector != ? "
              "AND split = 'test'")
         pairs = self._q(q, model, dataset, BRUTEFORCE)
-        return sorted(pairs, key=lambda p: (METHODS.index(p[0]) if p[0] in METHODS else len(METHODS), p))
+        return sorted(pairs, key=lambda p: (METHOD_ORDER.index(p[0]) if p[0] in METHOD_ORDER else len(METHOD_ORDER), p))
 
     def means(self, model: str, dataset: str, method: str, selector: str, split: str = "test",
               layer: int | None = None) -> tuple[dict[str, float], list[int], int]:
@@ -144,7 +137,7 @@ class RunData:
                                  model, ds, methods[0], BRUTEFORCE)[0]
                 if sec is not None:
                     out.setdefault(ds, {})[BRUTEFORCE] = float(sec)
-        return {ds: out[ds] for ds in _order(out, DATASETS)}
+        return {ds: out[ds] for ds in _order(out, DATASET_REGISTRY.registered())}
 
     def selector_scores(self, model: str, dataset: str, selector: str) -> tuple[list[int], list[float], float] | None:
         """(layers, scores, seconds) of a selector's rows (its per-layer scores, higher is better), or None."""

@@ -16,12 +16,12 @@ be resolved without loading weights or editing, so that a run does not fail an h
 
 from __future__ import annotations
 
-import difflib
 import json
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from goldenlayers.registry import did_you_mean
 from goldenlayers.runs.config import ExperimentConfig, ModelSpec
 
 
@@ -75,7 +75,7 @@ def _settings(config: ExperimentConfig, model: ModelSpec, where: str, problems: 
             for err in e.errors():
                 key = ".".join(str(p) for p in err["loc"])
                 if err["type"] == "extra_forbidden":
-                    near = difflib.get_close_matches(key, list(EditHParams.model_fields), n=1)
+                    near = did_you_mean(key, EditHParams.model_fields)
                     msg = "unknown setting" + (f" (did you mean {near[0]!r}?)" if near else "")
                 else:
                     msg = err["msg"].removeprefix("Value error, ")

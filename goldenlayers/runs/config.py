@@ -4,7 +4,8 @@ and Appendix A: five datasets, a 10% proxy / 90% test split, R-ROME, EMMET and R
 Every section is a pydantic model with extra="forbid": an unknown key is an error that names its path
 ("selectors.lga.kk: unknown key; allowed: ... (did you mean 'k'?)"). `load_config(path)` reads and validates a
 file, `dump_config(config)` writes the resolved config (every default filled in) with the command that runs it.
-Dataset files follow REFERENCE.md section 5; a relative `file` is read from the config's `data_dir`. Method
+Dataset files follow docs/formats.md; a relative `file` is read from the config's `data_dir`. Dataset, method and
+metric names are checked against their registries (goldenlayers.registry: the names `goldenlayers ls` lists). Method
 `hparams` are overrides on the editor's per-model presets (goldenlayers.editing.hparams), or on the named
 `preset`, checked by the editor when the run executes; `stats` says where the key statistics come from when
 those settings need them.
@@ -12,7 +13,6 @@ those settings need them.
 
 from __future__ import annotations
 
-import difflib
 import typing
 from pathlib import Path
 from typing import Literal
@@ -21,21 +21,24 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from goldenlayers.metric_names import FAMILIES, expand_metrics
+from goldenlayers.registry import DATASETS, METHODS, Registry, did_you_mean
 from goldenlayers.runs.errors import ConfigError, problems
 from goldenlayers.runs.schema import METRICS, STORED_METRICS
 
-DATASETS = ("zsre", "wikibio", "wiki_counterfact", "wiki_recent", "counterfact", "world", "realfacts")
-DATASETS += ("zsre_mend", "zsre_mend_rome", "known", "known_counterfact")  # other published formats (docs/parity.md)
-METHODS = ("r-rome", "emmet", "rome", "memit")  # the paper's order
+FILELESS_DATASETS = ("world", "realfacts")  # built by the package when no file is given
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def known(value: str, allowed: tuple[str, ...], what: str) -> str:
+def known(value: str, allowed: tuple[str, ...] | Registry, what: str = "") -> str:
+    """`value` when it is one of `allowed` (a tuple, or a registry: then its registered name), else ValueError
+    "unknown <what> 'x' (did you mean 'y'?); known: ..."."""
+    if isinstance(allowed, Registry):
+        return allowed.check(value)
     if value not in allowed:
-        near = difflib.get_close_matches(value, allowed, n=1)
+        near = did_you_mean(value, allowed)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
         raise ValueError(f"unknown {what} {value!r}{hint}; known: {', '.join(allowed)}")
     return value
@@ -62,7 +65,8 @@ class ModelSpec(_Strict):
 
 
 class DatasetSpec(_Strict):
-    """name: one of DATASETS; file: the benchmark file (optional only for "world": without one the embedded
+    """name: a registered dataset (goldenlayers.registry.DATASETS); file: the benchmark file (optional only for
+    "world": without one the embedded
     synthetic world's cases are used, with one its export; and for "realfacts": without one the real facts the
     model knows, docs/realfacts.md); limit: keep the first N cases."""
 
@@ -73,12 +77,12 @@ class DatasetSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        return known(v, DATASETS, "dataset")
+        return known(v, DATASETS)
 
     @model_validator(mode="after")
     def _file(self) -> DatasetSpec:
-        if self.name not in ("world", "realfacts") and not self.file:
-            raise ValueError(f"dataset {self.name!r} needs a 'file' (REFERENCE.md section 5 names them)")
+        if self.name not in FILELESS_DATASETS and not self.file:
+            raise ValueError(f"dataset {self.name!r} needs a 'file' (docs/formats.md names them)")
         return self
 
 
@@ -98,7 +102,7 @@ class MethodSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        return known(v, METHODS, "editing method")
+        return known(v, METHODS)
 
     @model_validator(mode="after")
     def _preset(self) -> MethodSpec:
@@ -108,7 +112,7 @@ class MethodSpec(_Strict):
         from goldenlayers.editing.hparams import PRESETS
 
         known(self.preset, tuple(sorted(PRESETS)), "preset")
-        covered = [m for m in METHODS if get_method(m).family in PRESETS[self.preset]]
+        covered = [m for m in METHODS.names() if get_method(m).family in PRESETS[self.preset]]
         if self.name not in covered:
             raise ValueError(f"preset {self.preset!r} has no settings for {self.name}; it covers: "
                              f"{', '.join(covered)}")
@@ -150,7 +154,7 @@ class BruteForceSpec(_Strict):
     @field_validator("methods")
     @classmethod
     def _methods(cls, v: list[str] | None) -> list[str] | None:
-        return None if v is None else [known(m, METHODS, "editing method") for m in v]
+        return None if v is None else [known(m, METHODS) for m in v]
 
 
 class SelectorsSpec(_Strict):

@@ -4,11 +4,12 @@ lists the keys its section allows with the closest one ("did you mean 'k'?")."""
 
 from __future__ import annotations
 
-import difflib
 import types
 import typing
 
 from pydantic import BaseModel, ValidationError
+
+from goldenlayers.registry import did_you_mean
 
 
 class ConfigError(ValueError):
@@ -54,7 +55,7 @@ def problems(err: ValidationError, root: type[BaseModel]) -> list[str]:
         if e["type"] == "extra_forbidden":
             owner = _model_at(root, loc[:-1])
             allowed = list(owner.model_fields) if owner else []
-            near = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            near = did_you_mean(str(loc[-1]), allowed)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             out.append(f"{_path(loc)}: unknown key; allowed: {', '.join(allowed)}{hint}")
         else:

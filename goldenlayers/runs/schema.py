@@ -1,19 +1,19 @@
 """The row schema of a run store: canonical metric names, the three row kinds and their primary keys.
 
-Defined once here (DESIGN.md house style 4) and used by the store, the exports and the report.
+Defined once here (docs/design.md "House style" 4) and used by the store, the exports and the report.
 
 - result rows: one metric value of one case edited at one layer, keyed by
   (model, dataset, case_id, method, selector, layer, metric); `selector` is "bruteforce" for sweep rows, or the
   selector whose chosen layer was edited ("lga", "cma-mlp-w10", ...); `pre` is the unedited model's value when
-  the metric has one; `split` is "proxy" or "test" (REFERENCE.md section 2, proxy set).
+  the metric has one; `split` is "proxy" or "test" (docs/equations.md "Proxy set").
 - selector rows: one layer score of one selector run, keyed by (selector, dataset, model, layer); `seconds` is
   the wall time of the whole selector run (repeated on every layer row), `cases` the cases that contributed.
 - failure rows: a (case, layer) that produced no result rows, keyed by (model, dataset, case_id, method, layer,
   stage); stage is where it failed (prepare, pre, edit, score, ...), `reason` the error text.
 
-Metric directions follow REFERENCE.md section 4: every metric is higher-is-better except fluency, which the
-paper marks "lower is better" and negates before normalising. Rows may also hold ROME's CounterFact metrics
-(goldenlayers.metric_names, all higher-is-better); Overall is computed over METRICS only.
+Metric directions are the metrics' own (goldenlayers.metric_names, docs/equations.md "Metrics"): every metric is
+higher-is-better except fluency, which the paper marks "lower is better" and negates before normalising. Rows
+may also hold ROME's CounterFact metrics; Overall is computed over the EasyEdit metrics only.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from goldenlayers.metric_names import COUNTERFACT_ROME_METRICS, ROME_SCORE
+from goldenlayers.metric_names import COUNTERFACT_ROME_METRICS, EASYEDIT_METRICS, ROME_SCORE, higher_is_better
 
-METRICS = ("rewrite", "rephrase", "locality", "portability", "fluency", "overall")
+METRICS = (*EASYEDIT_METRICS, "overall")
 STORED_METRICS = METRICS + COUNTERFACT_ROME_METRICS  # what a result row may hold
-HIGHER_IS_BETTER = {m: m != "fluency" for m in (*STORED_METRICS, ROME_SCORE)}
+HIGHER_IS_BETTER = {m: higher_is_better(m) for m in (*STORED_METRICS, ROME_SCORE)}
 SPLITS = ("proxy", "test")
 
 

@@ -1,22 +1,38 @@
-"""Layer selection (REFERENCE.md section 2; paper sections 4-5): selectors that score every layer of a model on
-a case set (LGA, CMA; brute force joins later) and the common LayerScores table they all return."""
+"""Layer selection (docs/equations.md "Layer selection"; paper sections 4-5): selectors that score every layer
+of a model on a case set (LGA, CMA, brute force) and the common LayerScores table they all return. Every
+selector is registered below (goldenlayers.registry.SELECTORS, goldenlayers.selection.registry)."""
 
-from goldenlayers.selection.cma import cma_scores, cma_scores_windows, plot_trace, trace_case
+from goldenlayers.selection.cma import CMASettings, cma_scores, cma_scores_windows, plot_trace, trace_case
 from goldenlayers.selection.lga import LGASettings, lga_scores
 from goldenlayers.selection.pick import Fences, LayerPick, pick_layer, tukey_fences
+from goldenlayers.selection.registry import Selector, available_selectors, get_selector, register_selector
 from goldenlayers.selection.table import COLUMNS, LayerScores
+
+register_selector(Selector("lga", "LGA", "Layer Gradient Analysis: mean inner product of the gradients of the old "
+                           "and new answers' losses at each layer, Tukey-fenced argmax (paper section 5.1)",
+                           lga_scores, LGASettings))
+register_selector(Selector("cma", "CMA", "causal tracing as ROME does it: indirect effect of restoring the MLP "
+                           "output at the last subject token (paper section 5.2)", cma_scores, CMASettings))
+register_selector(Selector("bruteforce", "BF", "edit every case at every layer and score it: the golden layer of "
+                           "the sweep (exact, expensive; paper section 4)",
+                           "goldenlayers.selection.bruteforce:bruteforce_scores"), aliases=("golden",))
 
 __all__ = [
     "COLUMNS",
+    "CMASettings",
     "Fences",
     "LGASettings",
     "LayerPick",
     "LayerScores",
+    "Selector",
+    "available_selectors",
     "cma_scores",
     "cma_scores_windows",
+    "get_selector",
     "lga_scores",
     "pick_layer",
     "plot_trace",
-    "trace_case",
+    "register_selector",
     "tukey_fences",
+    "trace_case",
 ]
