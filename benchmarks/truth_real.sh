@@ -37,11 +37,14 @@ print(f"realfacts: {len(data.cases)} cases;", {r: f"{c.known}/{c.facts}" for r, 
 EOF
 cp rf-$M.json $OUT/ 2>/dev/null
 echo "facts ready at $SECONDS s" | tee -a $OUT/device-$M.txt
-timeout $(( DEADLINE - SECONDS - 45 )) python3 -m goldenlayers run $HERE/configs/truth-$M.yaml --no-progress 2>&1 \
-  | grep -v -i "warn" | tail -25 | tee $OUT/run-$M.log
-echo "sweep done at $SECONDS s" | tee -a $OUT/device-$M.txt
+timeout $(( DEADLINE - SECONDS - ${SELECT_S:-45} )) python3 -m goldenlayers run $HERE/configs/truth-$M.yaml --no-progress \
+  > /tmp/m/run-$M.log 2>&1
+RC=$?
+grep -v -i "warn" /tmp/m/run-$M.log | tail -25 > $OUT/run-$M.log; cat $OUT/run-$M.log
+echo "sweep exit $RC at $SECONDS s (124: cut by the timeout; run this script again to resume)" | tee -a $OUT/device-$M.txt
 python3 -c "import sqlite3; s = sqlite3.connect('/tmp/m/runs/truth-$M/store.sqlite'); b = sqlite3.connect('$OUT/store-$M.sqlite'); s.backup(b)"
 cp /tmp/m/runs/truth-$M/config.yaml $OUT/config-$M.yaml 2>/dev/null
+[ $RC = 0 ] || [ $RC = 3 ] || exit 0
 timeout $(( DEADLINE - SECONDS - 5 )) python3 $HERE/benchmarks/bench_regret.py --model /tmp/real/$M-hf --dataset realfacts \
   --data-file /tmp/m/rf-$M.json --limit $N --run /tmp/m/runs/truth-$M --run-model $M --seeds $SEEDS --batch-size 64 \
   --out $OUT/regret-$M.json 2>&1 | grep -v -i "warn\|Loading" | tee $OUT/regret-$M.log
