@@ -152,7 +152,7 @@ def main() -> None:
                 print(f"  {name}: no layer ({e})", flush=True)
                 continue
             s = score_selector(name, sel.layer, truth, sel.seconds, sel.table.layers, sel.table.scores).row()
-            s["meta"] = {k: v for k, v in sel.table.meta.items() if k in ("rounds", "planned_cells", "budget_cells",
+            s["meta"] = {k: v for k, v in sel.table.meta.items() if k in ("rounds", "planned_cells", "budget_cells", "smooth",
                                                                          "over_budget")}
             scored.append(s)
             result["seeds"][seed] = dict(proxy=len(split.proxy), test=len(split.test), sweep_seconds=truth.seconds,

@@ -10,7 +10,14 @@ from goldenlayers.cases import EditCase
 from goldenlayers.evaluation.overall import overall
 from goldenlayers.models.tiny import tiny_model, tiny_tokenizer
 from goldenlayers.selection import bruteforce
-from goldenlayers.selection.race import RaceSettings, cell_cost, plan_cost, plan_race, plan_rounds, race_scores
+from goldenlayers.selection.race import (
+    RaceSettings,
+    cell_cost,
+    plan_cost,
+    plan_race,
+    plan_rounds,
+    race_scores,
+)
 from goldenlayers.selection.sweep_fns import SweepFns
 
 
@@ -71,7 +78,7 @@ def test_race_rounds_on_a_scripted_editor(monkeypatch):
     from goldenlayers.editing.hparams import PRESETS, EditHParams
 
     hp = EditHParams.model_validate(PRESETS["default-small"]["rome"])
-    table = race_scores(model, tok, cases, hparams=hp, progress=False, first_cases=2, budget=1.0)
+    table = race_scores(model, tok, cases, hparams=hp, progress=False, first_cases=2, budget=1.0, smooth=False)
     rounds = table.meta["rounds"]
     # round 0: 8 layers x 2 cases at 125 steps; round 1: the best 3 (3, 5, 2 by QUARTER) x 6 cases at 500 steps;
     # round 2 would keep 1 layer: the race ends and picks the best of round 1 at full steps
@@ -81,6 +88,10 @@ def test_race_rounds_on_a_scripted_editor(monkeypatch):
     assert sorted({s for *_, s in calls}) == [125, 500]
     assert len(calls) == 8 * 2 + 3 * 6
     assert table.meta["planned_cells"] == pytest.approx(8 * 2 * cell_cost(0.25) + 3 * 6)
+    # smoothed round 0 (the default): QUARTER * (1/4, 1/2, 1/4) = .35 .475 .6 .525 .3875 .3625 .2625 .2375 -> 2, 3, 1
+    smoothed = race_scores(model, tok, cases, hparams=hp, progress=False, first_cases=2, budget=1.0)
+    assert [r["layers"] for r in smoothed.meta["rounds"]] == [[2, 3, 1, 4, 5, 0, 6, 7], [2, 3, 1]]
+    assert smoothed.meta["chosen"] == 2
 
 
 def test_race_on_default_gpt2_picks_a_layer_brute_force_rates_near_the_best():

@@ -8,6 +8,10 @@ Brute force on the proxy set edits every proxy case at every layer. The race spe
 - round r >= 1: the best 1/`eta` of the layers still racing (by their round estimate), `eta` times as many
   cases (a prefix of the proxy cases, so a layer's earlier full-step cells are reused), the full preset;
 - it stops when one layer is left or every proxy case was used; the chosen layer is the best of the last round.
+Round 0 ranks layers by their estimate smoothed over neighbouring layers (weights 1/4, 1/2, 1/4; `smooth`): with two
+to four cases per layer a single estimate is noisy, while Overall changes slowly from one layer to the next
+(simulated on the default-gpt2 sweep, 300 random 12-case proxy sets, round 0 at full steps: mean regret 0.0147
+smoothed vs 0.0161 not; brute force on the proxy set itself: 0.0104).
 A round's estimate of a layer is the mean over its cases of the per-case Overall (goldenlayers.evaluation.overall,
 the same fixed score as the ground truth) of the sweep metrics (rewrite, rephrase, locality, portability).
 
@@ -48,6 +52,7 @@ class RaceSettings(BaseModel):
     first_steps: float = Field(0.25, gt=0, le=1)
     budget: float = Field(0.03, gt=0)
     test_ratio: float = Field(9.0, gt=0)
+    smooth: bool = True
 
 
 @dataclass(frozen=True)
@@ -150,7 +155,11 @@ def race_scores(model, tok, cases: Sequence[EditCase], editor: str = "r-rome", h
         for layer in racing:
             estimate[layer] = float(np.mean([cell[(c.case_id, layer)] for c in these]))
             reached[layer] = i
-        racing.sort(key=lambda layer: (-estimate[layer], layer))
+        rank = dict(estimate)
+        if i == 0 and s.smooth and len(racing) > 2:  # racing is every layer, ascending, in round 0
+            est = np.array([estimate[layer] for layer in racing])
+            rank = dict(zip(racing, np.convolve(np.pad(est, 1, mode="edge"), [0.25, 0.5, 0.25], "valid"), strict=True))
+        racing.sort(key=lambda layer: (-rank[layer], layer))
         history.append(dict(layers=list(racing), cases=r.cases, steps=r.steps,
                             estimates=[round(estimate[layer], 6) for layer in racing]))
     chosen = racing[0]
