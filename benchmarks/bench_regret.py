@@ -96,8 +96,42 @@ def analyse(rows, proxy_ids, test_ids, spec=None) -> dict:
     return dict(truth=truth, curves=curves, table1=table1, transfer=transfer)
 
 
+def report(paths: list[Path]) -> str:
+    """Markdown tables of result files: per model, each selector's layer / test Overall / regret / rho / cost for
+    every split seed, and the mean regret, rho and cost over the seeds."""
+    out = []
+    for path in paths:
+        r = json.loads(path.read_text())
+        seeds = r["seeds"]
+        first = next(iter(seeds.values()))
+        out.append(f"**{r['model']}** ({r['editor']}, preset {r['preset']}, {r['cases']} {r['dataset']} cases: "
+                   f"{first['proxy']} proxy / {first['test']} test; device {r['device']}; test golden layer (Overall) "
+                   f"per seed: {', '.join(str(v['golden']['overall']) for v in seeds.values())})\n")
+        out.append("| selector | " + " | ".join(f"seed {k}: layer, Overall, regret, rho, cost" for k in seeds)
+                   + " | mean regret | mean rho | mean cost |")
+        out.append("|---" * (len(seeds) + 4) + "|")
+        names = list(dict.fromkeys(s["selector"] for v in seeds.values() for s in v["selectors"]))
+        for name in names:
+            cells, reg, rho, cost = [], [], [], []
+            for v in seeds.values():
+                s = next((s for s in v["selectors"] if s["selector"] == name), None)
+                if s is None:
+                    cells.append("-")
+                    continue
+                rh = s["spearman"] if s["spearman"] is not None else float("nan")
+                cells.append(f"{s['layer']}, {s['overall']:.3f}, {s['regret']:.3f}, {rh:+.2f}, {s['cost']:.4f}")
+                reg.append(s["regret"])
+                rho.append(rh)
+                cost.append(s["cost"])
+            out.append(f"| {name} | " + " | ".join(cells) + f" | {np.mean(reg):.4f} | {np.nanmean(rho):+.2f} | "
+                       f"{np.mean(cost):.4f} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--report", type=Path, nargs="+", default=None, help="print markdown tables of result files")
     ap.add_argument("--model", default="default-gpt2")
     ap.add_argument("--dataset", default="world")
     ap.add_argument("--data-file", default=None)
@@ -115,6 +149,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="JSON result file")
     ap.add_argument("--no-selectors", action="store_true", help="only the sweep and its analysis")
     a = ap.parse_args()
+    if a.report:
+        print(report(a.report))
+        return
 
     from goldenlayers.cli.common import cases_and_model
     from goldenlayers.datasets.split import split_cases
