@@ -132,3 +132,15 @@ def test_lga_readings_are_registered_and_computed():
     neg = select_layer(model, tok, cases, "lga-neg", progress=False)
     np.testing.assert_allclose(neg.table.scores, -plain.scores)
     assert neg.selector == "lga-neg" and neg.table.selector == "lga-neg"
+
+
+def test_race_lines_say_why():
+    from goldenlayers.cli.select import race_lines
+
+    meta = dict(full_steps=100, planned_cells=138.25, budget_cells=162.0, brute_force_proxy_cells=600,
+                over_budget=False, rounds=[dict(layers=[4, 5, 3, 0], cases=2, steps=0.25, estimates=[0.9, 0.8, 0.7, 0.1]),
+                                           dict(layers=[5, 4], cases=6, steps=1.0, estimates=[0.85, 0.84])])
+    assert race_lines(meta).splitlines() == [
+        "round 0: 4 layers x 2 cases, 25 v* steps; best (Overall of the means): 4 (0.900), 5 (0.800), 3 (0.700), 0 (0.100)",
+        "round 1: 2 layers x 6 cases, 100 v* steps; best (Overall of the means): 5 (0.850), 4 (0.840)",
+        "planned cost 138 edit cells of 600 for brute force on these cases; budget 162"]

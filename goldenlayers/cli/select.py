@@ -99,7 +99,7 @@ def race_lines(meta: dict) -> str:
     for i, r in enumerate(meta["rounds"]):
         best = ", ".join(f"{layer} ({est:.3f})" for layer, est in list(zip(r["layers"], r["estimates"]))[:4])
         lines.append(f"round {i}: {len(r['layers'])} layers x {r['cases']} cases, "
-                     f"{max(1, round(meta['full_steps'] * r['steps']))} v* steps; best (mean Overall): {best}")
+                     f"{max(1, round(meta['full_steps'] * r['steps']))} v* steps; best (Overall of the means): {best}")
     over = " (over the budget: too few proxy cases or layers to halve)" if meta.get("over_budget") else ""
     lines.append(f"planned cost {meta['planned_cells']:.0f} edit cells of {meta['brute_force_proxy_cells']} for brute "
                  f"force on these cases; budget {meta['budget_cells']:.0f}{over}")
