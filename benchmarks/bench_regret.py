@@ -125,6 +125,21 @@ def report(paths: list[Path]) -> str:
                 cost.append(s["cost"])
             out.append(f"| {name} | " + " | ".join(cells) + f" | {np.mean(reg):.4f} | {np.nanmean(rho):+.2f} | "
                        f"{np.mean(cost):.4f} |")
+        c = first["curves"]
+        out.append(f"\nPer-layer test means (seed {next(iter(seeds))}), layers {c['layers'][0]}-{c['layers'][-1]}:\n")
+        out += [f"- {m}: " + " ".join(f"{x:.2f}" for x in c[m]) for m in c if m != "layers"]
+        out.append("\n| metric | golden layer (test) | sample-wise optimal | golden | different (paired t-test) | p |"
+                   " proxy golden layer | test mean there | gap |")
+        out.append("|---|---|---|---|---|---|---|---|---|")
+        transfer = {t["metric"]: t for t in first["transfer"]}
+        for t1 in first["table1"]:
+            t = transfer.get(t1["metric"], {})
+            out.append(f"| {t1['metric']} | {t1['golden_layer']} | {t1['sample_wise_optimal']} | {t1['golden']} | "
+                       f"{t1['statistical_difference']} | {t1['p']:.3g} | {t.get('proxy_layer', '-')} | "
+                       f"{t.get('at_proxy', float('nan')):.4f} | {t.get('gap', float('nan')):.4f} |")
+        t = transfer["overall"]
+        out.append(f"| overall | {t['test_layer']} | | | | | {t['proxy_layer']} | {t['at_proxy']:.4f} | "
+                   f"{t['gap']:.4f} |")
         out.append("")
     return "\n".join(out)
 
