@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-SELECTORS = "race,lga,lga-neg,lga-abs,lga-cosine,lga-cosine-neg,lga-max,lga-zscore,cma"
+SELECTORS = "race,lga,lga-neg,lga-abs,lga-cosine,lga-cosine-neg,lga-max,lga-zscore,lga-nofence,lga-neg-nofence,cma"
 
 
 def sweep_rows(lm, cases, editor, hp, path: Path | None, batch_size: int) -> list[dict]:

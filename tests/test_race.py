@@ -122,7 +122,8 @@ def test_lga_readings_are_registered_and_computed():
     from goldenlayers.selection.lga import LGA_VARIANTS, LGASettings, lga_scores
 
     assert SELECTORS[0] == "race" and set(LGA_VARIANTS) <= set(SELECTORS)
-    assert all(LGASettings(**kw).name == name for name, kw in LGA_VARIANTS.items())
+    assert all(LGASettings(**{k: v for k, v in kw.items() if k != "tukey_k"}).name == name.removesuffix("-nofence")
+               for name, kw in LGA_VARIANTS.items())
     model, tok = tiny_model("gpt2", n_layers=4), tiny_tokenizer()
     cases = [EditCase(case_id=f"c{i}", dataset="zsre", subject=s, prompt=f"{s} works for", target_new=t,
                       ground_truth=["Nokia"]) for i, (s, t) in enumerate([("Tom Baker", "Acme"), ("Ann Lee", "BMW")])]
@@ -132,6 +133,8 @@ def test_lga_readings_are_registered_and_computed():
     neg = select_layer(model, tok, cases, "lga-neg", progress=False)
     np.testing.assert_allclose(neg.table.scores, -plain.scores)
     assert neg.selector == "lga-neg" and neg.table.selector == "lga-neg"
+    free = select_layer(model, tok, cases, "lga-neg-nofence", progress=False)
+    assert free.pick is None and free.layer == int(np.argmax(-plain.scores))
 
 
 def test_race_lines_say_why():

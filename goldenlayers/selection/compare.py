@@ -57,10 +57,12 @@ def select_layer(model, tok, cases: Sequence[EditCase], method: str = "race", ed
     if method in LGA_VARIANTS:
         from goldenlayers.selection.lga import lga_scores
 
+        kw = {**LGA_VARIANTS[method], **selector_kw}
+        k = kw.pop("tukey_k", tukey_k)  # None: no fences, the plain argmax
         table = lga_scores(model, tok, cases, layers=layers, batch_size=batch_size, progress=progress,
-                           model_name=model_name, **{**LGA_VARIANTS[method], **selector_kw})
-        pick = pick_layer(table, k=tukey_k)
-        return Selection(method, table, pick.layer, time.perf_counter() - start, pick)
+                           model_name=model_name, **kw)
+        pick = pick_layer(table, k=k) if k is not None else None
+        return Selection(method, table, pick.layer if pick else table.best(), time.perf_counter() - start, pick)
     if method == "race":
         from goldenlayers.selection.race import race_scores
 

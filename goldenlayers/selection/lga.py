@@ -25,7 +25,9 @@ of REFERENCE.md (dot product, argmax); the text does not fix the sign ("higher g
 more ... impact" is said of training-sample attribution, where old and new answers pull in opposite directions),
 so `lga-neg` takes the argmax of -S (the layer where the two gradients disagree most); "how strongly each layer
 mediates the interaction" admits the magnitude, `lga-abs`; `lga-cosine` / `lga-cosine-neg` remove the gradient
-norms (which grow towards the output); `lga-max` / `lga-zscore` weigh every case equally. The old answer is `ground_truth[0]` or the model's greedy
+norms (which grow towards the output); `lga-max` / `lga-zscore` weigh every case equally; `lga-nofence` /
+`lga-neg-nofence` take the plain argmax (Appendix A's outlier exclusion is a choice, and an extreme layer can be
+the best one). The old answer is `ground_truth[0]` or the model's greedy
 prediction (goldenlayers.selection.answers).
 """
 
@@ -76,6 +78,9 @@ LGA_VARIANTS: dict[str, dict] = {
     "lga-cosine-neg": dict(variant="cosine", sign=-1),
     "lga-max": dict(normalize="max"),
     "lga-zscore": dict(normalize="zscore"),
+    # Appendix A's Tukey fences left out (tukey_k None: the plain argmax): the fences can exclude the best layer
+    "lga-nofence": dict(tukey_k=None),
+    "lga-neg-nofence": dict(sign=-1, tukey_k=None),
 }
 
 
