@@ -106,7 +106,7 @@ def test_race_on_default_gpt2_picks_a_layer_brute_force_rates_near_the_best():
     cases = World.load(f"{resolve_model_path('default-gpt2')}/world.json").edit_cases(3, seed=0)
     layers = [0, 2, 4]
     table = race_scores(lm.model, lm.tokenizer, cases, layers=layers, progress=False, model_name=lm.name,
-                        first_cases=3, budget=1.0)
+                        first_cases=3, budget=1.0, eta=2)  # round 0: 3 layers at 125 steps; round 1: the best 2
     res = sweep(cases, layers, progress=False, **make_default_fns(lm.model, lm.tokenizer, "r-rome",
                                                                   name=lm.name).kwargs())
     per = {}
