@@ -120,7 +120,7 @@ def test_defaults_and_world_file():
     cfg = validate_config(dict(BASE, datasets=[dict(name="world", file="exports/test_cf.json")]))
     assert cfg.split.proxy_fraction == 0.1 and cfg.split.seed == 0
     assert cfg.metrics == ["rewrite", "rephrase", "locality", "portability", "fluency"]
-    assert cfg.selectors.names() == [] and cfg.batch.edit == 16
+    assert cfg.selectors.names() == ["race"] and cfg.batch.edit == 16
     assert cfg.dataset_file(cfg.datasets[0], "/r") == Path("/r/data/exports/test_cf.json")
 
 

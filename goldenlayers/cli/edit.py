@@ -48,14 +48,46 @@ def greedy(model, tok, prompt: str, max_new_tokens: int) -> str:
     return tok.decode(ids[0, start:].tolist(), skip_special_tokens=True)
 
 
+RACE_CASES = 12  # proxy cases of the model's own world raced when no layer is given
+
+
+def choose_layer(lm, model: str, method: str, hp, C, case, con) -> int:
+    """No --layer and no preset layer: the race selector (goldenlayers.selection.race) picks one, on RACE_CASES
+    cases of the model's synthetic world when it has one (their locality prompts count), else on the fact itself
+    (rewrite only: the CLI fact has no locality prompts). Prints the choice and why."""
+    from goldenlayers.cli.common import fail, model_folder
+    from goldenlayers.cli.select import race_lines
+    from goldenlayers.selection.race import race_scores
+
+    proxy, where = [case], "the fact itself (rewrite only: it has no locality prompts)"
+    try:
+        if (model_folder(model) / "world.json").exists():
+            from goldenlayers.datasets.synthetic.world import World
+
+            proxy = World.load(model_folder(model) / "world.json").edit_cases(RACE_CASES, seed=0)
+            where = f"{len(proxy)} cases of {model}'s world"
+    except (typer.Exit, SystemExit, OSError, ValueError):
+        pass
+    try:
+        table = race_scores(lm.model, lm.tokenizer, proxy, editor=method, hparams=hp, stats=C, progress=False,
+                            model_name=lm.name)
+    except (KeyError, ValueError) as e:
+        fail(f"no layer given and the race selector could not choose one: {e}", option="--layer")
+    chosen = table.meta["chosen"]
+    con.print(f"no --layer and no layer in the settings of {method}: the race selector chose layer {chosen} on "
+              f"{where} in {table.seconds:.1f} s (pass --layer N to skip this)", soft_wrap=True)
+    con.print(race_lines(table.meta), soft_wrap=True)
+    return chosen
+
+
 def edit_command(
     subject: str = typer.Option(..., help="the subject as it appears in the prompt"),
     prompt: str = typer.Option(..., help="a prompt that mentions the subject, e.g. 'Ada Lovelace was born in'"),
     target: str = typer.Option(..., help="the new answer"),
     model: str = typer.Option("default-gpt2", help="embedded default name or any Hugging Face path"),
     method: str = typer.Option("r-rome", help="editing method (see `goldenlayers ls`)"),
-    layer: int | None = typer.Option(None, help="layer to edit (ROME/R-ROME; default from the model's preset; "
-                                                "`goldenlayers select` finds one)"),
+    layer: int | None = typer.Option(None, help="layer to edit (ROME/R-ROME; default: the model's preset's, else "
+                                                "the race selector's choice, printed with why)"),
     layers: str | None = typer.Option(None, help="comma-separated layer range for MEMIT/EMMET, e.g. 3,4,5"),
     preset: str | None = typer.Option(None, help=PRESET_HELP),
     set_: list[str] = typer.Option([], "--set", help="override a setting: key=value (repeatable)"),
@@ -100,8 +132,7 @@ def edit_command(
     except (StatsError, SourceError, KeyError, ValueError) as e:
         fail(e, option="--set" if isinstance(e, ValidationError) else None)
     if layer is None and not layer_list and not hp.layers:
-        fail(f"no layer to edit: pass --layer N (the settings of {method} for {model} name none), or find one "
-             f"with `goldenlayers select --model {model}`", option="--layer")
+        layer = choose_layer(lm, model, method, hp, C, case, con)
     before = greedy(lm.model, lm.tokenizer, prompt, max_new_tokens)
     try:
         res = edit(lm.model, lm.tokenizer, case, method=method, layer=layer, layers=layer_list, hparams=hp, stats=C,

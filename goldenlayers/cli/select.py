@@ -46,11 +46,13 @@ def _settings(lm, editor: str, preset: str | None, set_: list[str], stats: str |
 
 def select_command(
     model: str = typer.Option("default-gpt2", help="embedded default name or a local Hugging Face model folder"),
-    method: str = typer.Option("lga", help="selector: lga, cma or bruteforce"),
+    method: str = typer.Option("race", help="selector: race (default: successive halving of real edits on the "
+                               "proxy cases), lga and its readings (lga-neg, lga-abs, lga-cosine, ...; `goldenlayers "
+                               "ls`), cma or bruteforce"),
     dataset: str = typer.Option("world", help="dataset name (see `goldenlayers ls`)"),
     data_file: str | None = typer.Option(None, help="benchmark file (not needed for --dataset world or realfacts)"),
     limit: int = typer.Option(20, min=1, help="number of proxy cases (N >= 1)"),
-    editor: str = typer.Option("r-rome", help="editing method for brute force"),
+    editor: str = typer.Option("r-rome", help="editing method for race and brute force"),
     metric: str = typer.Option("rewrite", help="brute-force metric whose golden layer is chosen"),
     tukey_k: float = typer.Option(1.5, min=0, help="Tukey fence factor for LGA"),
     top: int = typer.Option(5, min=1, help="how many ranked layers to print"),
@@ -70,7 +72,7 @@ def select_command(
     _check_editor(editor)
     check_model_options(device=device)
     cases, lm = cases_and_model(dataset, data_file, limit, model, device)
-    hp, C = (None, None) if method != "bruteforce" else \
+    hp, C = (None, None) if method not in ("bruteforce", "race") else \
         _settings(lm, editor, preset, set_, stats, stats_tokens, model)
     try:
         sel = select_layer(lm.model, lm.tokenizer, cases, method, editor=editor, metric=metric, tukey_k=tukey_k,
@@ -85,8 +87,23 @@ def select_command(
         f = sel.pick.fences
         console.print(f"Tukey fences (k={sel.pick.k}): [{f.lower:.4g}, {f.upper:.4g}]; excluded layers: "
                       f"{sel.pick.excluded or 'none'}")
+    if sel.selector == "race":
+        console.print(race_lines(sel.table.meta), soft_wrap=True)
     for cid, why in list(sel.table.skipped.items())[:5]:
         console.print(f"  skipped {cid}: {why}", soft_wrap=True)
+
+
+def race_lines(meta: dict) -> str:
+    """The race's rounds, one line each: layers raced, cases, v* steps, the best estimates (why a layer won)."""
+    lines = []
+    for i, r in enumerate(meta["rounds"]):
+        best = ", ".join(f"{layer} ({est:.3f})" for layer, est in list(zip(r["layers"], r["estimates"]))[:4])
+        lines.append(f"round {i}: {len(r['layers'])} layers x {r['cases']} cases, "
+                     f"{max(1, round(meta['full_steps'] * r['steps']))} v* steps; best (Overall of the means): {best}")
+    over = " (over the budget: too few proxy cases or layers to halve)" if meta.get("over_budget") else ""
+    lines.append(f"planned cost {meta['planned_cells']:.0f} edit cells of {meta['brute_force_proxy_cells']} for brute "
+                 f"force on these cases; budget {meta['budget_cells']:.0f}{over}")
+    return "\n".join(lines)
 
 
 METRIC_HEADS = dict(rewrite="rew", rephrase="reph", locality="loc", portability="port", fluency="flu")
@@ -154,7 +171,7 @@ def compare_command(
     limit: int = typer.Option(200, min=1, help="cases in all (proxy + test; N >= 1)"),
     proxy_fraction: float = typer.Option(0.1, help="share of the cases used as the proxy set (between 0 and 1; exactly rounded)"),
     editor: str = typer.Option("r-rome", help="editing method"),
-    selectors: str = typer.Option("lga,cma,bruteforce", help="comma-separated selectors"),
+    selectors: str = typer.Option("race,lga,cma,bruteforce", help="comma-separated selectors (`goldenlayers ls`)"),
     no_fluency: bool = typer.Option(False, "--no-fluency", help="skip the fluency generation"),
     truth: bool = typer.Option(False, "--truth", help="also sweep every layer on the test set (ground truth): adds "
                                "regret, Spearman's rho and cost per selector"),

@@ -129,6 +129,23 @@ class LGASpec(_Strict):
     top: int = Field(5, ge=1)
 
 
+class RaceSpec(_Strict):
+    """The race selector (goldenlayers.selection.race): method: the editing method it edits with (None: the
+    first configured method, with that method's preset and hparams); eta, first_cases, first_steps, budget: its
+    RaceSettings. Runs race with C = I (a method whose settings need key statistics is an error there)."""
+
+    method: str | None = None
+    eta: int = Field(3, ge=2)
+    first_cases: int = Field(4, ge=1)
+    first_steps: float = Field(0.25, gt=0, le=1)
+    budget: float = Field(0.03, gt=0)
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str | None) -> str | None:
+        return None if v is None else known(v, METHODS, "editing method")
+
+
 class CMASpec(_Strict):
     """window: 10 = ROME's window centre, 1 = a single layer; samples: noise draws per case."""
 
@@ -158,12 +175,15 @@ class BruteForceSpec(_Strict):
 
 
 class SelectorsSpec(_Strict):
+    """Without a `selectors` section a config gets the race selector alone (the default selector)."""
+
+    race: RaceSpec | None = None
     lga: LGASpec | None = None
     cma: CMASpec | None = None
     bruteforce: BruteForceSpec | None = None
 
     def names(self) -> list[str]:
-        return [n for n in ("lga", "cma", "bruteforce") if getattr(self, n) is not None]
+        return [n for n in ("race", "lga", "cma", "bruteforce") if getattr(self, n) is not None]
 
 
 class BatchSpec(_Strict):
@@ -204,7 +224,7 @@ class ExperimentConfig(_Strict):
     datasets: list[DatasetSpec] = Field(min_length=1)
     split: SplitSpec = SplitSpec()
     methods: list[MethodSpec] = Field(min_length=1)
-    selectors: SelectorsSpec = SelectorsSpec()
+    selectors: SelectorsSpec = SelectorsSpec(race=RaceSpec())
     metrics: list[str] = Field(default_factory=lambda: [m for m in METRICS if m != "overall"])
     seeds: SeedSpec = SeedSpec()
     batch: BatchSpec = BatchSpec()
@@ -228,6 +248,9 @@ class ExperimentConfig(_Strict):
         missing = sorted(set(bf.methods or []) - {m.name for m in self.methods}) if bf else []
         if missing:
             raise ValueError(f"selectors.bruteforce.methods {missing} are not among the configured methods")
+        race = self.selectors.race
+        if race is not None and race.method is not None and race.method not in {m.name for m in self.methods}:
+            raise ValueError(f"selectors.race.method {race.method!r} is not among the configured methods")
         return self
 
     def dataset_file(self, dataset: DatasetSpec, base: str | Path = ".") -> Path | None:

@@ -33,6 +33,8 @@ def selector_name(config: ExperimentConfig, family: str) -> str:
     if family == "cma":
         s = config.selectors.cma
         return f"cma-{s.kind}-w{s.window}"
+    if family == "race":
+        return "race"
     raise ValueError(f"unknown layer selector {family!r}")
 
 
@@ -50,6 +52,16 @@ def run_select(config: ExperimentConfig, job: Job, model, tok, proxy: list, stor
         s = config.selectors.lga
         table = lga_scores(model, tok, proxy, batch_size=config.batch.select, variant=s.variant,
                            normalize=s.normalize, sign=s.sign, progress=progress, model_name=job.model)
+    elif job.selector == "race":  # edits with selectors.race.method (default: the first method), C = I
+        from dataclasses import replace
+
+        from goldenlayers.selection.race import race_scores
+
+        s = config.selectors.race
+        method = s.method or config.methods[0].name
+        table = race_scores(model, tok, proxy, editor=method, hparams=method_hparams(config, replace(job, method=method)),
+                            batch_size=config.batch.edit, progress=progress, model_name=job.model,
+                            **s.model_dump(exclude={"method"}))
     else:
         from goldenlayers.selection.cma import cma_scores
 

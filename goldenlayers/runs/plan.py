@@ -50,7 +50,7 @@ class Job:
 def plan(config: ExperimentConfig) -> list[Job]:
     """The jobs of a config, in execution order (see the module docstring)."""
     sel = config.selectors
-    pickers = [n for n in ("lga", "cma") if getattr(sel, n) is not None]
+    pickers = [n for n in ("race", "lga", "cma") if getattr(sel, n) is not None]
     swept = (sel.bruteforce.methods or [m.name for m in config.methods]) if sel.bruteforce else []
     jobs = []
     for model in config.models:

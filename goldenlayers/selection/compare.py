@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 
 from goldenlayers.cases import EditCase
 from goldenlayers.evaluation.overall import OverallSpec, overall, overall_note
+from goldenlayers.selection.lga import LGA_VARIANTS
 from goldenlayers.selection.pick import LayerPick, pick_layer
 from goldenlayers.selection.regret import GroundTruth, score_selector
 from goldenlayers.selection.table import LayerScores
 
-SELECTORS = ("lga", "cma", "bruteforce")
+SELECTORS = ("race", *LGA_VARIANTS, "cma", "bruteforce")  # race (selection/race.py) is the default
 
 
 @dataclass
@@ -39,11 +40,12 @@ class Selection:
     pick: LayerPick | None = None
 
 
-def select_layer(model, tok, cases: Sequence[EditCase], method: str = "lga", editor: str = "r-rome",
+def select_layer(model, tok, cases: Sequence[EditCase], method: str = "race", editor: str = "r-rome",
                  hparams=None, layers: Sequence[int] | None = None, metric: str = "rewrite", tukey_k: float = 1.5,
                  cma_window: int = 10, batch_size: int = 16, progress: bool = True, model_name: str | None = None,
                  metrics: Sequence[str] | None = None, overall_spec=None, stats=None, **selector_kw) -> Selection:
-    """Score every layer with `method` ("lga" | "cma" | "bruteforce") on `cases` and choose one. Brute force
+    """Score every layer with `method` (one of SELECTORS: "race", an LGA reading of LGA_VARIANTS, "cma",
+    "bruteforce") on `cases` and choose one. The race edits with `editor` like brute force. Brute force
     measures `metrics` (default: the sweep's, without fluency) and picks the golden layer of `metric`
     ("overall": of the Overall of the layer means, with `overall_spec`); hparams and key statistics `stats`
     ({layer: C}, None for C = I) are its editor's."""
@@ -52,13 +54,22 @@ def select_layer(model, tok, cases: Sequence[EditCase], method: str = "lga", edi
         raise ValueError("select_layer needs at least one case")
     start = time.perf_counter()
     layers = list(layers) if layers is not None else None
-    if method == "lga":
+    if method in LGA_VARIANTS:
         from goldenlayers.selection.lga import lga_scores
 
+        kw = {**LGA_VARIANTS[method], **selector_kw}
+        k = kw.pop("tukey_k", tukey_k)  # None: no fences, the plain argmax
         table = lga_scores(model, tok, cases, layers=layers, batch_size=batch_size, progress=progress,
-                           model_name=model_name, **selector_kw)
-        pick = pick_layer(table, k=tukey_k)
-        return Selection("lga", table, pick.layer, time.perf_counter() - start, pick)
+                           model_name=model_name, **kw)
+        pick = pick_layer(table, k=k) if k is not None else None
+        return Selection(method, table, pick.layer if pick else table.best(), time.perf_counter() - start, pick)
+    if method == "race":
+        from goldenlayers.selection.race import race_scores
+
+        table = race_scores(model, tok, cases, editor=editor, hparams=hparams, stats=stats, layers=layers,
+                            overall_spec=overall_spec, batch_size=batch_size, progress=progress,
+                            model_name=model_name, **selector_kw)
+        return Selection("race", table, table.meta["chosen"], time.perf_counter() - start)
     if method == "cma":
         from goldenlayers.selection.cma import cma_scores
 

@@ -17,8 +17,17 @@ gradients are not part of phi.
 
 Variants (LGASettings): `variant="cosine"` divides by ||G|| ||G'|| (norms from the same Gram trick; 0 when a
 gradient vanishes); `normalize` rescales each case's layer vector before averaging ("max": unit max |.|,
-"zscore": zero mean, unit std over layers); `sign=-1` scores -phi. The golden-layer estimate is the
-Tukey-fenced argmax of S (LayerScores.pick). The old answer is `ground_truth[0]` or the model's greedy
+"zscore": zero mean, unit std over layers); `sign=-1` scores -phi; `absolute=True` scores |phi| (the size of a
+layer's "impact", whatever its sign). The golden-layer estimate is the Tukey-fenced argmax of S (LayerScores.pick).
+
+Readings of the paper as selector names (`LGA_VARIANTS`, docs/selection.md "LGA readings"): `lga` is the reading
+of REFERENCE.md (dot product, argmax); the text does not fix the sign ("higher gradient similarity values denote
+more ... impact" is said of training-sample attribution, where old and new answers pull in opposite directions),
+so `lga-neg` takes the argmax of -S (the layer where the two gradients disagree most); "how strongly each layer
+mediates the interaction" admits the magnitude, `lga-abs`; `lga-cosine` / `lga-cosine-neg` remove the gradient
+norms (which grow towards the output); `lga-max` / `lga-zscore` weigh every case equally; `lga-nofence` /
+`lga-neg-nofence` take the plain argmax (Appendix A's outlier exclusion is a choice, and an extreme layer can be
+the best one). The old answer is `ground_truth[0]` or the model's greedy
 prediction (goldenlayers.selection.answers).
 """
 
@@ -49,14 +58,30 @@ class LGASettings(BaseModel):
     variant: Literal["dot", "cosine"] = "dot"
     normalize: Literal["none", "max", "zscore"] = "none"
     sign: Literal[1, -1] = 1
+    absolute: bool = False
     batch_size: int = Field(16, ge=1)
     max_new_tokens: int = Field(8, ge=1, description="greedy old-answer length limit when ground_truth is absent")
 
     @property
     def name(self) -> str:
-        parts = ["lga"] + ([self.variant] if self.variant != "dot" else [])
+        parts = ["lga"] + ([self.variant] if self.variant != "dot" else []) + (["abs"] if self.absolute else [])
         parts += [self.normalize] if self.normalize != "none" else []
         return "-".join(parts + (["neg"] if self.sign < 0 else []))
+
+
+# selector name -> LGASettings fields: the readings of the paper's LGA offered by `select` / `compare`
+LGA_VARIANTS: dict[str, dict] = {
+    "lga": {},
+    "lga-neg": dict(sign=-1),
+    "lga-abs": dict(absolute=True),
+    "lga-cosine": dict(variant="cosine"),
+    "lga-cosine-neg": dict(variant="cosine", sign=-1),
+    "lga-max": dict(normalize="max"),
+    "lga-zscore": dict(normalize="zscore"),
+    # Appendix A's Tukey fences left out (tukey_k None: the plain argmax): the fences can exclude the best layer
+    "lga-nofence": dict(tukey_k=None),
+    "lga-neg-nofence": dict(sign=-1, tukey_k=None),
+}
 
 
 def _acc_dtype(model) -> torch.dtype:
@@ -148,10 +173,10 @@ def _usable(tok, model, cases: list[EditCase], olds: dict[str, str], skipped: di
 def lga_scores(model, tok, cases: list[EditCase], adapter: ArchAdapter | None = None,
                layers: list[int] | None = None, batch_size: int = 16, variant: str = "dot",
                progress: bool = True, normalize: str = "none", sign: int = 1, max_new_tokens: int = 8,
-               model_name: str | None = None) -> LayerScores:
+               model_name: str | None = None, absolute: bool = False) -> LayerScores:
     """LGA layer scores S(l) with the per-case matrix phi (cases x layers); unusable cases are skipped."""
     settings = LGASettings(variant=variant, normalize=normalize, sign=sign, batch_size=batch_size,
-                           max_new_tokens=max_new_tokens)
+                           max_new_tokens=max_new_tokens, absolute=absolute)
     start = time.perf_counter()
     adapter = adapter or get_adapter(model)
     layers = sorted(adapter.check_layer(model, layer) for layer in (layers or range(adapter.n_layers(model))))
@@ -164,8 +189,8 @@ def lga_scores(model, tok, cases: list[EditCase], adapter: ArchAdapter | None = 
         rows.append(batch_phi(model, tok, adapter, layers, [c.prompt for c in chunk],
                               [olds[c.case_id] for c in chunk], [c.target_new for c in chunk],
                               cosine=settings.variant == "cosine").numpy())
-    per_case = normalize_rows(settings.sign * np.concatenate(rows or [np.zeros((0, len(layers)))]),
-                              settings.normalize)
+    phi = np.concatenate(rows or [np.zeros((0, len(layers)))])
+    per_case = normalize_rows(settings.sign * (np.abs(phi) if settings.absolute else phi), settings.normalize)
     return LayerScores.from_per_case(
         settings.name, dataset_label(c.dataset for c in cases), model_name or model_label(model), layers, per_case,
         [c.case_id for c in usable], seconds=time.perf_counter() - start, skipped=skipped,
