@@ -12,29 +12,34 @@ KL 0.0625, 21 context templates = "{}" + 10 x 5 tokens + 10 x 10 tokens, C = I, 
 bf16. The tokenizer is a byte-level BPE with 2048 entries trained on seeded Faker text, so that generated
 templates and prompts have word-like tokens. Printed: the median over `--edits` edits of the per-edit time
 (after one warm-up edit, which also warms the CUDA-graph side stream up), the same with the below-the-layer replay
-switched off (ratio = the replay's speed-up), the same with the suffix replay forced on and off (editing.suffix:
-later v* steps compute only the positions from the fact token on; the default "auto" uses it on CPUs and wherever
-graphs are used), on a GPU the same without CUDA graphs (editing.graphed: every v* step replayed as one graph),
+switched off (ratio = the replay's speed-up), the same with the suffix replay forced on and off
+(editing.accel.suffix: later v* steps compute only the positions from the fact token on; the default "auto" uses
+it on CPUs and wherever graphs are used), on a GPU the same without CUDA graphs (editing.accel.graphs: every v*
+step replayed as one graph),
 the ratio to EasyEdit's R-ROME anchor (2.46 s on one H100), peak GPU memory, and cases per second of v*
 optimisation one at a time vs `--batch` together (edit_each), the brute-force sweep's use case.
+The execution options are set as a user sets them, through GOLDENLAYERS_ACCEL (editing.accel.options).
+benchmarks/bench_trees.py runs this script from two source trees alternately (e.g. before and after a change).
 Results and commands: docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import torch
 
 from goldenlayers.cases import EditCase
-from goldenlayers.editing import edit, edit_each, values
-from goldenlayers.editing.graphed import graphs_wanted
-from goldenlayers.editing.replay import FrozenPrefix
-from goldenlayers.editing.suffix import suffix_wanted
+from goldenlayers.editing import edit, edit_each
+from goldenlayers.editing.accel import ENV, ExecOptions
+from goldenlayers.editing.accel import runner as steps
+from goldenlayers.editing.accel.replay import FrozenPrefix
 
 EASYEDIT_R_ROME_S = 2.46  # TARGETS.md: EasyEdit R-ROME, GPT-2 XL shape, one H100
 SETTINGS = dict(v_num_grad_steps=20, v_lr=0.5, v_weight_decay=0.5, clamp_norm_factor=4.0, kl_factor=0.0625,
@@ -89,6 +94,20 @@ def make_cases(n: int) -> list[EditCase]:
                      target_new=fake.city()) for i in range(n)]
 
 
+@contextmanager
+def accel(value: str) -> Iterator[None]:
+    """GOLDENLAYERS_ACCEL=value inside (e.g. "graphs=off"), as it was outside."""
+    before = os.environ.get(ENV)
+    os.environ[ENV] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[ENV]
+        else:
+            os.environ[ENV] = before
+
+
 def _timed_edits(model, tok, cases, layer, settings) -> list[tuple[float, float]]:
     out = []
     for case in cases:
@@ -107,8 +126,8 @@ def _profile(model, tok, cases, layer, settings, cuda: bool) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=acts) as prof:  # eager steps: a graph replay would hide its kernels
-        _timed_edits(model, tok, cases, layer, dict(settings, cuda_graphs=False))
+    with profile(activities=acts) as prof, accel("graphs=off"):  # eager steps: a replay would hide its kernels
+        _timed_edits(model, tok, cases, layer, settings)
     key = "cuda_time_total" if cuda else "cpu_time_total"
     print(prof.key_averages().table(sort_by=key, row_limit=15))
 
@@ -133,7 +152,7 @@ def main() -> None:
     if args.tf32:
         torch.set_float32_matmul_precision("high")
     if args.cudnn_attention:
-        values.without_cudnn_attention = lambda enabled: nullcontext()
+        steps.without_cudnn_attention = lambda enabled: nullcontext()
     if args.model:
         from goldenlayers.models.loader import load_model
 
@@ -161,21 +180,22 @@ def main() -> None:
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
         if args.shape == "gpt2-xl" and not args.model:
             print(f"vs EasyEdit R-ROME {EASYEDIT_R_ROME_S} s: {EASYEDIT_R_ROME_S / per_edit:.2f}x faster")
-    values.FrozenPrefix = _NoReplay
+    steps.FrozenPrefix = _NoReplay
     try:
         plain = statistics.median(v + s for v, s in _timed_edits(model, tok, cases[1:3], layer, settings))
     finally:
-        values.FrozenPrefix = FrozenPrefix
+        steps.FrozenPrefix = FrozenPrefix
     print(f"without the below-the-layer replay: {plain:.3f} s per edit; replay speed-up {plain / per_edit:.2f}x")
-    forced = {flag: statistics.median(v + s for v, s in _timed_edits(model, tok, cases[1:3], layer,
-                                                                      dict(settings, suffix_replay=flag)))
-              for flag in (True, False)}
-    print(f"suffix replay on: {forced[True]:.3f} s per edit, off (whole rows at every step): {forced[False]:.3f} s; "
-          f"speed-up {forced[False] / forced[True]:.2f}x (the per-edit figure above uses the default, \"auto\": "
-          f"{'on' if suffix_wanted('auto', model, graphs_wanted('auto', model, args.steps)) else 'off'} here)")
+    forced = {}
+    for flag in ("on", "off"):
+        with accel(f"suffix={flag}"):
+            forced[flag] = statistics.median(v + s for v, s in _timed_edits(model, tok, cases[1:3], layer, settings))
+    print(f"suffix replay on: {forced['on']:.3f} s per edit, off (whole rows at every step): {forced['off']:.3f} s; "
+          f"speed-up {forced['off'] / forced['on']:.2f}x (the per-edit figure above uses the default, \"auto\": "
+          f"{'on' if ExecOptions().plan(model, args.steps).suffix else 'off'} here)")
     if cuda:
-        eager = statistics.median(v + s for v, s in _timed_edits(model, tok, cases[1:3], layer,
-                                                                  dict(settings, cuda_graphs=False)))
+        with accel("graphs=off"):
+            eager = statistics.median(v + s for v, s in _timed_edits(model, tok, cases[1:3], layer, settings))
         print(f"without CUDA graphs (every v* step launched from Python): {eager:.3f} s per edit; graph speed-up "
               f"{eager / per_edit:.2f}x")
     batch = cases[: args.batch]

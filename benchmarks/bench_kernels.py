@@ -1,4 +1,4 @@
-"""The kernel choices behind models.kernels and the statistics copy-back (editing.stats), timed against the
+"""The kernel choices behind editing.accel.kernels and the statistics copy-back (editing.stats), timed against the
 defaults they replace, in the same run.
 
     python benchmarks/bench_kernels.py --device cuda            # GPT-2 XL shapes (d_model 1600, d_ff 6400)
@@ -17,8 +17,8 @@ import time
 
 import torch
 
+from goldenlayers.editing.accel.kernels import _gelu_tanh
 from goldenlayers.editing.stats import _to_host
-from goldenlayers.models.kernels import _gelu_tanh
 
 
 def timed(fn, device: str, n: int = 30) -> float:

@@ -24,6 +24,16 @@ torch.set_num_threads(2)
 NO_BOS_ARCHITECTURES = frozenset({"gpt2", "gptj", "gpt_neox", "opt"})
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need a CUDA device: skipped where torch sees none."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (marked gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tok():
     return tiny_tokenizer(add_bos=False)

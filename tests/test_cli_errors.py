@@ -70,6 +70,8 @@ CASES = [
      ["--set", "v_lrr"]),
     ("evaluate-bad-setting-value", lambda e: _evaluate(e, "--method", "r-rome", "--set", "v_lr=fast"),
      ["--set", "v_lr"]),
+    ("edit-execution-option-as-setting", lambda e: _edit(e, "--layer", "1", "--set", "cuda_graphs=false"),
+     ["--set", "cuda_graphs is no longer a method setting", "GOLDENLAYERS_ACCEL=graphs=off"]),
     ("report-overall", lambda e: ["report", e / "no-run", "--overall-weights", "bogus=1"],
      ["--overall-weights", "'bogus'", "rewrite"]),
     ("report-method", lambda e: ["report", e / "no-run", "--method", "foo"], ["--method", "'foo'"]),

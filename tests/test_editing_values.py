@@ -1,4 +1,4 @@
-"""The v* optimisation, context templates and the batch methods on tiny models (REFERENCE.md section 3)."""
+"""The v* optimisation, context templates and the batch methods on tiny models (docs/editing.md "v*")."""
 
 import os
 
@@ -10,6 +10,7 @@ from editing_helpers import affine, random_spd, setup_tiny
 
 from goldenlayers.cases import EditCase
 from goldenlayers.editing import context_templates, edit, resolve_hparams
+from goldenlayers.editing.accel import ExecOptions
 from goldenlayers.editing.keys import read_keys, template_weights
 from goldenlayers.editing.values import optimise_values
 from goldenlayers.models.kv_cache import output_cache
@@ -182,28 +183,29 @@ SUFFIX_ARCHS = ["gpt2", "gptj", "gpt_neox", "opt", "llama", "qwen2", "qwen3", "p
 
 @pytest.mark.parametrize("arch", SUFFIX_ARCHS)
 def test_suffix_replay_gives_the_full_rows_v_star(arch, monkeypatch):
-    """Steps after the first compute only the positions from the fact token on (editing.suffix): same losses and
+    """Steps after the first compute only the positions from the fact token on (editing.accel.suffix): same losses and
     v* as running the whole rows, at the MLP site and the residual site, with a case leaving the batch early and
     a preservation row; architectures with sliding-window caches (gemma2, gemma3) keep the full rows."""
-    import goldenlayers.editing.values as values_mod
+    import goldenlayers.editing.accel.runner as runner_mod
 
     built = []
 
-    class Spy(values_mod.SuffixRows):
+    class Spy(runner_mod.SuffixRows):
         def __init__(self, rows, *a):
             super().__init__(rows, *a)
             built.append((rows.input_ids.shape[1], self.rows.input_ids.shape[1]))
 
-    monkeypatch.setattr(values_mod, "SuffixRows", Spy)
+    monkeypatch.setattr(runner_mod, "SuffixRows", Spy)
     model, tok, adapter = setup_tiny(arch)
     templates = ["{}", "A long sentence of context here. {}", "Short. {}"]
     for site, layer in (("down_proj", 1), ("block", 2)):
         out = {}
         for suffix in (False, True):
-            hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=8, v_lr=0.05, suffix_replay=suffix,
+            hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=8, v_lr=0.05,
                                               preserve_prompts=["{} lives in"], early_stop_loss=0.0))
             built.clear()
-            out[suffix] = optimise_values(model, tok, adapter, CASES, templates, hp, site, layer)
+            out[suffix] = optimise_values(model, tok, adapter, CASES, templates, hp, site, layer,
+                                          ExecOptions(suffix_replay=suffix))
             assert bool(built) == (suffix and arch not in ("gemma2", "gemma3")), built
             if built:
                 full, short = built[0]
@@ -219,8 +221,8 @@ def test_suffix_replay_gives_the_full_rows_v_star(arch, monkeypatch):
 def test_suffix_rows_end_at_the_last_position_the_loss_reads():
     """A templated row's suffix runs from the fact token to the token before the target's last one; a KL row's is
     the fact token alone; a preservation row's runs to its last token."""
+    from goldenlayers.editing.accel.suffix import SuffixRows
     from goldenlayers.editing.batch import KL_ROW, PRESERVE_ROW, build_rows
-    from goldenlayers.editing.suffix import SuffixRows
 
     model, tok, _ = setup_tiny("gpt2")
     case = EditCase(case_id="c", dataset="t", subject="Anna Smith", prompt="Anna Smith plays the",
@@ -247,22 +249,22 @@ def test_suffix_replay_with_a_case_stopping_early():
     model, tok, adapter = setup_tiny("gpt2")
     out = {}
     for suffix in (False, True):
-        hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=12, v_lr=0.5, suffix_replay=suffix))
-        first = optimise_values(model, tok, adapter, CASES, ["{}", "Short. {}"], hp, "down_proj", 1)
+        hp, opts = resolve_hparams("rome", dict(FAST, v_num_grad_steps=12, v_lr=0.5)), ExecOptions(suffix_replay=suffix)
+        first = optimise_values(model, tok, adapter, CASES, ["{}", "Short. {}"], hp, "down_proj", 1, opts)
         stop = sorted(min(x) for x in first.losses)[1]  # between the cases' best losses: some stop, some not
         hp = hp.model_copy(update=dict(early_stop_loss=stop))
-        out[suffix] = optimise_values(model, tok, adapter, CASES, ["{}", "Short. {}"], hp, "down_proj", 1)
+        out[suffix] = optimise_values(model, tok, adapter, CASES, ["{}", "Short. {}"], hp, "down_proj", 1, opts)
     a, b = out[False], out[True]
     assert a.steps == b.steps and len(set(a.steps)) > 1, a.steps  # cases left the batch at different steps
     torch.testing.assert_close(b.v_star, a.v_star, rtol=1e-4, atol=1e-5 * a.v_star.abs().max().item())
 
 
 def test_suffix_replay_auto_is_on_where_matrix_work_dominates():
-    from goldenlayers.editing.hparams import EditHParams
-    from goldenlayers.editing.suffix import suffix_wanted
+    from goldenlayers.editing.accel.suffix import suffix_wanted
 
     model, _, _ = setup_tiny("gpt2")
-    assert EditHParams().suffix_replay == "auto"
+    assert ExecOptions().suffix_replay == "auto"
     assert suffix_wanted("auto", model) and suffix_wanted(True, model) and not suffix_wanted(False, model)
+    assert ExecOptions().plan(model, 20).suffix and not ExecOptions().plan(model, 1).suffix  # one forward: no use
     with pytest.raises(ValueError, match="suffix_replay"):
-        EditHParams(suffix_replay="sometimes")
+        ExecOptions(suffix_replay="sometimes")

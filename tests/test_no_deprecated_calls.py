@@ -49,10 +49,11 @@ def deprecations():
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "gemma3_text"])
 def test_an_edit_and_a_fluency_sample_call_no_deprecated_api(arch, tmp_path, monkeypatch):
     monkeypatch.setenv("GOLDENLAYERS_CACHE", str(tmp_path))  # the templates are generated, not read from disk
+    monkeypatch.setenv("GOLDENLAYERS_ACCEL", "suffix=on")  # the cache calls of the suffix replay included
     model, tok, _ = setup_tiny(arch)
     with deprecations() as found:
         r = edit(model, tok, CASE, method="r-rome", layer=1,
-                 hparams=dict(context_templates=[(4, 2)], v_num_grad_steps=3, suffix_replay=True))
+                 hparams=dict(context_templates=[(4, 2)], v_num_grad_steps=3))
         r.restore()
         sample_text(model, tok, CASE.prompt, seed=0, max_tokens=12)
     assert r.diagnostics[0].steps == 3

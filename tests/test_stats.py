@@ -302,7 +302,7 @@ def test_block_triangle_accumulation_gives_the_whole_second_moment(d):
     assert torch.equal(C, C.T)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_collected_on_a_gpu_equals_the_cpu_result(tok):
     """On a GPU, C comes back through the reused page-locked buffer (one per shape and dtype): the same matrices as
     on the CPU, on the CPU, for every layer."""

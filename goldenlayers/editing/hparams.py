@@ -32,7 +32,7 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MethodFamily = Literal["rome", "memit", "emmet"]
 
@@ -61,15 +61,8 @@ class EditHParams(BaseModel):
         so an edit spills onto them; a = 1 keeps most of C's locality gain without that (docs/editing.md).
     emmet_ridge: "batch>1" adds emmet_lambda only for batches of more than one case (the official EMMET code);
         "always" adds it for every batch (EasyEdit).
-    suffix_replay: after the first v* forward, compute only the positions from the fact token to the last one
-        the loss reads, with the earlier positions' keys and values cached (editing.suffix; same loss, other
-        rounding). "auto" (default): on a CPU, on a GPU when CUDA graphs replay the steps, and for full-float32
-        models without graphs, where it is faster; True / False force it; False runs the whole rows at every
-        step, as the reference code does.
-    cuda_graphs: replay the v* steps as one CUDA graph (editing.graphed; same loss, one launch per step instead
-        of thousands): every step on a side stream that has run an eager step before, else every step after the
-        first. "auto" (default): whenever the model lies wholly on one CUDA device and there are at least 4
-        steps; True / False force it on / off (True still needs a model on one CUDA device).
+    (suffix_replay and cuda_graphs, method settings of earlier versions, are execution options now:
+    goldenlayers.editing.accel.options; given here they are refused with a note saying so.)
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -96,8 +89,16 @@ class EditHParams(BaseModel):
     mom2_shrinkage: float = Field(0.0, ge=0)
     emmet_lambda: float = Field(0.1, ge=0)
     emmet_ridge: Literal["batch>1", "always"] = "batch>1"
-    suffix_replay: bool | Literal["auto"] = "auto"
-    cuda_graphs: bool | Literal["auto"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_execution_options(cls, data):
+        from goldenlayers.editing.accel.options import MOVED_SETTINGS, moved_setting_error
+
+        for key in MOVED_SETTINGS:
+            if isinstance(data, dict) and key in data:
+                raise ValueError(moved_setting_error(key))
+        return data
 
     @field_validator("kl_prompt")
     @classmethod

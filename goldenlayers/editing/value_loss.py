@@ -1,4 +1,4 @@
-"""The per-case v* loss (REFERENCE.md section 3, "v*"), written without host synchronisation.
+"""The per-case v* loss (the paper's section 3; docs/editing.md "v*"), written without host synchronisation.
 
     loss = mean over templates of the per-token NLL of target_new
            + kl_factor * KL at the KL prompt's fact token (`kl_direction`: KL(current || original) by default)
@@ -7,7 +7,7 @@
 (weight decay is added by the caller, editing.values). Every data-dependent index (which positions predict a
 target token, which rows are KL rows) is computed once per batch layout by `LossIndex.of`, so computing the loss
 launches only fixed-shape kernels and never waits on the GPU: the same function serves the eager steps and the
-steps captured as a CUDA graph (editing.graphed), where a host synchronisation is not allowed.
+steps captured as a CUDA graph (editing.accel.graphs), where a host synchronisation is not allowed.
 
 The loss reads the logits of few positions per row (the target predictions, the KL position), so the output
 projection is applied to those positions only (`LossIndex.read`, models.hooks.gather_positions): logits are

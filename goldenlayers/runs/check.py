@@ -79,7 +79,7 @@ def _settings(config: ExperimentConfig, model: ModelSpec, where: str, problems: 
                     msg = "unknown setting" + (f" (did you mean {near[0]!r}?)" if near else "")
                 else:
                     msg = err["msg"].removeprefix("Value error, ")
-                problems.append(f"methods[{i}].hparams.{key}: {msg} ({where})")
+                problems.append(f"methods[{i}].hparams{'.' + key if key else ''}: {msg} ({where})")
             continue
         except (KeyError, ValueError) as e:
             problems.append(f"methods[{i}]: {e.args[0] if isinstance(e, KeyError) else e} ({where})")

@@ -47,7 +47,7 @@ class FrozenPrefix:
 
     def map_output(self, fn) -> None:
         """Replace the recorded output's tensor by fn(tensor), e.g. its positions in another layout
-        (editing.suffix); nothing to do when no block is frozen."""
+        (editing.accel.suffix); nothing to do when no block is frozen."""
         if self.output is not None:
             self.output = replace_first(self.output, fn(first_tensor(self.output)))
 

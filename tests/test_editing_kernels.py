@@ -1,4 +1,4 @@
-"""Faster kernels for the editing forwards (models.kernels): the same function, swapped in and removed again."""
+"""Faster kernels for the editing forwards (editing.accel.kernels): the same function, swapped in and removed again."""
 
 import os
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from editing_helpers import setup_tiny
 
-import goldenlayers.models.kernels as kernels
-from goldenlayers.models.kernels import editing_kernels, fused_activations, split_bias
+import goldenlayers.editing.accel.kernels as kernels
+from goldenlayers.editing.accel.kernels import editing_kernels, fused_activations, split_bias
 
 
 def _swapped_forwards(model):
@@ -84,7 +84,7 @@ def test_split_bias_products_equal_the_fused_ones(arch, monkeypatch):
     assert p.dtype == torch.float64 and not _swapped_forwards(model)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_split_bias_on_a_cuda_device_gives_the_same_logits():
     model, tok, _ = setup_tiny("gpt2")
     model.cuda()

@@ -1,5 +1,5 @@
 """Suffix replay: after the first v* forward, compute only the positions from the fact token on (a speed-up of
-the v* optimisation, REFERENCE.md section 3 "v*"; same loss, same optimum).
+the v* optimisation, docs/editing.md "v*"; same loss, same optimum).
 
 The v* delta enters at the fact token of every row, and attention is causal, so the positions before the fact
 token compute the same thing at every optimisation step, in every layer. The first forward of
@@ -16,8 +16,15 @@ tokens whose fact token is ~7 tokens from the end this cuts the matrix work of e
 
 Used when the first forward's cache is a plain `DynamicCache` of full-attention layers (every causal LM the
 adapters cover except those with sliding-window layers, e.g. Gemma 2/3, which keep the full forward), and by
-default ("auto", `suffix_wanted`) where the matrix work dominates a step (CPUs, GPUs with CUDA graphs); `EditHParams.suffix_replay` True/False
-forces it on/off.
+default ("auto", `suffix_wanted`) where the matrix work dominates a step (CPUs, GPUs with CUDA graphs);
+`ExecOptions.suffix_replay` True/False forces it on/off.
+
+One transformers internal is used, in `_cache_holding` only: a later step's cache is a `DynamicCache` whose layers
+are given the recorded keys and values as they are (`DynamicLayer.lazy_initialization`, then its `keys` and
+`values` attributes). The public ways to fill a cache (`DynamicCache(ddp_cache_data=...)`, `cache.update`)
+concatenate onto an empty tensor, i.e. copy every layer's keys and values at every step. Everything else reads
+the public `DynamicCache.layers` and the layers' `keys` / `values`. `suffix_cache_supported` checks that the
+layer API is there (transformers 5.x) and turns the replay off otherwise.
 """
 
 from __future__ import annotations
@@ -29,8 +36,8 @@ from goldenlayers.models.kv_cache import cache_kwargs
 
 
 def suffix_wanted(setting: bool | str, model, graphs: bool = False) -> bool:
-    """`EditHParams.suffix_replay` resolved for `model`: "auto" uses it where the matrix work dominates a v* step:
-    on a CPU, on a GPU when the steps are replayed as a CUDA graph (`graphs`, editing.graphed), and for float32
+    """`ExecOptions.suffix_replay` resolved for `model`: "auto" uses it where the matrix work dominates a v* step:
+    on a CPU, on a GPU when the steps are replayed as a CUDA graph (`graphs`, editing.accel.graphs), and for float32
     models with full-float32 matmuls; not for bfloat16/float16 models or TF32 matmuls on a GPU without graphs,
     where the extra cache and mask kernels' launches cost more than the smaller products save
     (docs/benchmarks.md)."""
@@ -97,15 +104,22 @@ class SuffixRows:
         `self.rows.index(row_idx)` gives them), with a new cache object.
         While every row is in the batch the cached tensors are used as they are (the forward appends the suffix
         to a new tensor, so they stay as recorded); once cases have left, their rows are dropped. Never waits on
-        the GPU (editing.graphed records it)."""
-        from transformers.cache_utils import DynamicCache
-
+        the GPU (a CUDA graph records it, editing.accel.graphs)."""
         every = len(row_idx) == self.n_rows  # row_idx is ascending, so this is arange(n_rows)
         pick = (lambda x: x) if every else (lambda x: x[row_idx.to(x.device)])
-        cache = DynamicCache(ddp_cache_data=[(None, None)] * len(self.kv))  # empty full-attention layers
-        for layer, (k, v) in zip(cache.layers, self.kv, strict=True):
-            k, v = pick(k), pick(v)
-            layer.lazy_initialization(k, v)
-            layer.keys, layer.values = k, v
+        cache = _cache_holding([(pick(k), pick(v)) for k, v in self.kv])
         return dict(input_ids=rows.input_ids, attention_mask=pick(self.mask), position_ids=pick(self.index),
                     use_cache=True, **cache_kwargs(model, cache))
+
+
+def _cache_holding(kv: list[tuple[torch.Tensor, torch.Tensor]]):
+    """A DynamicCache of full-attention layers holding the tensors `kv` (one (keys, values) pair per layer) as they
+    are, without a copy (the one transformers internal of this package: see the module docstring). The forward
+    appends the new positions into new tensors, so the given ones stay as they are."""
+    from transformers.cache_utils import DynamicCache
+
+    cache = DynamicCache(ddp_cache_data=[(None, None)] * len(kv))  # empty full-attention layers
+    for layer, (k, v) in zip(cache.layers, kv, strict=True):
+        layer.lazy_initialization(k, v)
+        layer.keys, layer.values = k, v
+    return cache

@@ -1,5 +1,5 @@
 """Faster kernels for the editing forwards, computing the same function (a speed-up of the v* optimisation,
-REFERENCE.md section 3 "v*"). `editing_kernels(model)` applies both swaps below for the duration of a block, as
+docs/editing.md "v*"). `editing_kernels(model)` applies both swaps below for the duration of a block, as
 instance `forward` attributes removed on exit, so hooks and the model's own code run unchanged.
 
 One-kernel tanh-GELU. GPT-2's `gelu_new` (transformers' `NewGELUActivation`, also used by GPT-J, GPT-Neo,
