@@ -51,8 +51,8 @@ def test_restore_is_bitwise_and_sequential_edits_undo_in_lifo_order(gpt2):
     adapter = get_adapter(model)
     # the second edit stacks on the first: W2 = W1 + dW_b (up to float32 rounding), W1 = W0 + dW_a
     W = adapter.weight(model, 1).double()
-    torch.testing.assert_close(W, s0["transformer.h.1.mlp.c_proj.weight"].T.double() + ra.delta.updates[1]
-                               + rb.delta.updates[1], rtol=0, atol=1e-6)
+    torch.testing.assert_close(W, s0["transformer.h.1.mlp.c_proj.weight"].T.double() + ra.delta.change(1)
+                               + rb.delta.change(1), rtol=0, atol=1e-6)
     assert active_deltas(model) == [ra.delta, rb.delta]
     with pytest.raises(EditOrderError, match="later edits first"):
         ra.restore()
@@ -74,7 +74,7 @@ def test_sequential_mode_edits_in_turn_and_restores_exactly(gpt2):
     assert _same(model, s0)
     res = edit(model, tok, [A, B], method="r-rome", layer=2, hparams=FAST, sequential=True)
     assert [d.case_id for d in res.diagnostics] == ["a", "b"]
-    assert torch.linalg.matrix_rank(res.delta.updates[2]).item() == 2  # two rank-one updates accumulated
+    assert torch.linalg.matrix_rank(res.delta.change(2)).item() == 2  # two rank-one updates accumulated
     res.restore()
     assert _same(model, s0)
 
@@ -84,7 +84,7 @@ def test_edit_each_yields_applied_edits_and_demands_restores(gpt2):
     s0 = _snapshot(model)
     gen = edit_each(model, tok, [A, B], method="r-rome", layer=1, hparams=FAST)
     first = next(gen)
-    assert not first.restored and first.delta.updates[1].norm() > 0
+    assert not first.restored and first.delta.change(1).norm() > 0
     first.restore()
     second = next(gen)
     assert second.diagnostics[0].case_id == "b"

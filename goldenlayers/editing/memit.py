@@ -20,6 +20,7 @@ import torch
 
 from goldenlayers.cases import EditCase
 from goldenlayers.editing.delta import WeightDelta
+from goldenlayers.editing.hparams import MemitSettings
 from goldenlayers.editing.keys import read_keys, template_weights
 from goldenlayers.editing.registry import EditContext, EditMethod
 from goldenlayers.editing.solve import KeyCov, memit_update
@@ -52,4 +53,5 @@ def apply_memit(ctx: EditContext, cases: list[EditCase], targets: ValueTargets, 
 MEMIT = EditMethod(
     name="memit", family="memit", site="block", batch=True, multi_layer=True, apply=apply_memit,
     summary="batch least-squares update spread over a layer range (w C + K K^T)",
+    settings=MemitSettings,
 )
