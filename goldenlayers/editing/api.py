@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from goldenlayers.cases import EditCase, case_error_from
+from goldenlayers.editing.alphaedit import ALPHAEDIT
 from goldenlayers.editing.batch import build_rows
 from goldenlayers.editing.delta import EditOrderError, WeightDelta
 from goldenlayers.editing.emmet import EMMET
@@ -33,7 +34,7 @@ from goldenlayers.models.adapters import ArchAdapter, get_adapter
 from goldenlayers.models.loader import model_device
 from goldenlayers.text import model_max_length
 
-for _m in (ROME, R_ROME, EMMET, MEMIT):
+for _m in (ROME, R_ROME, EMMET, MEMIT, ALPHAEDIT):
     register_method(_m)
 
 

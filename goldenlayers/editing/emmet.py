@@ -26,7 +26,7 @@ def ridge_for(hp: EmmetSettings, n_cases: int) -> float:
 
 def apply_emmet(ctx: EditContext, cases: list[EditCase], targets: ValueTargets, delta: WeightDelta) -> float:
     w, ridge = ctx.hp.mom2_update_weight, ridge_for(ctx.hp, len(cases))
-    return spread(ctx, cases, targets, delta, lambda K, R, cov: emmet_update(K, R, cov, w, ridge))
+    return spread(ctx, cases, targets, delta, lambda K, R, cov, _layer: emmet_update(K, R, cov, w, ridge))
 
 
 EMMET = EditMethod(
