@@ -79,6 +79,7 @@ def test_sequential_state_keeps_earlier_edits_and_restores_bitwise():
     k_b = read_keys(model, tok, adapter, [B], ["{}"], [layer]).k_star[layer]
     torch.testing.assert_close(rb.state.edited[layer], k_a.T @ k_a + k_b.T @ k_b, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(ra.state.edited[layer], k_a.T @ k_a, rtol=0, atol=0)  # continued on a copy
+    assert rb.state.projections[layer][2] is ra.state.projections[layer][2]  # P of the same C: computed once
     rb.restore()
     fresh = edit(model, tok, B, method="alphaedit", layers=[layer], stats=C, hparams=hp)
     without_state = fresh.delta.change(layer) @ k_a[0]

@@ -248,7 +248,7 @@ def test_presets_are_chosen_by_rule_or_exact_name_and_settings_are_per_method(ca
     assert preset_for_model(name="/models/gpt2-xl") == "gpt2-xl"  # a path's last part, exactly
     with caplog.at_level(logging.INFO, logger="goldenlayers.editing"):
         small = resolve_settings(None, "rome", overrides={"v_lr": 0.2}, name="default-gpt2")
-    assert "editing preset default-small: the model name 'default-gpt2' is listed for it (by name)" in caplog.text
+    assert "editing preset default-small: by name: 'default-gpt2' is listed for it" in caplog.text
     assert type(small) is RomeSettings and small.v_lr == 0.2 and not hasattr(small, "mom2_update_weight")
     with pytest.raises(ValueError, match="mom2_update_weight"):
         resolve_settings(None, "r-rome", "generic", {"mom2_update_weight": 1.0})

@@ -143,3 +143,15 @@ def test_a_named_preset_gives_its_settings_with_the_overrides():
     assert plain == RomeSettings(**{**PRESETS["default-small"]["rome"], "template_seed": 7})
     # the quality preset needs key statistics, so its jobs collect C; default-small's rome does not
     assert hp.mom2_adjustment and not plain.mom2_adjustment
+
+
+def test_run_set_goes_to_the_methods_whose_settings_have_the_key():
+    """`run --set`: a setting of one method's class only (MEMIT/EMMET's w) goes to the methods that have it; a key
+    no configured method has is an error naming it, with the closest setting."""
+    from goldenlayers.cli.run import with_overrides
+
+    cfg = validate_config(dict(BASE, methods=[dict(name="r-rome"), dict(name="emmet")]))
+    new = with_overrides(cfg, "t.yaml", None, ["mom2_update_weight=3", "v_lr=0.2"], None)
+    assert [dict(m.hparams) for m in new.methods] == [{"v_lr": 0.2}, {"mom2_update_weight": 3, "v_lr": 0.2}]
+    with pytest.raises(ConfigError, match=r"--set v_lrr: no configured method has this setting \(did you mean 'v_lr'"):
+        with_overrides(cfg, "t.yaml", None, ["v_lrr=1"], None)

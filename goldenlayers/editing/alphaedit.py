@@ -47,8 +47,8 @@ class AlphaEditSettings(EditHParams):
 @dataclass
 class AlphaEditState:
     """What a sequence of AlphaEdit edits remembers. edited: {layer: S = sum of K^T K (d_ff, d_ff) float64 of
-    the keys edited so far}; projections: {layer: (C, threshold, P)}, the projection computed from that C
-    (shared between copies: it never changes)."""
+    the keys edited so far}; projections: {layer: (C, threshold, P)}, the projection computed from that C, reused
+    while C and the threshold are the same (shared between copies: it never changes)."""
 
     edited: dict[int, torch.Tensor] = field(default_factory=dict)
     projections: dict[int, tuple[torch.Tensor, float, torch.Tensor]] = field(default_factory=dict)
@@ -82,7 +82,7 @@ def _projection(state: AlphaEditState, cov: KeyCov, layer: int, threshold: float
     if cov.matrix is None:
         raise ValueError(f"AlphaEdit needs key statistics C of layer {layer} (its null space): pass stats=")
     cached = state.projections.get(layer)
-    if cached is not None and cached[0] is cov.matrix and cached[1] == threshold:
+    if cached is not None and cached[1] == threshold and (cached[0] is cov.matrix or torch.equal(cached[0], cov.matrix)):
         return cached[2]
     P = null_space_projection(cov.matrix, threshold)
     if not P.abs().sum() > 0:

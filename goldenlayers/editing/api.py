@@ -115,7 +115,8 @@ def _layers(model, adapter: ArchAdapter, method: EditMethod, hp: EditHParams, la
     return chosen
 
 
-def _covariances(model, adapter: ArchAdapter, layers: list[int], hp: EditHParams, stats) -> dict[int, KeyCov]:
+def _covariances(model, adapter: ArchAdapter, layers: list[int], hp: EditHParams, stats, keep: bool = False
+                 ) -> dict[int, KeyCov]:
     d_ff = adapter.d_ff(model)
     if stats is None:
         if hp.mom2_adjustment:
@@ -130,7 +131,7 @@ def _covariances(model, adapter: ArchAdapter, layers: list[int], hp: EditHParams
     if missing:
         raise KeyError(f"stats have no key statistics for layer(s) {missing}; they cover {sorted(stats)}")
     return {lay: KeyCov.from_matrix(stats[lay], lay, d_ff, adapter.weight(model, lay).device,
-                                    shrinkage=hp.mom2_shrinkage) for lay in layers}
+                                    shrinkage=hp.mom2_shrinkage, keep=keep) for lay in layers}
 
 
 def _sync(model: nn.Module) -> float:
@@ -151,7 +152,7 @@ def _prepare(model, tok, cases, method, layer, layers, hparams, stats, adapter, 
     if m.needs_stats and not hp.mom2_adjustment:
         raise ValueError(f"{m.name} needs key statistics C (its update is built from them): set mom2_adjustment=True")
     chosen = _layers(model, adapter, m, hp, layer, layers)
-    covs = _covariances(model, adapter, chosen, hp, stats)
+    covs = _covariances(model, adapter, chosen, hp, stats, keep=m.needs_stats)  # C itself for methods built on it
     if state is not None and m.new_state is None:
         raise ValueError(f"{m.name} keeps no state between edits; state= is for sequential methods")
     state = (state.copy() if state is not None else m.new_state()) if m.new_state is not None else None

@@ -1,7 +1,8 @@
 """Editing settings (REFERENCE.md section 3, "Typical settings") and the presets that hold the reference values.
 
-`EditHParams` is one typed settings object for all four methods (extra keys are errors). Presets are keyed by a
-model family and a method family ("rome" for ROME/R-ROME, "memit", "emmet"):
+`EditHParams` holds the settings every method shares; each method has its own subclass with its own fields
+(`EditMethod.settings`; extra keys are errors). Presets are keyed by a model family and a method family ("rome"
+for ROME/R-ROME, "memit" for MEMIT and AlphaEdit, "emmet"):
 
 - gpt2-xl: the ROME/MEMIT papers' and EasyEdit's GPT-2 XL values (layer 17, 20 steps, lr 0.5, weight decay 0.5,
   clamp 4, KL 0.0625; MEMIT layers 13-17, clamp 0.75, w 20000; EMMET clamp 0.75, w 1000 as the official code).
@@ -320,7 +321,7 @@ def preset_choice(model=None, name: str | None = None) -> PresetChoice:
     for cand in (name or "", str(getattr(cfg, "_name_or_path", "") or "")):
         known = _known_name(cand) if cand else None
         if known is not None:
-            return PresetChoice(KNOWN_NAMES[known], f"the model name {cand!r} is listed for it (by name)")
+            return PresetChoice(KNOWN_NAMES[known], f"by name: {cand!r} is listed for it")
     if model_type is not None:
         return PresetChoice("generic", f"no preset for {shape}")
     return PresetChoice("generic", "no known name and no model config to choose by")

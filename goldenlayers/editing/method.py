@@ -48,7 +48,8 @@ class EditMethod:
     """name: registry key. family: which preset entry its values come from (values the settings class has no
     field for are left out). settings: its settings class. site: where v* is optimised (at the last layer of
     `layers`). weight_site: the weights it changes (an adapter site). batch: edits several cases in one update.
-    multi_layer: accepts a range of layers. needs_stats: refuses C = I (its update is meaningless without C).
+    multi_layer: accepts a range of layers. needs_stats: refuses C = I (its update is built from C itself, which
+    its context then holds as `KeyCov.matrix`).
     new_state: () -> a fresh sequential state with a `copy()` method, or None for a stateless method.
     apply(ctx, cases, targets, delta) -> Frobenius norm of the update it made."""
 

@@ -60,8 +60,8 @@ def check_key_cov(C: torch.Tensor, layer: int, d_ff: int | None = None, max_cond
 
 class KeyCov:
     """C = E[k k^T] of one layer's keys (d_ff x d_ff) as a float64 Cholesky factor, or the identity (C = I).
-    matrix: C itself as given (before shrinkage; None for the identity), for methods that need more than C^-1
-    (AlphaEdit's null space)."""
+    matrix: C itself (before shrinkage; None for the identity, and unless asked for), for methods that need more
+    than C^-1 (AlphaEdit's null space)."""
 
     def __init__(self, d_ff: int, chol: torch.Tensor | None = None, label: str = "identity",
                  matrix: torch.Tensor | None = None):
@@ -73,9 +73,10 @@ class KeyCov:
 
     @classmethod
     def from_matrix(cls, C: torch.Tensor, layer: int, d_ff: int, device=None, max_cond: float = MAX_COND,
-                    shrinkage: float = 0.0) -> KeyCov:
+                    shrinkage: float = 0.0, keep: bool = False) -> KeyCov:
         """Validate (`check_key_cov`) and factorise C + shrinkage * mean(diag C) * I (shrinkage 0: C as given;
-        larger values move C^-1 k towards the identity's k, `mom2_shrinkage`)."""
+        larger values move C^-1 k towards the identity's k, `mom2_shrinkage`). keep: also keep C (float64,
+        unshrunk) as `matrix`, for a method that needs C itself (another d_ff x d_ff matrix in memory)."""
         check_key_cov(C, layer, d_ff, max_cond, exact=False)
         C = C.to(device=device, dtype=torch.float64)
         C = (C + C.T) / 2
@@ -84,7 +85,7 @@ class KeyCov:
         chol, info = torch.linalg.cholesky_ex(shrunk)
         if int(info) != 0:
             raise _unusable(layer, d_ff, "no Cholesky factor")
-        return cls(d_ff, chol, label="stats", matrix=C)
+        return cls(d_ff, chol, label="stats", matrix=C if keep else None)
 
     def solve(self, K: torch.Tensor) -> torch.Tensor:
         """C^-1 K^T for keys K (n, d_ff) -> (d_ff, n) float64."""

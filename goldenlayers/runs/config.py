@@ -27,7 +27,7 @@ from goldenlayers.runs.schema import METRICS, STORED_METRICS
 
 DATASETS = ("zsre", "wikibio", "wiki_counterfact", "wiki_recent", "counterfact", "world", "realfacts")
 DATASETS += ("zsre_mend", "zsre_mend_rome", "known", "known_counterfact")  # other published formats (docs/parity.md)
-METHODS = ("r-rome", "emmet", "rome", "memit")  # the paper's order
+METHODS = ("r-rome", "emmet", "rome", "memit", "alphaedit")  # the paper's order, then AlphaEdit
 
 
 class _Strict(BaseModel):
