@@ -50,7 +50,7 @@ def main() -> None:
     stats = None
     if hp.mom2_adjustment:
         stats = key_stats(lm.model, lm.tokenizer, lm.adapter, [a.layer],
-                          StatsSettings(source=f"world:{resolve_model_path(a.model)}", max_tokens=100_000),
+                          StatsSettings(source=f"world:{resolve_model_path(a.model)}", tokens=100_000),
                           name=a.model, progress=False)
 
     def editor(model, tok, case, layer):

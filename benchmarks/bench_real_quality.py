@@ -148,7 +148,7 @@ def main() -> None:
             if stats is None:
                 t0 = time.perf_counter()
                 stats = key_stats(lm.model, lm.tokenizer, lm.adapter, layers,
-                                  StatsSettings(source=a.stats, max_tokens=a.stats_tokens), name=lm.name,
+                                  StatsSettings(source=a.stats, tokens=a.stats_tokens), name=lm.name,
                                   progress=False)
                 print(f"key statistics of layers {layers} from {a.stats} ({a.stats_tokens} tokens) in "
                       f"{time.perf_counter() - t0:.1f} s", flush=True)

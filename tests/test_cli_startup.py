@@ -30,7 +30,7 @@ def test_ls_lists_presets_and_their_methods(tmp_path):
     res = invoke(["ls"], env={"GOLDENLAYERS_CACHE": str(tmp_path)})
     assert res.exit_code == 0, res.output
     presets = next(line for line in res.output.splitlines() if line.startswith("presets:"))
-    assert "default-gpt2-quality (r-rome/rome)" in presets and "generic (emmet/memit/r-rome/rome)" in presets
-    assert "methods: emmet, memit, r-rome, rome" in flat(res)
+    assert "default-gpt2-quality (r-rome/rome)" in presets and "generic (alphaedit/emmet/memit/r-rome/rome)" in presets
+    assert "methods: alphaedit, emmet, memit, r-rome, rome" in flat(res)
     again = invoke(["ls"], env={"GOLDENLAYERS_CACHE": str(tmp_path)})
     assert again.output == res.output  # from the cache: the same listing

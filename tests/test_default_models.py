@@ -71,16 +71,15 @@ def test_quality_presets_meet_the_editing_targets(name, tmp_path, one_thread):
     on 50 world edits (seed 1) with its `<model>-quality` preset: C from the world's held-out corpus shrunk towards
     the identity, up to 1000 v* steps (docs/editing.md; measured 0.96 / 0.957 on default-gpt2 in ~50 s and
     0.96 / 0.96 on default-llama in ~110 s, one thread)."""
-    from goldenlayers.editing import edit, resolve_hparams
-    from goldenlayers.editing.stats import StatsCache, StatsSettings, key_stats
+    from goldenlayers.editing import edit, resolve_settings
+    from goldenlayers.editing.stats import StatsCache, StatsSettings, resolve_key_stats
     from goldenlayers.evaluation import evaluate
 
     lm = load_model(name, device="cpu")
     world = World.load(DEFAULT_MODELS_DIR / name / "world.json")
-    hp = resolve_hparams("rome", preset=f"{name}-quality")
-    stats = key_stats(lm.model, lm.tokenizer, lm.adapter, [2],
-                      StatsSettings(source=f"world:{DEFAULT_MODELS_DIR / name}", max_tokens=100_000),
-                      cache=StatsCache(tmp_path), name=name, progress=False)
+    hp = resolve_settings(lm.model, "r-rome", f"{name}-quality", name=name)
+    stats = resolve_key_stats(lm.model, lm.tokenizer, lm.adapter, hp, StatsSettings(tokens=100_000), [2],
+                              model_source=name, cache=StatsCache(tmp_path), name=name, progress=False, lazy=False)
     result = evaluate(lm.model, lm.tokenizer, world.edit_cases(50, seed=1), layer=2, fluency=False,
                       editor=lambda m, t, c, lay: edit(m, t, c, method="r-rome", layer=lay, hparams=hp, stats=stats),
                       progress=False, metrics=("rewrite", "rephrase", "locality"))

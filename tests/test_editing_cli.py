@@ -81,4 +81,4 @@ def test_cli_edit_with_statistics_collects_c_once_from_the_world_or_asks_for_a_s
 def test_ls_lists_the_methods():
     res = CliRunner().invoke(app, ["ls"], terminal_width=200)
     assert res.exit_code == 0
-    assert "methods: emmet, memit, r-rome, rome" in flat(res)
+    assert "methods: alphaedit, emmet, memit, r-rome, rome" in flat(res)

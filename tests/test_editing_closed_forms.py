@@ -16,8 +16,7 @@ from goldenlayers.editing.keys import read_keys
 from goldenlayers.editing.solve import emmet_update, memit_update, rank_one_update
 from goldenlayers.models.tiny import TINY_ARCHITECTURES
 
-FAST = dict(context_templates=[(4, 2)], v_num_grad_steps=4, v_weight_decay=0.0, clamp_norm_factor=100.0,
-            mom2_update_weight=2.0)
+FAST = dict(context_templates=[(4, 2)], v_num_grad_steps=4, v_weight_decay=0.0, clamp_norm_factor=100.0)
 CASE = EditCase(case_id="c0", dataset="t", subject="Tom Baker", prompt="The lawyer is Tom Baker", target_new="Paris")
 
 

@@ -51,8 +51,8 @@ def test_restore_is_bitwise_and_sequential_edits_undo_in_lifo_order(gpt2):
     adapter = get_adapter(model)
     # the second edit stacks on the first: W2 = W1 + dW_b (up to float32 rounding), W1 = W0 + dW_a
     W = adapter.weight(model, 1).double()
-    torch.testing.assert_close(W, s0["transformer.h.1.mlp.c_proj.weight"].T.double() + ra.delta.updates[1]
-                               + rb.delta.updates[1], rtol=0, atol=1e-6)
+    torch.testing.assert_close(W, s0["transformer.h.1.mlp.c_proj.weight"].T.double() + ra.delta.change(1)
+                               + rb.delta.change(1), rtol=0, atol=1e-6)
     assert active_deltas(model) == [ra.delta, rb.delta]
     with pytest.raises(EditOrderError, match="later edits first"):
         ra.restore()
@@ -74,7 +74,7 @@ def test_sequential_mode_edits_in_turn_and_restores_exactly(gpt2):
     assert _same(model, s0)
     res = edit(model, tok, [A, B], method="r-rome", layer=2, hparams=FAST, sequential=True)
     assert [d.case_id for d in res.diagnostics] == ["a", "b"]
-    assert torch.linalg.matrix_rank(res.delta.updates[2]).item() == 2  # two rank-one updates accumulated
+    assert torch.linalg.matrix_rank(res.delta.change(2)).item() == 2  # two rank-one updates accumulated
     res.restore()
     assert _same(model, s0)
 
@@ -84,7 +84,7 @@ def test_edit_each_yields_applied_edits_and_demands_restores(gpt2):
     s0 = _snapshot(model)
     gen = edit_each(model, tok, [A, B], method="r-rome", layer=1, hparams=FAST)
     first = next(gen)
-    assert not first.restored and first.delta.updates[1].norm() > 0
+    assert not first.restored and first.delta.change(1).norm() > 0
     first.restore()
     second = next(gen)
     assert second.diagnostics[0].case_id == "b"
@@ -192,3 +192,69 @@ def test_settings_presets_and_validation():
     with pytest.raises(KeyError, match="preset 'default-gpt2-quality' has no settings for memit"):
         resolve_hparams("memit", preset="default-gpt2-quality")
     assert get_method("R_ROME").name == "r-rome" and isinstance(WeightDelta, type)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_deltas_are_keyed_by_layer_and_site_and_restore_bitwise(arch):
+    """The adapter declares the sites ("mlp_out", "attn_out"); a delta on both sites of a layer changes each weight
+    by its own dW in (d_out, d_in) orientation (GPT-2's Conv1D stores it transposed) and restores both bitwise."""
+    from goldenlayers.models.adapters import ATTN_OUT, MLP_OUT
+
+    model = tiny_model(arch, seed=3)
+    adapter = get_adapter(model)
+    assert adapter.sites == (MLP_OUT, ATTN_OUT)
+    before = {s: adapter.site_param(model, 1, s).detach().clone() for s in adapter.sites}
+    W_attn = adapter.site_weight(model, 1, ATTN_OUT).detach().double().clone()
+    g = torch.Generator().manual_seed(0)
+    d_attn = torch.randn(*W_attn.shape, generator=g, dtype=torch.float64) * 1e-2
+    delta = WeightDelta(model, adapter, label="sites")
+    delta.apply(1, d_attn, site=ATTN_OUT)
+    delta.apply(1, torch.ones(*adapter.weight(model, 1).shape, dtype=torch.float64) * 1e-3)
+    assert delta.keys == [(1, ATTN_OUT), (1, MLP_OUT)] and delta.layers == [1]
+    torch.testing.assert_close(adapter.site_weight(model, 1, ATTN_OUT).double(), W_attn + d_attn, rtol=0, atol=1e-6)
+    assert delta.norm(1, ATTN_OUT) == pytest.approx(float(d_attn.norm())) and delta.norm() > delta.norm(1, ATTN_OUT)
+    with pytest.raises(ValueError, match=r"layer 1 \(attn_out\) has shape"):
+        delta.apply(1, d_attn[:, 1:], site=ATTN_OUT)
+    with pytest.raises(KeyError, match="no edit site 'mlp_in'"):
+        delta.apply(1, d_attn, site="mlp_in")
+    delta.restore()
+    assert all(torch.equal(adapter.site_param(model, 1, s), before[s]) for s in adapter.sites)
+
+
+def test_presets_are_chosen_by_rule_or_exact_name_and_settings_are_per_method(caplog):
+    """The paper's models by their exact shape, small real models by architecture and size, the embedded defaults
+    and hub names by exact name (logged as such); no substring match. Each method gets its own settings class."""
+    import logging
+    from types import SimpleNamespace
+
+    from goldenlayers.editing.alphaedit import AlphaEditSettings
+    from goldenlayers.editing.hparams import (
+        EmmetSettings,
+        MemitSettings,
+        RomeSettings,
+        preset_choice,
+        resolve_settings,
+    )
+
+    def fake(model_type, d, layers, ff):
+        return SimpleNamespace(config=SimpleNamespace(model_type=model_type, hidden_size=d, num_hidden_layers=layers,
+                                                      intermediate_size=ff, _name_or_path="/models/x"))
+
+    choice = preset_choice(fake("llama", 4096, 32, 11008))
+    assert choice.preset == "llama-2-7b" and "shape" in choice.reason
+    assert preset_choice(fake("llama", 4096, 32, 14336)).preset == "generic"  # Llama-3-8B's shape is not LLaMA-2's
+    assert preset_choice(fake("llama", 576, 30, 1536)).preset == "llama-small"
+    assert preset_for_model(name="my-gpt2-xl-finetune") == "generic"  # no substring match
+    assert preset_for_model(name="/models/gpt2-xl") == "gpt2-xl"  # a path's last part, exactly
+    with caplog.at_level(logging.INFO, logger="goldenlayers.editing"):
+        small = resolve_settings(None, "rome", overrides={"v_lr": 0.2}, name="default-gpt2")
+    assert "editing preset default-small: by name: 'default-gpt2' is listed for it" in caplog.text
+    assert type(small) is RomeSettings and small.v_lr == 0.2 and not hasattr(small, "mom2_update_weight")
+    with pytest.raises(ValueError, match="mom2_update_weight"):
+        resolve_settings(None, "r-rome", "generic", {"mom2_update_weight": 1.0})
+    assert type(resolve_settings(None, "memit", "generic")) is MemitSettings
+    emmet = resolve_settings(None, "emmet", "gpt2-xl", {"emmet_lambda": 0.3})
+    assert type(emmet) is EmmetSettings and (emmet.mom2_update_weight, emmet.emmet_lambda) == (1000.0, 0.3)
+    alpha = resolve_settings(None, "alphaedit", "gpt2-xl")  # MEMIT's preset entry, without MEMIT's w
+    assert type(alpha) is AlphaEditSettings and alpha.layers == [13, 14, 15, 16, 17] and alpha.mom2_adjustment
+    assert resolve_settings(None, "rome", "generic", small) is small  # typed settings pass through once resolved

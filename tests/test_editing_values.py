@@ -17,8 +17,8 @@ from goldenlayers.models.kv_cache import output_cache
 from goldenlayers.models.tiny import tiny_model
 from goldenlayers.text import encode_answers
 
-FAST = dict(context_templates=[(4, 2)], v_num_grad_steps=4, v_weight_decay=0.0, clamp_norm_factor=100.0,
-            mom2_update_weight=2.0)
+FAST = dict(context_templates=[(4, 2)], v_num_grad_steps=4, v_weight_decay=0.0, clamp_norm_factor=100.0)
+W2 = dict(FAST, mom2_update_weight=2.0)  # MEMIT's and EMMET's w
 CASES = [
     EditCase(case_id="c0", dataset="t", subject="Tom Baker", prompt="The lawyer is Tom Baker", target_new="Paris"),
     EditCase(case_id="c1", dataset="t", subject="Anna Smith", prompt="Anna Smith plays the", target_new="violin"),
@@ -157,21 +157,21 @@ def test_v_star_edit_raises_the_target_probability():
 def test_memit_and_emmet_edits_solve_their_equations_on_a_model(arch):
     model, tok, adapter = setup_tiny(arch)
     C = {lay: random_spd(adapter.d_ff(model), seed=lay) for lay in (1, 2)}
-    hp = resolve_hparams("memit", FAST)
+    hp = resolve_hparams("memit", W2)
     templates = context_templates(model, tok, hp.context_templates)
     weights = template_weights(hp.context_templates, hp.key_averaging)  # the preset's (MEMIT's grouped) k*
     keys = read_keys(model, tok, adapter, CASES, templates, [1], block_out_layer=2, weights=weights)
     K = keys.k_star[1]
-    res = edit(model, tok, CASES, method="memit", layers=[1, 2], hparams=FAST, stats=C)
+    res = edit(model, tok, CASES, method="memit", layers=[1, 2], hparams=W2, stats=C)
     R = (torch.stack([d.v_star for d in res.diagnostics]).double() - keys.block_out) / 2  # half the residual at layer 1
-    dw = res.delta.updates[1]
+    dw = res.delta.change(1)
     torch.testing.assert_close(dw @ (2.0 * C[1] + K.T @ K), R.T @ K, rtol=1e-6, atol=1e-8)
-    assert res.delta.updates[2].norm() > 0
+    assert res.delta.change(2).norm() > 0
     res.restore()
     keys = read_keys(model, tok, adapter, CASES[:2], templates, [2], block_out_layer=2, weights=weights)
-    res = edit(model, tok, CASES[:2], method="emmet", layers=[2], hparams=dict(FAST, emmet_lambda=0.0), stats=C)
+    res = edit(model, tok, CASES[:2], method="emmet", layers=[2], hparams=dict(W2, emmet_lambda=0.0), stats=C)
     W1, b = affine(adapter, model, 2)
-    W0 = W1 - res.delta.updates[2]
+    W0 = W1 - res.delta.change(2)
     z = torch.stack([d.v_star for d in res.diagnostics]).double()
     # equality constraints: each edited key now maps to its old value plus its residual z* - z
     torch.testing.assert_close((W1 - W0) @ keys.k_star[2].T, (z - keys.block_out).T, rtol=1e-6, atol=1e-7)

@@ -20,7 +20,8 @@ from goldenlayers.models.adapters import get_adapter
 
 CASE = EditCase(case_id="c0", dataset="t", subject="Tom Baker", prompt="The lawyer is Tom Baker", target_new="Paris")
 FAST = dict(context_templates=[(4, 3)], v_num_grad_steps=3, v_weight_decay=0.0, clamp_norm_factor=100.0,
-            mom2_update_weight=2.0, kl_factor=0.0)
+            kl_factor=0.0)
+W2 = dict(FAST, mom2_update_weight=2.0)  # MEMIT's and EMMET's w
 
 
 def _key_at_fact(model, tok, adapter, layer: int, text: str, subject: str) -> torch.Tensor:
@@ -93,7 +94,7 @@ def test_memit_and_emmet_updates_use_the_grouped_key(method):
     for averaging, k in (("grouped", (ks[0] + ks[1:].mean(0)) / 2), ("per_template", ks.mean(0))):
         W0, _ = affine(adapter, model, layer)
         res = edit(model, tok, CASE, method=method, layers=[layer],
-                   hparams=dict(FAST, key_averaging=averaging, emmet_lambda=0.0))
+                   hparams=dict(W2, key_averaging=averaging, **({"emmet_lambda": 0.0} if method == "emmet" else {})))
         W1, _ = affine(adapter, model, layer)
         r = res.diagnostics[0].v_star.double() - z
         denom = (k @ k) if method == "emmet" else (2.0 + k @ k)  # w = mom2_update_weight = 2
@@ -204,7 +205,8 @@ def test_other_default_dtypes_edit_and_evaluate_end_to_end(default_dtype, model_
     original = {lay: adapter.weight_param(model, lay).detach().clone() for lay in (0, 1)}
     case = CASE.model_copy(update=dict(rephrase=["Tom Baker is"]))
     for method, layers in (("r-rome", [1]), ("memit", [0, 1])):
-        res = edit(model, tok, case, method=method, layers=layers, hparams=dict(FAST, kl_factor=0.5))
+        res = edit(model, tok, case, method=method, layers=layers,
+                   hparams=dict(W2 if method == "memit" else FAST, kl_factor=0.5))
         d = res.diagnostics[0]
         assert all(torch.isfinite(torch.tensor(x)) for x in d.losses) and d.delta_norm > 0
         if method == "r-rome" and adapter.weight(model, 1).dtype == torch.float64:  # W k* + b = v* to float64 rounding

@@ -27,8 +27,9 @@ def fake_model(model_type: str, d_model: int, n_layers: int, name: str = "/some/
     ("llama", 576, 30, "llama-small"),         # SmolLM2-135M
     ("gemma3_text", 640, 18, "gemma3-small"),  # Gemma-3-270M
     ("llama", 32, 4, "generic"),               # the test models: too small to be one of the real families' sizes
-    ("llama", 4096, 32, "generic"),            # LLaMA-2-7B's shape without its name: not a small model
-    ("gpt2", 1600, 48, "generic"),
+    ("llama", 4096, 32, "llama-2-7b"),         # LLaMA-2-7B's exact shape (d_ff 11008, the config's default)
+    ("gpt2", 1600, 48, "gpt2-xl"),             # GPT-2 XL's exact shape
+    ("llama", 4096, 30, "generic"),            # no rule's shape: not a small model, not LLaMA-2-7B
 ])
 def test_presets_follow_architecture_and_size(model_type, d_model, n_layers, preset):
     choice = preset_choice(fake_model(model_type, d_model, n_layers))
@@ -36,9 +37,13 @@ def test_presets_follow_architecture_and_size(model_type, d_model, n_layers, pre
     assert model_type in choice.reason and str(d_model) in choice.reason
 
 
-def test_a_name_match_wins_and_the_choice_is_logged(caplog):
-    assert preset_for_model(fake_model("llama", 576, 30, name="models/gpt2-xl-copy")) == "gpt2-xl"
-    assert "matches 'gpt2-xl'" in preset_choice(fake_model("llama", 576, 30), name="gpt2-xl").reason
+def test_names_match_exactly_after_the_rules_and_the_choice_is_logged(caplog):
+    """A model's shape decides first; a name chooses only when no rule does, and only as an exact name (or a
+    path's last part), never as a substring."""
+    assert preset_for_model(fake_model("llama", 576, 30, name="models/gpt2-xl")) == "llama-small"
+    assert preset_for_model(fake_model("llama", 32, 4, name="models/gpt2-xl-copy")) == "generic"
+    choice = preset_choice(fake_model("llama", 32, 4, name="models/gpt2-xl"))
+    assert choice.preset == "gpt2-xl" and choice.reason == "by name: 'models/gpt2-xl' is listed for it"
     with caplog.at_level(logging.INFO, logger="goldenlayers.editing"):
         hp = resolve_hparams("rome", {"v_num_grad_steps": 7}, model=fake_model("gemma3_text", 640, 18))
     assert "editing preset gemma3-small: model_type gemma3_text, d_model 640" in caplog.text

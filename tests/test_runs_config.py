@@ -127,18 +127,31 @@ def test_defaults_and_world_file():
 def test_a_named_preset_gives_its_settings_with_the_overrides():
     """methods[].preset picks a preset by name (the quality presets of the default models): the job's hparams are
     that preset's settings, the config's overrides on top, the templates seed from the config."""
-    from goldenlayers.editing.hparams import NEUTRAL_PROMPTS, resolve_hparams
-    from goldenlayers.runs.engine_jobs import method_hparams, needs_key_stats
+    from goldenlayers.editing.hparams import NEUTRAL_PROMPTS, PRESETS, RomeSettings, resolve_settings
+    from goldenlayers.runs.engine_jobs import method_hparams, method_settings
 
     cfg = validate_config(dict(BASE, seeds=dict(templates=7), methods=[
         dict(name="r-rome", preset="default-gpt2-quality", hparams=dict(v_lr=0.25)), dict(name="rome")]))
-    hp = method_hparams(cfg, SimpleNamespace(method="r-rome"))
-    want = resolve_hparams("rome", dict(v_lr=0.25, template_seed=7), preset="default-gpt2-quality")
-    assert hp == want.model_dump()
-    assert hp["v_lr"] == 0.25 and hp["template_seed"] == 7 and list(hp["preserve_prompts"]) == list(NEUTRAL_PROMPTS)
-    assert hp != resolve_hparams("rome", {"v_lr": 0.25, "template_seed": 7}, preset="default-small").model_dump()
-    # no preset: the overrides of the model's own preset, resolved by the editor
+    hp = method_settings(cfg, SimpleNamespace(method="r-rome"), None, "default-gpt2")
+    assert isinstance(hp, RomeSettings)
+    assert hp == RomeSettings(**{**PRESETS["default-gpt2-quality"]["rome"], "v_lr": 0.25, "template_seed": 7})
+    assert hp.v_lr == 0.25 and hp.template_seed == 7 and list(hp.preserve_prompts) == list(NEUTRAL_PROMPTS)
+    assert hp != resolve_settings(None, "r-rome", "default-small", {"v_lr": 0.25, "template_seed": 7})
+    # no preset: the overrides of the model's own preset (default-small for default-gpt2)
     assert method_hparams(cfg, SimpleNamespace(method="rome")) == {"template_seed": 7}
+    plain = method_settings(cfg, SimpleNamespace(method="rome"), None, "default-gpt2")
+    assert plain == RomeSettings(**{**PRESETS["default-small"]["rome"], "template_seed": 7})
     # the quality preset needs key statistics, so its jobs collect C; default-small's rome does not
-    assert needs_key_stats(cfg, SimpleNamespace(method="r-rome"), None, "default-gpt2")
-    assert not needs_key_stats(cfg, SimpleNamespace(method="rome"), None, "default-gpt2")
+    assert hp.mom2_adjustment and not plain.mom2_adjustment
+
+
+def test_run_set_goes_to_the_methods_whose_settings_have_the_key():
+    """`run --set`: a setting of one method's class only (MEMIT/EMMET's w) goes to the methods that have it; a key
+    no configured method has is an error naming it, with the closest setting."""
+    from goldenlayers.cli.run import with_overrides
+
+    cfg = validate_config(dict(BASE, methods=[dict(name="r-rome"), dict(name="emmet")]))
+    new = with_overrides(cfg, "t.yaml", None, ["mom2_update_weight=3", "v_lr=0.2"], None)
+    assert [dict(m.hparams) for m in new.methods] == [{"v_lr": 0.2}, {"mom2_update_weight": 3, "v_lr": 0.2}]
+    with pytest.raises(ConfigError, match=r"--set v_lrr: no configured method has this setting \(did you mean 'v_lr'"):
+        with_overrides(cfg, "t.yaml", None, ["v_lrr=1"], None)

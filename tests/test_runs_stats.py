@@ -13,9 +13,11 @@ import runs_helpers
 import yaml
 from runs_helpers import RESULT_KEY
 
+from goldenlayers.editing.hparams import StatsSettings
+from goldenlayers.editing.stats import with_source
 from goldenlayers.runs import ConfigError, ConfigMismatchError, RunDir, execute, load_config, validate_config
 from goldenlayers.runs.config import dump_config
-from goldenlayers.runs.engine import make_engine, stats_settings
+from goldenlayers.runs.engine import make_engine
 
 # R-ROME with C (shrunk towards I as in the quality presets) on 4 world edits: 1 proxy case for LGA, a sweep of
 # layers 0 and 2, then the 3 test cases at LGA's layer. 5,000 tokens: ~10x d_ff (512) of default-gpt2, enough for
@@ -116,15 +118,17 @@ def test_settings_with_c_equal_to_i_collect_nothing(tmp_path, monkeypatch, one_t
 
 
 def test_stats_source_defaults_to_the_models_world_and_is_required_otherwise():
+    """The config's `stats` section is the editor's StatsSettings; its source defaults to the model's world."""
     cfg = validate_config(dict(name="t", models=[dict(name="default-llama"), dict(name="hf:gpt2-xl")],
                                datasets=[dict(name="world")], methods=[dict(name="emmet")]))
-    s = stats_settings(cfg, cfg.models[0])
+    assert isinstance(cfg.stats, StatsSettings)
+    s = with_source(cfg.stats, cfg.models[0].source)
     assert s.source.startswith("world:") and Path(s.source[6:], "world.json").is_file()
-    assert (s.max_tokens, s.max_length, s.dtype, s.batch_size) == (100_000, 256, "float64", 8)
-    with pytest.raises(ValueError, match=r"gpt2-xl: the editing settings need key statistics.*set stats.source"):
-        stats_settings(cfg, cfg.models[1])
+    assert (s.tokens, s.max_length, s.dtype) == (100_000, 256, "float64")
+    with pytest.raises(ValueError, match=r"hf:gpt2-xl has no synthetic world.*stats.source in a config"):
+        with_source(cfg.stats, cfg.models[1].source)
     given = cfg.model_copy(update=dict(stats=cfg.stats.model_copy(update=dict(source="hf:wikitext"))))
-    assert stats_settings(given, given.models[1]).source == "hf:wikitext"
+    assert with_source(given.stats, given.models[1].source).source == "hf:wikitext"
 
 
 @pytest.mark.parametrize("stats, expected", [

@@ -9,9 +9,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from goldenlayers.editing.solve import StatsError
+from goldenlayers.editing.hparams import resolve_settings
+from goldenlayers.editing.solve import KeyCov, StatsError
 from goldenlayers.editing.sources import SourceError, open_source
-from goldenlayers.editing.stats import StatsCache, StatsSettings, check_stats, collect_key_stats, key_stats
+from goldenlayers.editing.stats import (
+    StatsCache,
+    StatsSettings,
+    StatsSourceError,
+    check_stats,
+    collect_key_stats,
+    key_stats,
+    resolve_key_stats,
+)
 from goldenlayers.models import get_adapter
 from goldenlayers.models.hooks import record
 from goldenlayers.models.tiny import tiny_model
@@ -127,15 +136,15 @@ def test_out_of_range_layer(tok):
 def test_cache_hits_and_missing_layers(tmp_path, tok):
     model = tiny_model("gpt2", dtype=torch.float64)
     ad, counter = get_adapter(model), Counting(model)
-    cache, s = StatsCache(tmp_path), StatsSettings(source="toy", max_tokens=150, batch_size=4)
-    first = cache.get_or_compute(model, tok, ad, [1, 3], s, texts=TEXTS, progress=False)
+    cache, s = StatsCache(tmp_path), StatsSettings(source="toy", tokens=150)
+    first = cache.get_or_compute(model, tok, ad, [1, 3], s, texts=TEXTS, progress=False, batch_size=4)
     one_pass = counter.n
     assert one_pass > 1 and len(list(tmp_path.rglob("*.safetensors"))) == 2
     counter.n = 0
-    again = cache.get_or_compute(model, tok, ad, [3, 1], s, texts=TEXTS, progress=False)
+    again = cache.get_or_compute(model, tok, ad, [3, 1], s, texts=TEXTS, progress=False, batch_size=4)
     assert counter.n == 0 and list(again) == [3, 1]
     assert all(torch.equal(first[lay], again[lay]) for lay in (1, 3))
-    more = cache.get_or_compute(model, tok, ad, [0, 1, 2], s, texts=TEXTS, progress=False)
+    more = cache.get_or_compute(model, tok, ad, [0, 1, 2], s, texts=TEXTS, progress=False, batch_size=4)
     assert counter.n == one_pass  # layers 0 and 2 in one pass, layer 1 from disk
     assert torch.equal(more[1], first[1])
     torch.testing.assert_close(more[2], reference(model, tok, ad, [2], TEXTS, 150)[2], rtol=1e-12, atol=1e-14)
@@ -148,7 +157,7 @@ def test_cache_hits_and_missing_layers(tmp_path, tok):
 def test_cache_key_changes_with_weights_budget_and_dtype(tmp_path, tok):
     model = tiny_model("gpt2", dtype=torch.float64)
     ad, counter = get_adapter(model), Counting(model)
-    cache, s = StatsCache(tmp_path), StatsSettings(source="toy", max_tokens=100)
+    cache, s = StatsCache(tmp_path), StatsSettings(source="toy", tokens=100)
     before = cache.get_or_compute(model, tok, ad, [1], s, texts=TEXTS, progress=False)[1]
     identity = cache.model_identity(model, tok, ad)
     with torch.no_grad():
@@ -157,7 +166,7 @@ def test_cache_key_changes_with_weights_budget_and_dtype(tmp_path, tok):
     counter.n = 0
     after = cache.get_or_compute(model, tok, ad, [1], s, texts=TEXTS, progress=False)[1]
     assert counter.n > 0 and not torch.equal(before, after)
-    for other in (s.model_copy(update={"max_tokens": 101}), s.model_copy(update={"dtype": "float32"}),
+    for other in (s.model_copy(update={"tokens": 101}), s.model_copy(update={"dtype": "float32"}),
                   s.model_copy(update={"source": "other"})):
         counter.n = 0
         cache.get_or_compute(model, tok, ad, [1], other, texts=TEXTS, progress=False)
@@ -165,16 +174,27 @@ def test_cache_key_changes_with_weights_budget_and_dtype(tmp_path, tok):
     assert len(list(tmp_path.rglob("*.safetensors"))) == 5
 
 
-def test_default_root_and_identity(monkeypatch, tmp_path, tok):
+def test_default_root_and_the_one_switch_for_c(monkeypatch, tmp_path, tok):
+    """C = I has one switch, the editing settings' mom2_adjustment: resolve_key_stats gives None (nothing
+    collected) without it, C of the settings' layers with it; StatsSettings has no switch of its own."""
     monkeypatch.setenv("GOLDENLAYERS_CACHE", str(tmp_path))
     assert StatsCache().root == tmp_path / "key_stats"
     model = tiny_model("gpt2")
-    assert key_stats(model, tok, get_adapter(model), [1], StatsSettings(mom2="identity")) is None
-    C = key_stats(model, tok, get_adapter(model), [1], StatsSettings(source="toy", max_tokens=80), texts=TEXTS,
-                  progress=False)[1]
-    assert C.shape == (64, 64) and len(list(tmp_path.rglob("*.safetensors"))) == 1
+    ad, toy = get_adapter(model), StatsSettings(source=str(tmp_path / "texts"), tokens=80)
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text("\n\n".join(TEXTS))
+    plain = resolve_settings(model, "rome", "generic", dict(layers=[1]))
+    assert resolve_key_stats(model, tok, ad, plain, toy, None) is None
+    assert not (tmp_path / "key_stats").exists()
+    C = resolve_key_stats(model, tok, ad, plain.model_copy(update=dict(mom2_adjustment=True)), toy, None,
+                          progress=False)
+    assert list(C) == [1] and C[1].shape == (64, 64) and len(list(tmp_path.rglob("*.safetensors"))) == 1
+    torch.testing.assert_close(C[1], key_stats(model, tok, ad, [1], toy, progress=False)[1], rtol=0, atol=0)
     with pytest.raises(ValueError, match="extra"):
         StatsSettings(mom2="corpus", tokens=5)
+    with pytest.raises(StatsSourceError, match="no synthetic world"):
+        resolve_key_stats(model, tok, ad, plain.model_copy(update=dict(mom2_adjustment=True)),
+                          StatsSettings(), None, model_source=str(tmp_path))
 
 
 def test_check_stats_refuses_garbage(tok):
@@ -193,8 +213,10 @@ def test_check_stats_refuses_garbage(tok):
     with pytest.raises(StatsError, match="not symmetric"):
         check_stats(skew, 2)
     low = torch.tensor(A[:5].T @ A[:5] / 5)  # 5 tokens, d_ff = 8: rank 5
-    with pytest.raises(StatsError, match=r"layer 9 are singular or ill-conditioned \(rank 5 of 8"):
+    with pytest.raises(StatsError, match=r"layer 9 are singular or ill-conditioned \(rank 5 of 8.*mom2_adjustment=Fa"):
         check_stats(low, 9)
+    with pytest.raises(StatsError, match=r"layer 9 are singular or ill-conditioned .*C = I \(mom2_adjustment=False"):
+        KeyCov.from_matrix(low, 9, 8)  # the editor's check: the same validator, the same advice
     with pytest.raises(StatsError, match="layer 1 .*condition number"):
         check_stats(torch.diag(torch.tensor([1.0, 1e-13], dtype=torch.float64)), 1)
 
@@ -203,7 +225,7 @@ def test_too_few_tokens_is_refused_and_not_cached(tmp_path, tok):
     model = tiny_model("gpt2", dtype=torch.float64)
     with pytest.raises(StatsError, match=r"layer 2 .*rank \d\d of 64.*more tokens than d_ff=64"):
         StatsCache(tmp_path).get_or_compute(model, tok, get_adapter(model), [2],
-                                            StatsSettings(source="toy", max_tokens=40), texts=TEXTS, progress=False)
+                                            StatsSettings(source="toy", tokens=40), texts=TEXTS, progress=False)
     assert not list(tmp_path.rglob("*.safetensors"))
 
 
@@ -262,7 +284,7 @@ def _fill_cache(root, barrier, out):
     model, tok = tiny_model("gpt2", dtype=torch.float64), tiny_tokenizer()
     cache = StatsCache(root)
     barrier.wait()
-    paths = cache.files(model, tok, get_adapter(model), [0, 1, 2, 3], StatsSettings(source="toy", max_tokens=20_000),
+    paths = cache.files(model, tok, get_adapter(model), [0, 1, 2, 3], StatsSettings(source="toy", tokens=20_000),
                         texts=TEXTS * 400, progress=False)
     out.put((cache.collected, sorted(p.name for p in paths.values())))
 

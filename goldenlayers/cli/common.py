@@ -82,30 +82,25 @@ def _model_errors() -> tuple[type[BaseException], ...]:
 
 def editing_settings(lm, method: str, overrides: dict | None, preset: str | None, layers: list[int] | None,
                      source: str | None, tokens: int, model: str):
-    """(settings, C) for `edit`/`evaluate`/`select`/`compare`: `method`'s settings (the model's preset, or `preset`,
-    with the --set `overrides`; the preset and why it was chosen are printed), and when they use key statistics
-    (mom2_adjustment) C of `layers` (default: the settings' layers) from the statistics cache, collected on a miss
-    from `source` (default: the model's own synthetic world); C is None (C = I) otherwise."""
-    from goldenlayers.editing import get_method, resolve_hparams
-    from goldenlayers.editing.hparams import preset_choice
+    """(settings, C) for `edit`/`evaluate`/`select`/`compare`, each resolved once here and passed down typed:
+    `method`'s settings (goldenlayers.editing.resolve_settings: the model's preset, or `preset`, with the --set
+    `overrides`; the preset and why it was chosen are printed), and C (goldenlayers.editing.stats.
+    resolve_key_stats): None (C = I) unless the settings use key statistics (mom2_adjustment), else C of `layers`
+    (default: the settings' layers) from the statistics cache, collected on a miss from `source` (--stats;
+    default: the model's own synthetic world) over `tokens` tokens."""
+    from goldenlayers.editing import resolve_settings
+    from goldenlayers.editing.hparams import StatsSettings, preset_choice
 
-    hp = resolve_hparams(get_method(method).family, overrides, lm.model, preset=preset, name=lm.name)
+    hp = resolve_settings(lm.model, method, preset, overrides, name=lm.name)
     choice = preset_choice(lm.model, lm.name)
     console.print(escape(f"editing settings: preset {preset or choice.preset} "
                          f"({'--preset' if preset else choice.reason}){' with --set overrides' if overrides else ''}"))
-    layers = layers or hp.layers
-    if not hp.mom2_adjustment or not layers:
+    if not hp.mom2_adjustment or not (layers or hp.layers):
         return hp, None  # no C needed; a missing layer is the editor's error to report
-    from goldenlayers.editing.sources import model_world_source
-    from goldenlayers.editing.stats import StatsSettings, key_stats
+    from goldenlayers.editing.stats import resolve_key_stats
 
-    source = source or model_world_source(model)
-    if source is None:
-        raise ValueError(f"these settings use key statistics C (mom2_adjustment) and {model} has no synthetic world "
-                         "to take them from: pass --stats SOURCE (a folder of .txt files, hf:NAME, ...) or "
-                         "--set mom2_adjustment=false for C = I")
-    return hp, key_stats(lm.model, lm.tokenizer, lm.adapter, layers, StatsSettings(source=source, max_tokens=tokens),
-                         name=lm.name, lazy=True)
+    return hp, resolve_key_stats(lm.model, lm.tokenizer, lm.adapter, hp, StatsSettings(source=source, tokens=tokens),
+                                 layers, model_source=model, name=lm.name, lazy=True)
 
 
 def announce_model(model: str) -> None:

@@ -127,8 +127,8 @@ def print_failures(con, store) -> int:
 
 
 def with_overrides(cfg, label: str, preset: str | None, set_: list[str], stats: str | None):
-    """The config with the command line's --preset (every method's preset), --set (merged into every method's
-    hparams) and --stats (stats.source), validated again; the run directory stores this config (a resumed run
+    """The config with the command line's --preset (every method's preset), --set (merged into the hparams of
+    every method whose settings class has the key) and --stats (stats.source), validated again; the run directory stores this config (a resumed run
     then needs the same options, or --force)."""
     if preset is None and not set_ and stats is None:
         return cfg
@@ -141,9 +141,20 @@ def with_overrides(cfg, label: str, preset: str | None, set_: list[str], stats: 
     except typer.BadParameter as e:
         raise ConfigError(label, [str(e)]) from None
     data = cfg.model_dump(mode="json")
+    from goldenlayers.editing import get_method
+
+    fields = {m["name"]: set(get_method(m["name"]).settings.model_fields) for m in data["methods"]}
+    unknown = [k for k in overrides if not any(k in f for f in fields.values())]
+    if unknown:  # a setting of one method's class only goes to the methods that have it (w: MEMIT/EMMET)
+        import difflib
+
+        known = sorted(set().union(*fields.values()))
+        raise ConfigError(label, [f"--set {k}: no configured method has this setting" + "".join(
+            f" (did you mean {n!r}?)" for n in difflib.get_close_matches(k, known, n=1)) for k in unknown])
     for method in data["methods"]:
         method["preset"] = preset or method["preset"]
-        method["hparams"] = {**method["hparams"], **overrides}
+        mine = {k: v for k, v in overrides.items() if k in fields[method["name"]]}
+        method["hparams"] = {**method["hparams"], **mine}
     if stats is not None:
         data["stats"]["source"] = stats
     return validate_config(data, label)

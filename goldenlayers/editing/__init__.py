@@ -1,34 +1,34 @@
-"""Knowledge editing (REFERENCE.md section 3): ROME, R-ROME, EMMET and MEMIT on the down-proj of any adapter's model.
+"""Knowledge editing (REFERENCE.md section 3; docs/editing.md): ROME, R-ROME, EMMET, MEMIT and AlphaEdit on the
+weights of any adapter's model.
 
 `edit()` applies cases and returns a reversible EditResult; `edit_each()` is the batched one-case-at-a-time
 form for layer sweeps; methods are looked up in an explicit registry (`get_method`, `available_methods`).
-Key statistics live in `goldenlayers.editing.stats` (imported on demand).
+`resolve_settings` turns (model, method, preset, overrides) into a method's typed settings. Key statistics live
+in `goldenlayers.editing.stats` (`resolve_key_stats`). The names are imported on first use, so that the
+settings classes (goldenlayers.editing.hparams) can be read without importing torch.
 """
 
-from goldenlayers.editing.api import CaseDiagnostics, EditResult, edit, edit_each
-from goldenlayers.editing.delta import EditOrderError, WeightDelta, active_deltas
-from goldenlayers.editing.hparams import PRESETS, EditHParams, preset_for_model, resolve_hparams
-from goldenlayers.editing.registry import EditMethod, available_methods, get_method, register_method
-from goldenlayers.editing.solve import KeyCov, StatsError
-from goldenlayers.editing.templates import context_templates
+from __future__ import annotations
 
-__all__ = [
-    "PRESETS",
-    "CaseDiagnostics",
-    "EditHParams",
-    "EditMethod",
-    "EditOrderError",
-    "EditResult",
-    "KeyCov",
-    "StatsError",
-    "WeightDelta",
-    "active_deltas",
-    "available_methods",
-    "context_templates",
-    "edit",
-    "edit_each",
-    "get_method",
-    "preset_for_model",
-    "register_method",
-    "resolve_hparams",
-]
+import importlib
+
+_WHERE = {
+    "CaseDiagnostics": "api", "EditResult": "api", "edit": "api", "edit_each": "api",
+    "EditOrderError": "delta", "WeightDelta": "delta", "active_deltas": "delta",
+    "PRESETS": "hparams", "EditHParams": "hparams", "StatsSettings": "hparams", "preset_for_model": "hparams",
+    "resolve_hparams": "hparams", "resolve_settings": "hparams",
+    "EditMethod": "registry", "available_methods": "registry", "get_method": "registry",
+    "register_method": "registry",
+    "KeyCov": "solve", "StatsError": "solve",
+    "context_templates": "templates",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'goldenlayers.editing' has no attribute {name!r}")
+    if _WHERE[name] in ("registry",):  # the methods register themselves when the api module is imported
+        importlib.import_module("goldenlayers.editing.api")
+    return getattr(importlib.import_module(f"goldenlayers.editing.{_WHERE[name]}"), name)

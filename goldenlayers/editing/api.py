@@ -1,4 +1,4 @@
-"""`edit()` and `edit_each()`: the one entry point to ROME, R-ROME, EMMET and MEMIT (REFERENCE.md section 3).
+"""`edit()` and `edit_each()`: the one entry point to the editing methods (REFERENCE.md section 3; docs/editing.md).
 
 `edit` applies the cases to the model and returns an EditResult holding a reversible WeightDelta;
 `edit_each` is the brute-force form: it optimises the v* of many cases together (from the same, unedited
@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from pydantic import ValidationError
 from torch import nn
 
 from goldenlayers.cases import EditCase, case_error_from
+from goldenlayers.editing.alphaedit import ALPHAEDIT
 from goldenlayers.editing.batch import build_rows
 from goldenlayers.editing.delta import EditOrderError, WeightDelta
 from goldenlayers.editing.emmet import EMMET
-from goldenlayers.editing.hparams import EditHParams, resolve_hparams
+from goldenlayers.editing.hparams import EditHParams, resolve_settings
 from goldenlayers.editing.memit import MEMIT
 from goldenlayers.editing.r_rome import R_ROME
 from goldenlayers.editing.registry import EditContext, EditMethod, get_method, register_method
@@ -33,7 +34,7 @@ from goldenlayers.models.adapters import ArchAdapter, get_adapter
 from goldenlayers.models.loader import model_device
 from goldenlayers.text import model_max_length
 
-for _m in (ROME, R_ROME, EMMET, MEMIT):
+for _m in (ROME, R_ROME, EMMET, MEMIT, ALPHAEDIT):
     register_method(_m)
 
 
@@ -74,6 +75,7 @@ class EditResult:
     hparams: EditHParams
     covariance: str
     seconds: dict[str, float]
+    state: object | None = None  # the method's sequential state after this edit (pass it to the next edit())
 
     def restore(self) -> None:
         self.delta.restore()
@@ -113,21 +115,23 @@ def _layers(model, adapter: ArchAdapter, method: EditMethod, hp: EditHParams, la
     return chosen
 
 
-def _covariances(model, adapter: ArchAdapter, layers: list[int], hp: EditHParams, stats) -> dict[int, KeyCov]:
+def _covariances(model, adapter: ArchAdapter, layers: list[int], hp: EditHParams, stats, keep: bool = False
+                 ) -> dict[int, KeyCov]:
     d_ff = adapter.d_ff(model)
     if stats is None:
         if hp.mom2_adjustment:
             raise ValueError(
                 "these settings use key statistics C (mom2_adjustment=True): pass stats={layer: C} (e.g. "
-                "goldenlayers.editing.stats.key_stats(model, tok, adapter, layers, StatsSettings(...)), cached on "
-                "disk; `goldenlayers run` collects them itself), or set mom2_adjustment=False for C = I"
+                "goldenlayers.editing.stats.resolve_key_stats(model, tok, adapter, settings, StatsSettings(...), "
+                "layers), cached on disk; the commands collect them themselves), or set mom2_adjustment=False for "
+                "C = I"
             )
         return {lay: KeyCov.identity(d_ff) for lay in layers}
     missing = [lay for lay in layers if lay not in stats]
     if missing:
         raise KeyError(f"stats have no key statistics for layer(s) {missing}; they cover {sorted(stats)}")
     return {lay: KeyCov.from_matrix(stats[lay], lay, d_ff, adapter.weight(model, lay).device,
-                                    shrinkage=hp.mom2_shrinkage) for lay in layers}
+                                    shrinkage=hp.mom2_shrinkage, keep=keep) for lay in layers}
 
 
 def _sync(model: nn.Module) -> float:
@@ -137,17 +141,25 @@ def _sync(model: nn.Module) -> float:
     return time.perf_counter()
 
 
-def _prepare(model, tok, cases, method, layer, layers, hparams, stats, adapter, name):
+def _prepare(model, tok, cases, method, layer, layers, hparams, stats, adapter, name, state=None):
     adapter = adapter or get_adapter(model)
     m = get_method(method)
     cases = _as_cases(cases)
-    hp = resolve_hparams(m.family, hparams, model, name=name)
+    hp = resolve_settings(model, m.name, None, hparams, name=name)
+    if m.weight_site not in adapter.sites:
+        raise ValueError(f"{m.name} edits the {m.weight_site!r} weights, which the {adapter.model_type} adapter does "
+                         f"not declare (it has {', '.join(adapter.sites)})")
+    if m.needs_stats and not hp.mom2_adjustment:
+        raise ValueError(f"{m.name} needs key statistics C (its update is built from them): set mom2_adjustment=True")
     chosen = _layers(model, adapter, m, hp, layer, layers)
-    covs = _covariances(model, adapter, chosen, hp, stats)
+    covs = _covariances(model, adapter, chosen, hp, stats, keep=m.needs_stats)  # C itself for methods built on it
+    if state is not None and m.new_state is None:
+        raise ValueError(f"{m.name} keeps no state between edits; state= is for sequential methods")
+    state = (state.copy() if state is not None else m.new_state()) if m.new_state is not None else None
     templates = context_templates(model, tok, hp.context_templates, hp.template_seed, hp.template_top_k)
     build_rows(tok, cases, templates, with_target=True, kl_prompt=hp.kl_prompt, max_length=model_max_length(model),
                preserve_prompts=hp.preserve_prompts)
-    return m, cases, EditContext(model, tok, adapter, hp, chosen, templates, covs)
+    return m, cases, EditContext(model, tok, adapter, hp, chosen, templates, covs, state)
 
 
 def _diag(cases: list[EditCase], t: ValueTargets, update_norm: float) -> list[CaseDiagnostics]:
@@ -158,15 +170,17 @@ def _diag(cases: list[EditCase], t: ValueTargets, update_norm: float) -> list[Ca
 def edit(model: nn.Module, tok, cases, method: str = "r-rome", layer: int | None = None,
          layers: list[int] | None = None, hparams: EditHParams | dict | None = None,
          stats: Mapping[int, torch.Tensor] | None = None, adapter: ArchAdapter | None = None,
-         sequential: bool = False, name: str | None = None) -> EditResult:
+         sequential: bool = False, name: str | None = None, state: object | None = None) -> EditResult:
     """Edit `cases` (EditCase, dict, or a list of them) into `model` with `method` at `layer` / `layers`.
 
-    hparams: full EditHParams, or a dict overriding the model's preset (chosen from `name` or the model's
-    config path). stats: {layer: C (d_ff, d_ff)}; without them C = I. sequential: apply the cases one after
-    another, each on the model edited by the previous ones (required for ROME/R-ROME with several cases);
-    otherwise MEMIT/EMMET edit all cases in one batch update.
+    hparams: the method's typed settings (`resolve_settings`), or a dict overriding the model's preset (chosen
+    by `preset_choice` from the model and `name`). stats: {layer: C (d_ff, d_ff)}; without them C = I.
+    sequential: apply the cases one after another, each on the model edited by the previous ones (required for
+    ROME/R-ROME with several cases); otherwise MEMIT/EMMET/AlphaEdit edit all cases in one batch update.
+    state: for a method with sequential state (AlphaEdit), the `EditResult.state` of the edit before this one
+    (a copy is continued; None starts afresh).
     """
-    m, cases, ctx = _prepare(model, tok, cases, method, layer, layers, hparams, stats, adapter, name)
+    m, cases, ctx = _prepare(model, tok, cases, method, layer, layers, hparams, stats, adapter, name, state)
     if not m.batch and len(cases) > 1 and not sequential:
         raise ValueError(f"{m.name} edits one fact per update: pass sequential=True to apply {len(cases)} cases in "
                          "turn, or use edit_each() to edit them one at a time from the same model")
@@ -187,7 +201,7 @@ def edit(model: nn.Module, tok, cases, method: str = "r-rome", layer: int | None
         if delta.originals:
             delta.restore()
         raise
-    return EditResult(m.name, ctx.layers, delta, diagnostics, ctx.hp, _cov_label(ctx), seconds)
+    return EditResult(m.name, ctx.layers, delta, diagnostics, ctx.hp, _cov_label(ctx), seconds, ctx.state)
 
 
 def _cov_label(ctx: EditContext) -> str:
@@ -212,14 +226,15 @@ def edit_each(model: nn.Module, tok, cases, method: str = "r-rome", layer: int |
         for i, case in enumerate(chunk):
             delta = WeightDelta(model, ctx.adapter, label=f"{m.name}@{ctx.layers}:{case.case_id}")
             t1 = _sync(model)
+            one = replace(ctx, state=ctx.state.copy()) if ctx.state is not None else ctx  # each from the same state
             try:
-                norm = m.apply(ctx, [case], targets.subset([i]), delta)
+                norm = m.apply(one, [case], targets.subset([i]), delta)
             except BaseException:
                 if delta.originals:
                     delta.restore()
                 raise
             seconds = {"values": share, "solve": _sync(model) - t1}
             yield EditResult(m.name, ctx.layers, delta, _diag([case], targets.subset([i]), norm), ctx.hp,
-                             _cov_label(ctx), seconds)
+                             _cov_label(ctx), seconds, one.state)
             if not delta.restored:
                 raise EditOrderError(f"restore the edit of case {case.case_id!r} before asking edit_each for the next")

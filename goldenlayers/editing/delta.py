@@ -1,6 +1,7 @@
-"""WeightDelta: a reversible change of down-proj weights (REFERENCE.md section 3, "Edits must be reversible exactly").
+"""WeightDelta: a reversible change of edited weights (REFERENCE.md section 3, "Edits must be reversible exactly").
 
-A WeightDelta keeps a copy of each weight it touches, taken before its first change, so `restore()` puts back
+Changes are keyed by (layer, site), a site being one the model's adapter declares ("mlp_out": the down-proj,
+the default; "attn_out": the attention output projection). A WeightDelta keeps a copy of each weight it touches, taken before its first change, so `restore()` puts back
 bitwise the tensors that were there. Updates are computed in float64 as (d_out, d_in) matrices and added as
 `W_new = (W.double() + dW_total).to(W.dtype)`, so a layer touched several times by one delta rounds once.
 
@@ -16,7 +17,9 @@ import weakref
 import torch
 from torch import nn
 
-from goldenlayers.models.adapters import ArchAdapter
+from goldenlayers.models.adapters import MLP_OUT, ArchAdapter
+
+Key = tuple[int, str]  # (layer, site)
 
 _STACKS: weakref.WeakKeyDictionary[nn.Module, list[WeightDelta]] = weakref.WeakKeyDictionary()
 
@@ -31,53 +34,66 @@ def active_deltas(model: nn.Module) -> list[WeightDelta]:
 
 
 class WeightDelta:
-    """Changes to the down-proj weights of some layers of one model; undo with `restore()`.
+    """Changes to weights of one model, keyed by (layer, site); undo with `restore()`.
 
-    originals: {layer: stored parameter tensor before this delta} (storage orientation, original dtype).
-    updates: {layer: dW (d_out, d_in) float64}, the total requested change per layer.
+    originals: {(layer, site): stored parameter tensor before this delta} (storage orientation, original dtype).
+    updates: {(layer, site): dW (d_out, d_in) float64}, the total requested change per weight.
     """
 
     def __init__(self, model: nn.Module, adapter: ArchAdapter, label: str = "edit"):
         self.model, self.adapter, self.label = model, adapter, label
-        self.originals: dict[int, torch.Tensor] = {}
-        self.updates: dict[int, torch.Tensor] = {}
+        self.originals: dict[Key, torch.Tensor] = {}
+        self.updates: dict[Key, torch.Tensor] = {}
         self.restored = False
 
     def __repr__(self) -> str:
         state = "restored" if self.restored else "applied"
-        return f"WeightDelta({self.label!r}, layers={sorted(self.updates)}, {state})"
+        where = [f"{lay}:{site}" if site != MLP_OUT else str(lay) for lay, site in sorted(self.updates)]
+        return f"WeightDelta({self.label!r}, layers=[{', '.join(where)}], {state})"
 
     @property
     def layers(self) -> list[int]:
+        return sorted({lay for lay, _ in self.updates})
+
+    @property
+    def keys(self) -> list[Key]:
+        """The (layer, site) pairs this delta changed, sorted."""
         return sorted(self.updates)
 
-    def apply(self, layer: int, dw: torch.Tensor) -> None:
-        """Add dW (d_out, d_in) to the down-proj weight of `layer`; the first change pushes this delta on the stack."""
+    def apply(self, layer: int, dw: torch.Tensor, site: str = MLP_OUT) -> None:
+        """Add dW (d_out, d_in) to the weight of `site` at `layer`; the first change pushes this delta on the stack."""
         if self.restored:
             raise EditOrderError(f"{self!r} was restored; make a new edit instead of reusing it")
         layer = self.adapter.check_layer(self.model, layer)
-        param = self.adapter.weight_param(self.model, layer)
-        d_out, d_in = self.adapter.weight(self.model, layer).shape
+        param = self.adapter.site_param(self.model, layer, site)
+        d_out, d_in = self.adapter.site_weight(self.model, layer, site).shape
+        where = f"layer {layer}" if site == MLP_OUT else f"layer {layer} ({site})"
         if tuple(dw.shape) != (d_out, d_in):
-            raise ValueError(f"update for layer {layer} has shape {tuple(dw.shape)}, expected {(d_out, d_in)}")
+            raise ValueError(f"update for {where} has shape {tuple(dw.shape)}, expected {(d_out, d_in)}")
         if not torch.isfinite(dw).all():
-            raise FloatingPointError(f"update for layer {layer} is not finite (NaN or inf); weights left unchanged")
+            raise FloatingPointError(f"update for {where} is not finite (NaN or inf); weights left unchanged")
         stack = _STACKS.setdefault(self.model, [])
         if not self.originals:
             stack.append(self)
         elif not stack or stack[-1] is not self:
             raise EditOrderError(f"{self!r} is not the latest edit of this model; it can no longer change")
-        if layer not in self.originals:
-            self.originals[layer] = param.detach().clone()
-            self.updates[layer] = torch.zeros(d_out, d_in, dtype=torch.float64, device=param.device)
-        self.updates[layer] += dw.to(device=param.device, dtype=torch.float64)
-        base = self.adapter.to_storage(self.updates[layer]) + self.originals[layer].double()
+        key = (layer, site)
+        if key not in self.originals:
+            self.originals[key] = param.detach().clone()
+            self.updates[key] = torch.zeros(d_out, d_in, dtype=torch.float64, device=param.device)
+        self.updates[key] += dw.to(device=param.device, dtype=torch.float64)
+        base = self.adapter.site_to_storage(self.updates[key], site) + self.originals[key].double()
         with torch.no_grad():
             param.copy_(base.to(param.dtype))
 
-    def norm(self, layer: int | None = None) -> float:
-        """Frobenius norm of the requested update of one layer (or of all layers together)."""
-        mats = [self.updates[layer]] if layer is not None else list(self.updates.values())
+    def change(self, layer: int, site: str = MLP_OUT) -> torch.Tensor:
+        """The total requested change dW (d_out, d_in) float64 of one weight (KeyError if it has none)."""
+        return self.updates[(layer, site)]
+
+    def norm(self, layer: int | None = None, site: str | None = None) -> float:
+        """Frobenius norm of the requested update of one layer (its sites, or one site), or of all together."""
+        mats = [m for (lay, s), m in self.updates.items()
+                if (layer is None or lay == layer) and (site is None or s == site)]
         return float(torch.sqrt(sum((m.square().sum() for m in mats), torch.tensor(0.0, dtype=torch.float64))))
 
     def restore(self) -> None:
@@ -90,8 +106,8 @@ class WeightDelta:
                 later = [d for d in stack[stack.index(self) + 1:]] if self in stack else []
                 raise EditOrderError(f"restore the later edits first (LIFO order): {later}")
             with torch.no_grad():
-                for layer, orig in self.originals.items():
-                    self.adapter.weight_param(self.model, layer).copy_(orig)
+                for (layer, site), orig in self.originals.items():
+                    self.adapter.site_param(self.model, layer, site).copy_(orig)
             stack.pop()
         self.restored = True
         self.originals.clear()

@@ -12,24 +12,25 @@ from __future__ import annotations
 
 from goldenlayers.cases import EditCase
 from goldenlayers.editing.delta import WeightDelta
-from goldenlayers.editing.hparams import EditHParams
+from goldenlayers.editing.hparams import EmmetSettings
 from goldenlayers.editing.memit import spread
 from goldenlayers.editing.registry import EditContext, EditMethod
 from goldenlayers.editing.solve import emmet_update
 from goldenlayers.editing.values import ValueTargets
 
 
-def ridge_for(hp: EditHParams, n_cases: int) -> float:
+def ridge_for(hp: EmmetSettings, n_cases: int) -> float:
     """lambda_e for a batch of n_cases under the chosen reference behaviour."""
     return hp.emmet_lambda if hp.emmet_ridge == "always" or n_cases > 1 else 0.0
 
 
 def apply_emmet(ctx: EditContext, cases: list[EditCase], targets: ValueTargets, delta: WeightDelta) -> float:
     w, ridge = ctx.hp.mom2_update_weight, ridge_for(ctx.hp, len(cases))
-    return spread(ctx, cases, targets, delta, lambda K, R, cov: emmet_update(K, R, cov, w, ridge))
+    return spread(ctx, cases, targets, delta, lambda K, R, cov, _layer: emmet_update(K, R, cov, w, ridge))
 
 
 EMMET = EditMethod(
     name="emmet", family="emmet", site="block", batch=True, multi_layer=True, apply=apply_emmet,
     summary="batch update with equality constraints (every edited key maps to its target)",
+    settings=EmmetSettings,
 )

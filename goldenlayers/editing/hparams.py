@@ -1,7 +1,8 @@
 """Editing settings (REFERENCE.md section 3, "Typical settings") and the presets that hold the reference values.
 
-`EditHParams` is one typed settings object for all four methods (extra keys are errors). Presets are keyed by a
-model family and a method family ("rome" for ROME/R-ROME, "memit", "emmet"):
+`EditHParams` holds the settings every method shares; each method has its own subclass with its own fields
+(`EditMethod.settings`; extra keys are errors). Presets are keyed by a model family and a method family ("rome"
+for ROME/R-ROME, "memit" for MEMIT and AlphaEdit, "emmet"):
 
 - gpt2-xl: the ROME/MEMIT papers' and EasyEdit's GPT-2 XL values (layer 17, 20 steps, lr 0.5, weight decay 0.5,
   clamp 4, KL 0.0625; MEMIT layers 13-17, clamp 0.75, w 20000; EMMET clamp 0.75, w 1000 as the official code).
@@ -21,7 +22,12 @@ model family and a method family ("rome" for ROME/R-ROME, "memit", "emmet"):
   the bare prompt only, C = I; the "-stats" variants use key statistics C (e.g. from "wikipedia-vital").
 - generic: the GPT-2 XL optimiser values with no default layer, for any other model.
 
-Presets are chosen by name first, then by architecture and size (`preset_choice`, which also says why).
+Presets are chosen explicitly (`--preset`, a config's `preset:`), else by rule (`preset_choice`, which also says
+why): the paper's models by their exact shape, small real models by architecture and size, the embedded default
+models by their exact name (logged as a choice by name); 'generic' otherwise. `resolve_settings(model, method,
+preset, overrides)` is the one function that turns these into the typed settings of a method (`RomeSettings`,
+`MemitSettings`, `EmmetSettings`, `AlphaEditSettings`: the shared `EditHParams` fields plus the method's own);
+`StatsSettings` says where the key statistics C come from when `mom2_adjustment` (the one switch for C) is on.
 Model facts are not settings: the loss is always read at the model's own output (ROME's `v_loss_layer` is the
 last layer in every reference preset), layer indices are validated against the adapter.
 """
@@ -54,13 +60,11 @@ class EditHParams(BaseModel):
         "{}" is a group of its own, each (length, count) group of `context_templates` another; k* is the mean of
         the group means (with MEMIT's one group the bare prompt weighs one half). v*'s loss averages every
         template equally either way (as both references do).
-    mom2_adjustment: True requires key statistics C (`stats=`); C = I otherwise, or when stats are not needed.
-    mom2_update_weight: w in MEMIT's (w C + K K^T) and EMMET's C0 = w C.
+    mom2_adjustment: the one switch for C: True requires key statistics C (`stats=`, from the text source of
+        `StatsSettings`); False edits with C = I and collects nothing.
     mom2_shrinkage: a, to use C + a * mean(diag C) * I instead of C (an extension, 0 = off as in the reference
         code): with C from a corpus, C^-1 k* can be large on directions other prompt positions' keys also use,
         so an edit spills onto them; a = 1 keeps most of C's locality gain without that (docs/editing.md).
-    emmet_ridge: "batch>1" adds emmet_lambda only for batches of more than one case (the official EMMET code);
-        "always" adds it for every batch (EasyEdit).
     (suffix_replay and cuda_graphs, method settings of earlier versions, are execution options now:
     goldenlayers.editing.accel.options; given here they are refused with a note saying so.)
     """
@@ -85,11 +89,7 @@ class EditHParams(BaseModel):
     template_seed: int = 0
     template_top_k: int = Field(5, ge=1)
     mom2_adjustment: bool = False
-    mom2_update_weight: float = Field(15000.0, gt=0)
     mom2_shrinkage: float = Field(0.0, ge=0)
-    emmet_lambda: float = Field(0.1, ge=0)
-    emmet_ridge: Literal["batch>1", "always"] = "batch>1"
-
     @model_validator(mode="before")
     @classmethod
     def _no_execution_options(cls, data):
@@ -129,6 +129,41 @@ class EditHParams(BaseModel):
         if v is not None and (not v or sorted(set(v)) != list(v)):
             raise ValueError(f"layers must be a non-empty ascending list without repeats, got {v}")
         return v
+
+
+class RomeSettings(EditHParams):
+    """ROME and R-ROME: the shared settings only (one case, one layer, dW from C^-1 k*)."""
+
+
+class MemitSettings(EditHParams):
+    """MEMIT: mom2_update_weight is w in (w C + K K^T)."""
+
+    mom2_update_weight: float = Field(15000.0, gt=0)
+
+
+class EmmetSettings(MemitSettings):
+    """EMMET: C0 = w C (w = mom2_update_weight); emmet_lambda the ridge lambda_e; emmet_ridge "batch>1" adds it
+    only for batches of more than one case (the official EMMET code), "always" for every batch (EasyEdit)."""
+
+    emmet_lambda: float = Field(0.1, ge=0)
+    emmet_ridge: Literal["batch>1", "always"] = "batch>1"
+
+
+class StatsSettings(BaseModel):
+    """Where the key statistics C = E[k k^T] come from when the editing settings use them (mom2_adjustment), and
+    how much text they are collected over: the `stats` section of an experiment config and what `--stats` /
+    `--stats-tokens` set. source: a text source (goldenlayers.editing.sources: "world", "world:PATH", a folder
+    of .txt files, "hf:NAME[:CONFIG][:SPLIT]", "wikipedia-vital"); None: the held-out corpus of the synthetic
+    world the model was trained on (the embedded default models, `train-world` outputs), an error for other
+    models. tokens: the token budget; max_length: tokens per text; dtype: accumulation dtype. All four go into
+    the statistics cache key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str | None = Field(None, min_length=1)
+    tokens: int = Field(100_000, ge=1)
+    max_length: int = Field(256, ge=2)
+    dtype: Literal["float32", "float64"] = "float64"
 
 
 _GPT2XL = dict(v_num_grad_steps=20, v_lr=0.5, v_weight_decay=0.5, kl_factor=0.0625, clamp_norm_factor=4.0)
@@ -218,29 +253,35 @@ PRESETS: dict[str, dict[MethodFamily, dict]] = {
     },
 }
 
-_NAME_TO_PRESET = (
-    ("gpt2-xl", "gpt2-xl"),
-    ("llama-2-7b", "llama-2-7b"),
-    ("gemma-3-12b", "gemma-3-12b"),
-    ("default-gpt2", "default-small"),
-    ("default-llama", "default-small"),
+# Presets of the paper's models by their exact shape (model_type, d_model, layers, d_ff), and of small real models
+# by architecture and size (model_type, d_model range, largest number of layers). The smallest real models of
+# these families (SmolLM2-135M: d_model 576, Gemma-3-270M: 640) are well above the test models' sizes (d_model 32).
+_SHAPE_TO_PRESET = (
+    ("gpt2-xl", ("gpt2",), 1600, 48, 6400),
+    ("llama-2-7b", ("llama",), 4096, 32, 11008),
+    ("gemma-3-12b", ("gemma3_text", "gemma3"), 3840, 48, 15360),
 )
-
-
-# Presets chosen by architecture and size (the config's model_type, hidden size and layer count) when no name
-# matches: (preset, model types, d_model range, largest number of layers). The smallest real models of these
-# families (SmolLM2-135M: d_model 576, Gemma-3-270M: 640) are well above the test models' sizes (d_model 32).
 _ARCH_TO_PRESET = (
     ("llama-small", ("llama",), (256, 2048), 40),
     ("gemma3-small", ("gemma3_text", "gemma3"), (256, 1152), 32),
 )
+# Names that choose a preset without a model config to read (e.g. `run --dry-run` before any model loads), and
+# the embedded default models, whose shape is no rule's. Matched exactly (the name as given, or the last part
+# of a path), never as a substring; a choice made by name is logged with that reason.
+KNOWN_NAMES = {
+    "default-gpt2": "default-small", "default-llama": "default-small",
+    "gpt2-xl": "gpt2-xl", "openai-community/gpt2-xl": "gpt2-xl",
+    "llama-2-7b": "llama-2-7b", "llama-2-7b-hf": "llama-2-7b", "meta-llama/llama-2-7b-hf": "llama-2-7b",
+    "gemma-3-12b": "gemma-3-12b", "gemma-3-12b-it": "gemma-3-12b", "gemma-3-12b-pt": "gemma-3-12b",
+    "google/gemma-3-12b-it": "gemma-3-12b", "google/gemma-3-12b-pt": "gemma-3-12b",
+}
 
 log = logging.getLogger("goldenlayers.editing")
 
 
 @dataclass(frozen=True)
 class PresetChoice:
-    """The preset a model gets and why (printed by the commands, logged by `resolve_hparams`)."""
+    """The preset a model gets and why (printed by the commands, logged by `resolve_settings`)."""
 
     preset: str
     reason: str
@@ -252,44 +293,78 @@ def _text_config(model):
     return sub() if callable(sub) else cfg
 
 
+def _known_name(name: str) -> str | None:
+    low = name.lower().rstrip("/")
+    for cand in (low, low.rsplit("/", 1)[-1]):
+        if cand in KNOWN_NAMES:
+            return cand
+    return None
+
+
 def preset_choice(model=None, name: str | None = None) -> PresetChoice:
-    """The preset for a model: a name match (`name` as loaded, or `model.config._name_or_path`) first, then its
-    architecture and size (`_ARCH_TO_PRESET`: model_type, d_model and layer count from the config), else 'generic'."""
+    """The preset for a model, in this order: its exact shape (`_SHAPE_TO_PRESET`, the paper's models), its
+    architecture and size (`_ARCH_TO_PRESET`), a known name (`KNOWN_NAMES`: `name` as loaded or the config's
+    name_or_path, exactly), else 'generic'. The reason says which rule chose it."""
     cfg = getattr(model, "config", None)
-    for cand in (name or "", str(getattr(cfg, "_name_or_path", "") or "")):
-        low = cand.lower()
-        for needle, preset in _NAME_TO_PRESET:
-            if needle in low:
-                return PresetChoice(preset, f"the name {cand!r} matches {needle!r}")
     text = _text_config(model)
     model_type = getattr(cfg, "model_type", None)
     d_model, n_layers = getattr(text, "hidden_size", None), getattr(text, "num_hidden_layers", None)
+    d_ff = getattr(text, "intermediate_size", None) or getattr(text, "n_inner", None) or (
+        4 * d_model if model_type == "gpt2" and d_model else None)
+    shape = f"model_type {model_type}, d_model {d_model}, {n_layers} layers, d_ff {d_ff}"
     if model_type is not None and d_model is not None and n_layers is not None:
+        for preset, types, d, layers, ff in _SHAPE_TO_PRESET:
+            if model_type in types and (d_model, n_layers, d_ff) == (d, layers, ff):
+                return PresetChoice(preset, f"its shape ({shape}) is {preset}'s")
         for preset, types, (min_d, max_d), max_layers in _ARCH_TO_PRESET:
             if model_type in types and min_d <= d_model <= max_d and n_layers <= max_layers:
                 return PresetChoice(preset, f"model_type {model_type}, d_model {d_model} in [{min_d}, {max_d}], "
                                             f"{n_layers} layers <= {max_layers}")
-        return PresetChoice("generic", f"no preset for model_type {model_type} with d_model {d_model} and "
-                                       f"{n_layers} layers")
-    return PresetChoice("generic", "no name match and no model config to choose by")
+    for cand in (name or "", str(getattr(cfg, "_name_or_path", "") or "")):
+        known = _known_name(cand) if cand else None
+        if known is not None:
+            return PresetChoice(KNOWN_NAMES[known], f"by name: {cand!r} is listed for it")
+    if model_type is not None:
+        return PresetChoice("generic", f"no preset for {shape}")
+    return PresetChoice("generic", "no known name and no model config to choose by")
 
 
 def preset_for_model(model=None, name: str | None = None) -> str:
-    """Preset name for a model (`preset_choice`): by name, else by architecture and size; 'generic' otherwise."""
+    """Preset name for a model (`preset_choice`)."""
     return preset_choice(model, name).preset
 
 
-def resolve_hparams(family: MethodFamily, hparams: EditHParams | dict | None = None, model=None,
-                    preset: str | None = None, name: str | None = None) -> EditHParams:
-    """The settings an edit runs with: `hparams` as given, or the model's preset overridden by a dict."""
-    if isinstance(hparams, EditHParams):
-        return hparams
+def resolve_settings(model, method: str, preset: str | None = None, overrides: dict | EditHParams | None = None,
+                     *, name: str | None = None) -> EditHParams:
+    """The typed settings an edit with `method` runs with: the settings class of the method (`EditMethod.settings`)
+    filled from `preset` (None: the model's own, `preset_choice`, logged with its reason) and then `overrides`
+    (a dict; unknown keys and bad values raise pydantic's ValidationError naming the field). Typed settings
+    given as `overrides` are returned as they are when they are already the method's class. The one place
+    settings are resolved: the commands and the run engine call it once and pass the result down."""
+    from goldenlayers.editing import get_method  # registers the methods
+
+    m = get_method(method)
+    cls = m.settings
+    if isinstance(overrides, EditHParams):
+        if isinstance(overrides, cls):
+            return overrides
+        return cls.model_validate(overrides.model_dump(exclude_unset=True))
     if preset is None:
         choice = preset_choice(model, name)
         preset = choice.preset
         log.info("editing preset %s: %s", choice.preset, choice.reason)
     if preset not in PRESETS:
         raise KeyError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    if family not in PRESETS[preset]:
-        raise KeyError(f"preset {preset!r} has no settings for {family} (it has {sorted(PRESETS[preset])})")
-    return EditHParams.model_validate({**PRESETS[preset][family], **(hparams or {})})
+    if m.family not in PRESETS[preset]:
+        raise KeyError(f"preset {preset!r} has no settings for {m.name} (it has {sorted(PRESETS[preset])})")
+    values = {k: v for k, v in PRESETS[preset][m.family].items() if k in cls.model_fields}
+    return cls.model_validate({**values, **(overrides or {})})
+
+
+_FAMILY_METHOD = {"rome": "rome", "memit": "memit", "emmet": "emmet"}
+
+
+def resolve_hparams(family: MethodFamily, hparams: EditHParams | dict | None = None, model=None,
+                    preset: str | None = None, name: str | None = None) -> EditHParams:
+    """`resolve_settings` by preset family ("rome", "memit", "emmet"), for scripts and tests written before it."""
+    return resolve_settings(model, _FAMILY_METHOD[family], preset, hparams, name=name)

@@ -20,12 +20,13 @@ import torch
 
 from goldenlayers.cases import EditCase
 from goldenlayers.editing.delta import WeightDelta
+from goldenlayers.editing.hparams import MemitSettings
 from goldenlayers.editing.keys import read_keys, template_weights
 from goldenlayers.editing.registry import EditContext, EditMethod
 from goldenlayers.editing.solve import KeyCov, memit_update
 from goldenlayers.editing.values import ValueTargets
 
-Solve = Callable[[torch.Tensor, torch.Tensor, KeyCov], torch.Tensor]  # (K (n,d_ff), Rsd (n,d), C) -> dW
+Solve = Callable[[torch.Tensor, torch.Tensor, KeyCov, int], torch.Tensor]  # (K (n,d_ff), Rsd (n,d), C, layer) -> dW
 
 
 def spread(ctx: EditContext, cases: list[EditCase], targets: ValueTargets, delta: WeightDelta, solve: Solve) -> float:
@@ -38,7 +39,7 @@ def spread(ctx: EditContext, cases: list[EditCase], targets: ValueTargets, delta
         keys = read_keys(ctx.model, ctx.tok, ctx.adapter, cases, ctx.templates, [layer], block_out_layer=last,
                          weights=weights)
         rsd = (z_star.to(keys.block_out) - keys.block_out) / (len(ctx.layers) - i)
-        dw = solve(keys.k_star[layer], rsd, ctx.covs[layer])
+        dw = solve(keys.k_star[layer], rsd, ctx.covs[layer], layer)
         delta.apply(layer, dw)
         norms.append(float(dw.norm()) ** 2)
     return sum(norms) ** 0.5
@@ -46,10 +47,11 @@ def spread(ctx: EditContext, cases: list[EditCase], targets: ValueTargets, delta
 
 def apply_memit(ctx: EditContext, cases: list[EditCase], targets: ValueTargets, delta: WeightDelta) -> float:
     w = ctx.hp.mom2_update_weight
-    return spread(ctx, cases, targets, delta, lambda K, R, cov: memit_update(K, R, cov, w))
+    return spread(ctx, cases, targets, delta, lambda K, R, cov, _layer: memit_update(K, R, cov, w))
 
 
 MEMIT = EditMethod(
     name="memit", family="memit", site="block", batch=True, multi_layer=True, apply=apply_memit,
     summary="batch least-squares update spread over a layer range (w C + K K^T)",
+    settings=MemitSettings,
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from goldenlayers.cases import EditCase
 from goldenlayers.editing.delta import WeightDelta
+from goldenlayers.editing.hparams import RomeSettings
 from goldenlayers.editing.registry import EditContext, EditMethod
 from goldenlayers.editing.rome import rank_one_edit
 from goldenlayers.editing.values import ValueTargets
@@ -23,4 +24,5 @@ def apply_r_rome(ctx: EditContext, cases: list[EditCase], targets: ValueTargets,
 R_ROME = EditMethod(
     name="r-rome", family="rome", site="down_proj", batch=False, multi_layer=False, apply=apply_r_rome,
     summary="rank-one update that maps the template-averaged key k* to v* (ROME without the k/k* mix)",
+    settings=RomeSettings,
 )

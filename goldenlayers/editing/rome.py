@@ -17,6 +17,7 @@ import torch
 
 from goldenlayers.cases import EditCase
 from goldenlayers.editing.delta import WeightDelta
+from goldenlayers.editing.hparams import RomeSettings
 from goldenlayers.editing.registry import EditContext, EditMethod
 from goldenlayers.editing.solve import rank_one_update
 from goldenlayers.editing.values import ValueTargets
@@ -72,4 +73,5 @@ def apply_rome(ctx: EditContext, cases: list[EditCase], targets: ValueTargets, d
 ROME = EditMethod(
     name="rome", family="rome", site="down_proj", batch=False, multi_layer=False, apply=apply_rome,
     summary="rank-one update; maps the bare prompt's key k to v* (published k/k* mix)",
+    settings=RomeSettings,
 )

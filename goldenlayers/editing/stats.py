@@ -13,10 +13,12 @@ Accumulator memory: len(layers) * d_ff^2 * bytes(dtype) on the device (GPT-2 XL,
 every down-proj weight, so an edited model never reads a stale entry), layer, source fingerprint, token budget,
 max_length and dtype. Processes that fill the same entry at once (the ranks of a torchrun launch, two runs)
 take a file lock, so the first collects and the others then read its files; every file is written to a
-temporary name and renamed, so a reader never sees half of one. `key_stats` resolves `StatsSettings`, including
-`mom2="identity"` (C = I, returned as None: the editing API's "no stats"); `lazy=True` returns `CachedStats`,
+temporary name and renamed, so a reader never sees half of one. `resolve_key_stats(model, settings, stats)` is
+the one place C is resolved for an edit: None (C = I) unless the settings' `mom2_adjustment` asks for C, else
+`key_stats` of the `StatsSettings` source (default: the model's own world); `lazy=True` returns `CachedStats`,
 which reads each layer's file when the editor asks for it (a sweep over 48 layers of GPT-2 XL would otherwise
-hold 15.7 GB of float64 matrices). `check_stats` refuses NaN/inf or (near-)singular C naming the layer;
+hold 15.7 GB of float64 matrices). `check_stats` (goldenlayers.editing.solve.check_key_cov, the one validator)
+refuses NaN/inf or (near-)singular C naming the layer;
 C is only ever factorised or inverted in float64 (goldenlayers.editing.solve), never in reduced precision.
 """
 
@@ -30,35 +32,21 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from goldenlayers.cache import cache_root
-from goldenlayers.editing.solve import StatsError
+from goldenlayers.editing.hparams import EditHParams, StatsSettings
+from goldenlayers.editing.solve import check_key_cov
 from goldenlayers.editing.sources import TextSource, open_source, token_batches
 from goldenlayers.models.adapters import ArchAdapter
 from goldenlayers.models.loader import model_device
 from goldenlayers.text import model_max_length
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-class StatsSettings(BaseModel):
-    """How to get C. mom2: "corpus" (collect from `source`) or "identity" (C = I, nothing collected)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    mom2: Literal["corpus", "identity"] = "corpus"
-    source: str = "world"
-    max_tokens: int = Field(100_000, gt=0)
-    batch_size: int = Field(8, gt=0)
-    max_length: int = Field(256, gt=1)
-    dtype: Literal["float32", "float64"] = "float64"
 
 
 PANELS = 4  # K^T K is accumulated on the upper triangle of PANELS x PANELS blocks: 10/16 of the products
@@ -181,27 +169,7 @@ def collect_key_stats(model: nn.Module, tok, adapter: ArchAdapter, layers: list[
                     one_layer_at_a_time)[0]
 
 
-def check_stats(C: torch.Tensor, layer: int, d_ff: int | None = None, max_cond: float = 1e12) -> float:
-    """Raise StatsError (naming the layer) unless C is a finite, symmetric, well-conditioned (d_ff, d_ff)
-    matrix; checked in float64. Returns the condition number lambda_max / lambda_min."""
-    d = d_ff or C.shape[-1]
-    if C.ndim != 2 or tuple(C.shape) != (d, d):
-        raise StatsError(f"key statistics of layer {layer} have shape {tuple(C.shape)}, expected ({d}, {d})")
-    C = C.to(torch.float64)
-    if not torch.isfinite(C).all():
-        raise StatsError(f"key statistics of layer {layer} contain NaN or inf; recompute them")
-    if not torch.allclose(C, C.T, rtol=1e-6, atol=1e-12 * float(C.abs().max())):
-        raise StatsError(f"key statistics of layer {layer} are not symmetric; they are not a second moment")
-    eig = torch.linalg.eigvalsh(C)  # ascending
-    cond = float(eig[-1] / eig[0]) if eig[0] > 0 else float("inf")
-    if not cond <= max_cond:
-        rank = int(torch.linalg.matrix_rank(C, hermitian=True))
-        raise StatsError(
-            f"key statistics of layer {layer} are singular or ill-conditioned (rank {rank} of {d}, condition "
-            f"number {cond:.3g} > {max_cond:.0e}): collect keys from more tokens than d_ff={d}, or use C = I "
-            "(mom2='identity')"
-        )
-    return cond
+check_stats = check_key_cov  # the one validator of C (goldenlayers.editing.solve)
 
 
 class StatsCache:
@@ -239,16 +207,17 @@ class StatsCache:
 
     def _entry(self, model, tok, adapter, layers, settings, texts, name):
         s = settings or StatsSettings()
-        if s.mom2 == "identity":
-            raise ValueError("mom2='identity' needs no statistics: use key_stats(), which returns None for C = I")
+        if s.source is None:
+            raise ValueError("StatsSettings.source is None: pass the text source of C (resolve_key_stats fills in "
+                             "the model's own world)")
         source = open_source(s.source) if texts is None else TextSource(s.source, hashlib.sha256(
             f"given:{s.source}".encode()).hexdigest(), lambda: texts)
         name = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
         identity = self.model_identity(model, tok, adapter)
-        paths = {lay: self.path(name, identity, source, lay, s.max_tokens, s.max_length, s.dtype) for lay in layers}
+        paths = {lay: self.path(name, identity, source, lay, s.tokens, s.max_length, s.dtype) for lay in layers}
         return s, source, name, identity, paths
 
-    def _fill(self, model, tok, adapter, layers, settings, texts, name, progress
+    def _fill(self, model, tok, adapter, layers, settings, texts, name, progress, batch_size=8
               ) -> tuple[dict[int, Path], dict[int, torch.Tensor]]:
         """(every layer's file, the C collected now): the layers without a file are collected together in one
         pass, checked and stored, under the entry's lock (a process that waited for it finds the files there)."""
@@ -259,12 +228,12 @@ class StatsCache:
         with _locked(next(iter(paths.values())).parent):
             missing = [lay for lay in layers if not paths[lay].exists()]
             if missing:
-                new, n = _collect(model, tok, adapter, missing, source.texts(), s.max_tokens, s.batch_size,
+                new, n = _collect(model, tok, adapter, missing, source.texts(), s.tokens, batch_size,
                                   s.max_length, _DTYPES[s.dtype], progress, False)
                 for lay, C in new.items():
                     check_stats(C, lay)
                     meta = dict(model=name, identity=identity, source=source.label, fingerprint=source.fingerprint,
-                                layer=str(lay), tokens=str(n), max_tokens=str(s.max_tokens),
+                                layer=str(lay), tokens=str(n), max_tokens=str(s.tokens),
                                 max_length=str(s.max_length), dtype=s.dtype)
                     tmp = paths[lay].with_suffix(f".tmp{os.getpid()}")
                     save_file({"C": C.contiguous()}, tmp, metadata=meta)
@@ -274,20 +243,22 @@ class StatsCache:
 
     def get_or_compute(self, model: nn.Module, tok, adapter: ArchAdapter, layers: list[int],
                        settings: StatsSettings | None = None, texts: Iterable[str] | None = None,
-                       name: str | None = None, progress: bool = True) -> dict[int, torch.Tensor]:
+                       name: str | None = None, progress: bool = True, batch_size: int = 8
+                       ) -> dict[int, torch.Tensor]:
         """{layer: C} from the cache; the missing layers are collected together in one pass, checked and stored.
 
         texts: the corpus itself, labelled by `settings.source` in the key (else the source spec is opened).
         name: how the model is named in the cache folder (default: its config's name_or_path).
+        batch_size: texts per forward while collecting (an execution option: not in the key).
         """
-        paths, new = self._fill(model, tok, adapter, layers, settings, texts, name, progress)
+        paths, new = self._fill(model, tok, adapter, layers, settings, texts, name, progress, batch_size)
         return {lay: new[lay] if lay in new else load_file(paths[lay])["C"] for lay in layers}
 
     def files(self, model: nn.Module, tok, adapter: ArchAdapter, layers: list[int],
               settings: StatsSettings | None = None, texts: Iterable[str] | None = None, name: str | None = None,
-              progress: bool = True) -> dict[int, Path]:
+              progress: bool = True, batch_size: int = 8) -> dict[int, Path]:
         """{layer: file of C}, collecting the missing layers as get_or_compute does, but loading nothing."""
-        return self._fill(model, tok, adapter, layers, settings, texts, name, progress)[0]
+        return self._fill(model, tok, adapter, layers, settings, texts, name, progress, batch_size)[0]
 
 
 @contextmanager
@@ -332,14 +303,49 @@ class CachedStats(Mapping):
 
 def key_stats(model: nn.Module, tok, adapter: ArchAdapter, layers: list[int], settings: StatsSettings | None = None,
               cache: StatsCache | None = None, texts: Iterable[str] | None = None, name: str | None = None,
-              progress: bool = True, lazy: bool = False) -> Mapping[int, torch.Tensor] | None:
-    """C per layer as the settings say, for `edit(..., stats=...)`: None for mom2="identity" (C = I), else
-    checked statistics from `cache` (default: StatsCache() at its default root), missing layers collected in one
-    pass. lazy: a `CachedStats` that reads each layer's file when it is used, instead of a dict of every C."""
-    s = settings or StatsSettings()
-    if s.mom2 == "identity":
-        return None
+              progress: bool = True, lazy: bool = False, batch_size: int = 8) -> Mapping[int, torch.Tensor]:
+    """C per layer for `edit(..., stats=...)`: checked statistics from `settings.source` (or `texts`) through
+    `cache` (default: StatsCache() at its default root), missing layers collected in one pass. lazy: a
+    `CachedStats` that reads each layer's file when it is used, instead of a dict of every C."""
+    s = settings or StatsSettings(source="world")
     cache = cache or StatsCache()
     if lazy:
-        return CachedStats(cache.files(model, tok, adapter, layers, s, texts, name, progress))
-    return cache.get_or_compute(model, tok, adapter, layers, s, texts, name, progress)
+        return CachedStats(cache.files(model, tok, adapter, layers, s, texts, name, progress, batch_size))
+    return cache.get_or_compute(model, tok, adapter, layers, s, texts, name, progress, batch_size)
+
+
+class StatsSourceError(ValueError):
+    """Settings that use C for a model with no text source to take it from."""
+
+
+def with_source(stats: StatsSettings, model_source: str | None) -> StatsSettings:
+    """`stats` with its source filled in: as given, else the held-out corpus of the synthetic world the model at
+    `model_source` was trained on ("world:<model folder>"); StatsSourceError when it has none."""
+    from goldenlayers.editing.sources import model_world_source
+
+    if stats.source is not None:
+        return stats
+    source = model_world_source(model_source) if model_source is not None else None
+    if source is None:
+        raise StatsSourceError(
+            f"these settings use key statistics C (mom2_adjustment) and {model_source or 'the model'} has no "
+            "synthetic world to take them from: give a text source (--stats SOURCE, or stats.source in a config: "
+            "a folder of .txt files, hf:NAME, wikipedia-vital, ...), or set mom2_adjustment=false for C = I")
+    return stats.model_copy(update={"source": source})
+
+
+def resolve_key_stats(model: nn.Module, tok, adapter: ArchAdapter, settings: EditHParams,
+                      stats: StatsSettings | None, layers: list[int] | None, *, model_source: str | None = None,
+                      name: str | None = None, cache: StatsCache | None = None, batch_size: int = 8,
+                      progress: bool = True, lazy: bool = True) -> Mapping[int, torch.Tensor] | None:
+    """The one function from (model, editing settings, stats source) to C: None (C = I) when the settings do
+    not use key statistics (`mom2_adjustment`, the one switch) or no layer is given; else {layer: C} of `layers`
+    (default: the settings' layers) from the statistics cache, collected on a miss from `stats.source`, by
+    default the held-out corpus of the synthetic world the model was trained on (`model_source`: the --model
+    string or a config's model path). Raises StatsSourceError when there is no source to take C from."""
+    layers = layers or settings.layers
+    if not settings.mom2_adjustment or not layers:
+        return None
+    s = with_source(stats or StatsSettings(), model_source)
+    return key_stats(model, tok, adapter, layers, s, cache=cache, name=name, progress=progress, lazy=lazy,
+                     batch_size=batch_size)

@@ -18,6 +18,9 @@ from torch import nn
 
 from goldenlayers.registry import ADAPTERS, UnknownNameError
 
+MLP_OUT = "mlp_out"  # the MLP's output projection (down-proj): key = its input (d_ff), value = its output
+ATTN_OUT = "attn_out"  # the attention's output projection (o_proj): key = the heads' concatenated output
+
 
 class UnknownArchitectureError(KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly
@@ -41,6 +44,12 @@ class ArchAdapter:
     mlp_output_normalised: True when the MLP output is normalised before it joins the residual stream (Gemma 2/3's
         post_feedforward_layernorm, an RMSNorm): only the direction of a token's down-proj output counts, not its
         length (ROME/R-ROME then use the v* of least change, editing.rome.site_value).
+    attn_out: path inside a block of the attention output projection (site "attn_out"); None: not declared.
+    attn_out_transposed: as down_proj_transposed, for attn_out.
+
+    Sites: the weights a method may edit, by name (`sites`): "mlp_out" (down_proj) always, "attn_out" where
+    declared. `site_weight(model, layer, site)` is W in (d_out, d_in) orientation, `site_to_storage` turns a
+    delta back; `weight`/`weight_param`/`to_storage` are the "mlp_out" site's.
     """
 
     model_type: str
@@ -54,6 +63,8 @@ class ArchAdapter:
     mlp: str | None = "mlp"
     down_proj_transposed: bool = False
     mlp_output_normalised: bool = False
+    attn_out: str | None = None
+    attn_out_transposed: bool = False
     notes: str = ""
     aliases: tuple[str, ...] = field(default_factory=tuple)
 
@@ -133,6 +144,33 @@ class ArchAdapter:
         """Turn a (d_out, d_in) delta into the parameter's storage orientation."""
         return delta.T if self.down_proj_transposed else delta
 
+    # -- sites: the weights a method may edit -----------------------------------------------------
+    @property
+    def sites(self) -> tuple[str, ...]:
+        return (MLP_OUT,) + ((ATTN_OUT,) if self.attn_out is not None else ())
+
+    def _site(self, site: str) -> tuple[str, bool]:
+        if site == MLP_OUT:
+            return self.down_proj, self.down_proj_transposed
+        if site == ATTN_OUT and self.attn_out is not None:
+            return self.attn_out, self.attn_out_transposed
+        raise KeyError(f"{self.model_type} has no edit site {site!r}; it declares {', '.join(self.sites)}")
+
+    def site_module(self, model: nn.Module, layer: int, site: str = MLP_OUT) -> nn.Module:
+        return self.block(model, layer).get_submodule(self._site(site)[0])
+
+    def site_param(self, model: nn.Module, layer: int, site: str = MLP_OUT) -> nn.Parameter:
+        return self.site_module(model, layer, site).weight
+
+    def site_weight(self, model: nn.Module, layer: int, site: str = MLP_OUT) -> torch.Tensor:
+        """W of `site` as (d_out, d_in): output = W @ input (+ bias). A view, not a copy."""
+        w = self.site_param(model, layer, site)
+        return w.T if self._site(site)[1] else w
+
+    def site_to_storage(self, delta: torch.Tensor, site: str = MLP_OUT) -> torch.Tensor:
+        """Turn a (d_out, d_in) delta of `site` into its parameter's storage orientation."""
+        return delta.T if self._site(site)[1] else delta
+
     def d_ff(self, model: nn.Module) -> int:
         return self.weight(model, 0).shape[1]
 
@@ -184,6 +222,7 @@ def _llama_like(model_type: str, notes: str = "", aliases: tuple[str, ...] = (),
         attn="self_attn",
         final_norm="norm",
         embed="embed_tokens",
+        attn_out="self_attn.o_proj",
         notes=notes,
         aliases=aliases,
         mlp_output_normalised=normalised,
@@ -200,6 +239,8 @@ for _a in (
         final_norm="ln_f",
         embed="wte",
         down_proj_transposed=True,
+        attn_out="attn.c_proj",
+        attn_out_transposed=True,
         notes="Conv1D stores (d_in, d_out): y = x W + b",
     ),
     ArchAdapter(
@@ -210,6 +251,7 @@ for _a in (
         attn="attn",
         final_norm="ln_f",
         embed="wte",
+        attn_out="attn.out_proj",
     ),
     ArchAdapter(
         model_type="gpt_neox",
@@ -219,6 +261,7 @@ for _a in (
         attn="attention",
         final_norm="final_layer_norm",
         embed="embed_in",
+        attn_out="attention.dense",
     ),
     ArchAdapter(
         model_type="opt",
@@ -229,6 +272,7 @@ for _a in (
         attn="self_attn",
         final_norm="final_layer_norm",
         embed="embed_tokens",
+        attn_out="self_attn.out_proj",
         notes="no MLP submodule: the MLP output is fc2's output",
     ),
     _llama_like("llama"),

@@ -62,20 +62,20 @@ def _model(spec: ModelSpec, where: str, notes: list[str], problems: list[str]) -
 
 def _settings(config: ExperimentConfig, model: ModelSpec, where: str, problems: list[str]) -> list:
     """The resolved editing settings of every method for `model` (problems for the ones that do not resolve)."""
-    from goldenlayers.editing import EditHParams, get_method, resolve_hparams
-    from goldenlayers.runs.engine_jobs import method_hparams
+    from goldenlayers.editing import get_method
+    from goldenlayers.runs.engine_jobs import method_settings
     from goldenlayers.runs.plan import Job
 
     out = []
     for i, method in enumerate(config.methods):
         job = Job("evaluate", model.name, config.datasets[0].name, "test", method=method.name)
         try:
-            hp = resolve_hparams(get_method(method.name).family, method_hparams(config, job), name=model.source)
+            hp = method_settings(config, job, None, model.source)
         except ValidationError as e:
             for err in e.errors():
                 key = ".".join(str(p) for p in err["loc"])
                 if err["type"] == "extra_forbidden":
-                    near = did_you_mean(key, EditHParams.model_fields)
+                    near = did_you_mean(key, get_method(method.name).settings.model_fields)
                     msg = "unknown setting" + (f" (did you mean {near[0]!r}?)" if near else "")
                 else:
                     msg = err["msg"].removeprefix("Value error, ")

@@ -20,6 +20,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from goldenlayers.editing.hparams import StatsSettings
 from goldenlayers.metric_names import FAMILIES, expand_metrics
 from goldenlayers.registry import DATASETS, METHODS, Registry, did_you_mean
 from goldenlayers.runs.errors import ConfigError, problems
@@ -196,19 +197,6 @@ class BatchSpec(_Strict):
     stats: int = Field(8, ge=1)
 
 
-class StatsSpec(_Strict):
-    """Key statistics C = E[k k^T] for the methods whose hparams have mom2_adjustment true (goldenlayers.editing.
-    stats; nothing is collected otherwise). source: a text source spec (goldenlayers.editing.sources: "world",
-    "world:PATH", a folder of .txt files, "hf:NAME[:CONFIG][:SPLIT]"); None: the held-out corpus of the world a
-    model was trained on ("world:<model folder>", the embedded default models and `train-world` outputs), an
-    error for other models. tokens: the token budget; max_length: tokens per text; dtype: accumulation dtype."""
-
-    source: str | None = Field(None, min_length=1)
-    tokens: int = Field(100_000, ge=1)
-    max_length: int = Field(256, ge=2)
-    dtype: Literal["float32", "float64"] = "float64"
-
-
 class SeedSpec(_Strict):
     """torch: global seed; templates: context-template sampling; fluency: generation sampling."""
 
@@ -228,7 +216,7 @@ class ExperimentConfig(_Strict):
     metrics: list[str] = Field(default_factory=lambda: [m for m in METRICS if m != "overall"])
     seeds: SeedSpec = SeedSpec()
     batch: BatchSpec = BatchSpec()
-    stats: StatsSpec = StatsSpec()
+    stats: StatsSettings = StatsSettings()  # the editor's own class (goldenlayers.editing.hparams)
     data_dir: str = "data"
     output_dir: str = "runs"
 

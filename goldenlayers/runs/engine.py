@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from goldenlayers.runs.config import DatasetSpec, ExperimentConfig, ModelSpec
-from goldenlayers.runs.engine_jobs import chosen_layer, needs_key_stats, run_cells, run_select
+from goldenlayers.runs.engine_jobs import chosen_layer, method_settings, run_cells, run_select
 from goldenlayers.runs.plan import Job
 from goldenlayers.runs.rundir import RunDir
 from goldenlayers.runs.store import Store
@@ -66,23 +66,6 @@ def load_cases(config: ExperimentConfig, model: ModelSpec, dataset: DatasetSpec,
     if not data.cases:
         raise ValueError(f"{dataset.file}: no usable case ({data.report.summary()})")
     return list(data.cases)
-
-
-def stats_settings(config: ExperimentConfig, model: ModelSpec):
-    """The StatsSettings of the config's `stats` section for `model`: its source, else the held-out corpus of the
-    synthetic world the model was trained on ("world:<model folder>", where load_cases finds the world too)."""
-    from goldenlayers.editing.sources import model_world_source
-    from goldenlayers.editing.stats import StatsSettings
-
-    s = config.stats
-    source = s.source or model_world_source(model.source)
-    if source is None:
-        raise ValueError(f"{model.name}: the editing settings need key statistics C (mom2_adjustment: true) and "
-                         "the model has no synthetic world (world.json beside it) to take them from: set "
-                         "stats.source in the config (a folder of .txt files, 'hf:NAME[:CONFIG][:SPLIT]', ...), "
-                         "or mom2_adjustment: false in the method's hparams for C = I")
-    return StatsSettings(source=source, max_tokens=s.tokens, max_length=s.max_length, dtype=s.dtype,
-                         batch_size=config.batch.stats)
 
 
 class RunEngine:
@@ -154,18 +137,19 @@ class RunEngine:
         if rows:
             run.store.add(failures=rows)
 
-    def key_stats(self, config: ExperimentConfig, job: Job, spec: ModelSpec, lm, layers: list[int]):
+    def key_stats(self, config: ExperimentConfig, settings, spec: ModelSpec, lm, layers: list[int]):
         """(C of `layers` read lazily from the cache, or None when the job's settings use C = I or no layer is
         left; {"layers", "collected"}: what was asked for and how many layers had to be collected)."""
-        if not layers or not needs_key_stats(config, job, lm.model, spec.source):
+        if not layers or not settings.mom2_adjustment:
             return None, None
-        from goldenlayers.editing.stats import StatsCache, key_stats
+        from goldenlayers.editing.stats import StatsCache, resolve_key_stats
 
         self.stats_cache = self.stats_cache or StatsCache()
         before = self.stats_cache.collected
         with self.timeline.phase("key statistics"):
-            C = key_stats(lm.model, lm.tokenizer, lm.adapter, layers, stats_settings(config, spec),
-                          cache=self.stats_cache, name=spec.source, progress=self.progress, lazy=True)
+            C = resolve_key_stats(lm.model, lm.tokenizer, lm.adapter, settings, config.stats, layers,
+                                  model_source=spec.source, name=spec.source, cache=self.stats_cache,
+                                  batch_size=config.batch.stats, progress=self.progress, lazy=True)
         return C, dict(layers=layers, collected=self.stats_cache.collected - before)
 
     def out_store(self, run: RunDir) -> Store:
@@ -206,11 +190,13 @@ class RunEngine:
         out = self.out_store(run)
         cache = self._caches.setdefault(job.model, _pre_cache())
         # C of the layers with cells left (every worker asks for the same ones: one collection serves all)
-        C, got = self.key_stats(config, job, spec, lm, [x for x in layers if any((c.case_id, x) not in done
-                                                                                 for c in todo)])
+        settings = method_settings(config, job, lm.model, spec.source)
+        C, got = self.key_stats(config, settings, spec, lm, [x for x in layers if any((c.case_id, x) not in done
+                                                                                      for c in todo)])
         with self.timeline.phase(job.kind):
             stats = run_cells(config, job, lm.model, lm.tokenizer, todo, proxy_ids, layers, selector, done, out,
-                              rank=self.rank, world=self.world, cache=cache, key_stats=C, progress=self.progress)
+                              rank=self.rank, world=self.world, cache=cache, key_stats=C, settings=settings,
+                              progress=self.progress)
         self.log.append(dict(job=job.key, layers=layers, **stats, key_stats=got))
 
     def close(self) -> None:

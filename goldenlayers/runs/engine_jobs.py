@@ -8,7 +8,8 @@
   written at once in one `store.add` call (its metric rows with pre-edit values, or its failure), cells already in
   the store skipped (resume), and, with several workers, only this worker's share of the remaining cells.
 - key statistics: when the method's settings need C (mom2_adjustment), the engine passes `run_cells` C of the
-  layers that still have cells to do (`needs_key_stats`; collected once into the shared cache, then read back).
+  layers that still have cells to do (`method_settings`, then goldenlayers.editing.stats.resolve_key_stats;
+  collected once into the shared cache, then read back).
 - `chosen_layer`: the layer a selector chose, recomputed from its stored rows (LGA: the Tukey-fenced pick with the
   config's k and top; CMA: the argmax), so it is the same in every process and after any resume.
 """
@@ -107,25 +108,19 @@ def _scored(model, tok, config: ExperimentConfig, cache, metrics: list[str]):
 
 
 def method_hparams(config: ExperimentConfig, job: Job) -> dict:
-    """The job's method hparams as the editor gets them: the config's overrides of the model's preset, with
-    template_seed = seeds.templates unless given. A method with a named `preset` gets every setting of that
-    preset with the overrides applied (so the model's own preset no longer matters)."""
+    """The job's method overrides: the config's `hparams`, with template_seed = seeds.templates unless given."""
     method = next(m for m in config.methods if m.name == job.method)
-    hparams = {"template_seed": config.seeds.templates, **method.hparams}
-    if method.preset is None:
-        return hparams
-    from goldenlayers.editing import get_method, resolve_hparams
-
-    return resolve_hparams(get_method(job.method).family, hparams, preset=method.preset).model_dump()
+    return {"template_seed": config.seeds.templates, **method.hparams}
 
 
-def needs_key_stats(config: ExperimentConfig, job: Job, model, name: str) -> bool:
-    """Whether the job's editing settings (the model's preset with the config's overrides) use key statistics C
-    (mom2_adjustment); invalid hparams raise here, failing the job once instead of every cell."""
-    from goldenlayers.editing import get_method, resolve_hparams
+def method_settings(config: ExperimentConfig, job: Job, model, name: str):
+    """The job's typed editing settings (goldenlayers.editing.resolve_settings, once per job): the method's named
+    `preset`, else the model's own, with the config's overrides; invalid hparams raise here, failing the job once
+    instead of every cell. `mom2_adjustment` on them says whether the job needs key statistics C."""
+    from goldenlayers.editing import resolve_settings
 
-    family = get_method(job.method).family
-    return resolve_hparams(family, method_hparams(config, job), model, name=name).mom2_adjustment
+    method = next(m for m in config.methods if m.name == job.method)
+    return resolve_settings(model, job.method, method.preset, method_hparams(config, job), name=name)
 
 
 def cell_owner(todo: list[tuple[str, int]], rank: int, world: int) -> set[tuple[str, int]]:
@@ -135,15 +130,17 @@ def cell_owner(todo: list[tuple[str, int]], rank: int, world: int) -> set[tuple[
 
 def run_cells(config: ExperimentConfig, job: Job, model, tok, cases: list, proxy_ids: set[str], layers: list[int],
               selector: str, done: set[tuple[str, int]], out: Store, *, rank: int = 0, world: int = 1,
-              cache=None, key_stats=None, progress: bool = True) -> dict:
+              cache=None, key_stats=None, settings=None, progress: bool = True) -> dict:
     """Edit `cases` at `layers` with the job's method, score, and write each cell to `out` (see module doc).
     `done`: cells finished before (skipped). key_stats: {layer: C} for the editor (settings with
-    mom2_adjustment need them; the engine gets them with goldenlayers.editing.stats.key_stats).
+    mom2_adjustment need them; the engine gets them with goldenlayers.editing.stats.resolve_key_stats).
+    settings: the job's typed settings (`method_settings`, resolved by the engine; resolved here when None).
     Returns {"cells": done now, "failures": n, "skipped": n}."""
     from goldenlayers.selection.bruteforce import make_default_fns, sweep
 
     spec = next(m for m in config.models if m.name == job.model)
-    fns = make_default_fns(model, tok, job.method, method_hparams(config, job), stats=key_stats, name=spec.source,
+    settings = settings or method_settings(config, job, model, spec.source)
+    fns = make_default_fns(model, tok, job.method, settings, stats=key_stats, name=spec.source,
                            metrics=("rewrite",))
     bf = config.selectors.bruteforce
     metrics = bf.metrics if job.kind == "bruteforce" and bf and bf.metrics is not None else config.metrics
