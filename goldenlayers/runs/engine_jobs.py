@@ -4,7 +4,8 @@
   the proxy split; one selector row per layer (score, cases, seconds of the whole selector run).
 - `run_cells`: the brute-force sweep (section 4: every case at every configured layer, the ground truth of Tables 1
   and 3-8) and the evaluation at a selector's chosen layer (Tables 2, 9, 10) are the same loop over (case, layer)
-  cells: `goldenlayers.selection.bruteforce.sweep` with the real editor and `CaseScorer`, each finished cell
+  cells: the package's cell loop (`goldenlayers.evaluation.cells.edit_cells`, v* batched) with the real editor
+  and `CaseScorer`, each finished cell
   written at once in one `store.add` call (its metric rows with pre-edit values, or its failure), cells already in
   the store skipped (resume), and, with several workers, only this worker's share of the remaining cells.
 - key statistics: when the method's settings need C (mom2_adjustment), the engine passes `run_cells` C of the
@@ -76,24 +77,6 @@ def chosen_layer(config: ExperimentConfig, store: Store, model: str, dataset: st
     return name, table.best()
 
 
-def _scored(model, tok, config: ExperimentConfig, cache, metrics: list[str]):
-    """pre_fn / score_fn for `sweep` that also remember each case's pre-edit values (for the `pre` column)."""
-    from goldenlayers.evaluation.scorer import CaseScorer, EvalSettings
-    from goldenlayers.metric_names import ALL_METRICS as EVAL_METRICS
-
-    metrics = tuple(m for m in metrics if m in EVAL_METRICS)
-    scorer = CaseScorer(model, tok, EvalSettings(metrics=metrics, batch_size=config.batch.evaluate,
-                                                 seed=config.seeds.fluency), cache=cache)
-    pres: dict[str, dict[str, float | None]] = {}
-
-    def score_fn(case, pre):
-        both = scorer.compare(case, pre, scorer.state(case))
-        pres[case.case_id] = {m: v[0] for m, v in both.items()}
-        return {m: v[1] for m, v in both.items()}
-
-    return scorer.pre, score_fn, pres
-
-
 def method_hparams(config: ExperimentConfig, job: Job) -> dict:
     """The job's method hparams as the editor gets them: the config's overrides of the model's preset, with
     template_seed = seeds.templates unless given. A method with a named `preset` gets every setting of that
@@ -128,20 +111,22 @@ def run_cells(config: ExperimentConfig, job: Job, model, tok, cases: list, proxy
     `done`: cells finished before (skipped). key_stats: {layer: C} for the editor (settings with
     mom2_adjustment need them; the engine gets them with goldenlayers.editing.stats.key_stats).
     Returns {"cells": done now, "failures": n, "skipped": n}."""
-    from goldenlayers.selection.bruteforce import make_default_fns, sweep
+    from goldenlayers.evaluation.cells import edit_cells
+    from goldenlayers.metric_names import ALL_METRICS
+    from goldenlayers.selection.bruteforce import make_default_fns
 
     spec = next(m for m in config.models if m.name == job.model)
-    fns = make_default_fns(model, tok, job.method, method_hparams(config, job), stats=key_stats, name=spec.source,
-                           metrics=("rewrite",))
     bf = config.selectors.bruteforce
     metrics = bf.metrics if job.kind == "bruteforce" and bf and bf.metrics is not None else config.metrics
-    pre_fn, score_fn, pres = _scored(model, tok, config, cache, metrics)
+    fns = make_default_fns(model, tok, job.method, method_hparams(config, job), stats=key_stats, name=spec.source,
+                           metrics=tuple(m for m in metrics if m in ALL_METRICS), cache=cache,
+                           batch_size=config.batch.evaluate, seed=config.seeds.fluency)
     todo = [(c.case_id, layer) for layer in layers for c in cases if (c.case_id, layer) not in done]
     mine = cell_owner(todo, rank, world)
     skip = done | (set(todo) - mine)
     stats = dict(cells=0, failures=0)
 
-    def on_row(cell) -> None:
+    def on_cell(cell) -> None:
         split = "proxy" if cell.case_id in proxy_ids else "test"
         base = dict(model=job.model, dataset=job.dataset, case_id=cell.case_id, method=job.method)
         if cell.failure is not None:
@@ -149,13 +134,10 @@ def run_cells(config: ExperimentConfig, job: Job, model, tok, cases: list, proxy
             out.add(failures=[dict(base, layer=f.layer, stage=f.stage, reason=f.reason)])
             stats["failures"] += 1
             return
-        pre = pres.get(cell.case_id, {})
-        out.add(results=[dict(base, selector=selector, layer=r["layer"], metric=r["metric"], value=r["value"],
-                              pre=pre.get(r["metric"]), seconds=r["seconds"], split=split) for r in cell.rows])
+        out.add(results=[dict(r.record(), **base, selector=selector, split=split) for r in cell.rows])
         stats["cells"] += 1
 
     torch.manual_seed(config.seeds.torch)
-    res = sweep(cases, layers, prepare_fn=fns.prepare_fn, apply_fn=fns.apply_fn, pre_fn=pre_fn, score_fn=score_fn,
-                weights_fn=fns.weights_fn, batch_size=config.batch.edit, on_row=on_row, skip=skip,
-                progress=progress, desc=f"{job.kind} {job.model}/{job.dataset} {job.method} ({selector})")
+    res = edit_cells(cases, layers, batch_size=config.batch.edit, on_cell=on_cell, skip=skip, progress=progress,
+                     desc=f"{job.kind} {job.model}/{job.dataset} {job.method} ({selector})", **fns.kwargs())
     return dict(stats, skipped=res.skipped)
