@@ -33,7 +33,7 @@ LISTINGS: dict[str, object] = {}
 # Listings fixed by the package's code: cached by `ls` (see the module docstring); any other title is live.
 CACHED_LISTINGS = ("architectures", "methods", "presets", "selectors", "datasets", "metrics")
 
-_AREAS = ("world", "realfacts", "edit", "evaluate", "select", "demo", "run", "models")
+_AREAS = ("world", "realfacts", "edit", "evaluate", "select", "compare", "demo", "run", "models")
 
 
 @app.callback()

@@ -1,5 +1,5 @@
-"""`goldenlayers select` (one selector's layer ranking) and `goldenlayers compare` (LGA vs CMA vs brute force,
-Table 2 of the paper). Thin shells over goldenlayers.selection.compare."""
+"""`goldenlayers select`: one selector's layer ranking (a thin shell over goldenlayers.selection.select_layer);
+`goldenlayers compare` lives in cli/compare.py."""
 
 from __future__ import annotations
 
@@ -89,127 +89,10 @@ def select_command(
         console.print(f"  skipped {cid}: {why}", soft_wrap=True)
 
 
-METRIC_HEADS = dict(rewrite="rew", rephrase="reph", locality="loc", portability="port", fluency="flu")
-
-
-def render_comparison(cmp, title: str):
-    """The Table-2 rows of a comparison; with ground truth also regret, Spearman's rho and cost (and under it,
-    a second table of the regret per metric)."""
-    from rich.console import Group
-    from rich.table import Table
-
-    truth = getattr(cmp, "truth", None)
-    t = Table(title=title)
-    cols = ["method", "selector", "layer", *METRIC_HEADS, "overall"]
-    heads = ["method", "selector", "layer", *METRIC_HEADS.values(), "overall"]
-    if truth is not None:
-        cols += ["regret", "spearman", "cost"]
-        heads += ["regret", "rho", "cost"]
-    cols += ["seconds", "speedup_vs_bruteforce"]
-    heads += ["sec", "xBF"]
-    for h in heads:
-        t.add_column(h, justify="right", no_wrap=True)
-    for r in cmp.rows:
-        t.add_row(*(str(r[c]) if c in ("method", "selector", "layer") else _fmt(r.get(c)) for c in cols))
-    caption = ("rew/reph/loc/port: rewrite, rephrase, locality, portability accuracy; flu: fluency (n-gram entropy, "
-               "bits); sec: selector wall time; xBF: times faster than brute force on the proxy set. ")
-    if truth is None:
-        t.caption = caption + cmp.normalisation
-        return t
-    t.caption = caption + (f"Metrics: test-set means at the chosen layer from the sweep of every layer on the "
-                           f"{truth.cases} test cases ({truth.seconds:.1f} s); regret: test Overall at the test "
-                           f"golden layer ({truth.golden['overall']}) minus at the chosen layer; rho: Spearman "
-                           "correlation of the selector's layer scores with the per-layer test Overall; cost: "
-                           f"selector time / sweep time. {cmp.normalisation}")
-    metrics = list(truth.means)
-    per = Table(title="regret per metric (best test mean minus the mean at the chosen layer; fluency: the reverse)")
-    for h in ["selector", "layer", *(METRIC_HEADS.get(m, m) for m in metrics), "overall"]:
-        per.add_column(h, justify="right", no_wrap=True)
-    per.add_row("golden", "", *(str(truth.golden[m]) for m in metrics), str(truth.golden["overall"]))
-    for r in cmp.rows:
-        per.add_row(r["selector"], str(r["layer"]), *(_fmt(r.get(f"regret_{m}")) for m in metrics),
-                    _fmt(r.get("regret")))
-    return Group(t, per)
-
-
-def selection_line(sel) -> str:
-    """One line printed as soon as a selector has chosen its layer."""
-    n = sel.table.cases
-    return (f"{sel.selector}: layer {sel.layer} chosen on {n} proxy case{'' if n == 1 else 's'} in {sel.seconds:.1f} s "
-            f"(best-ranked: {', '.join(map(str, sel.table.ranking()[:3]))})")
-
-
-def row_line(r: dict) -> str:
-    """One line printed as soon as a selector's test-set row is known."""
-    parts = [f"{m} {_fmt(r.get(m))}" for m in (*METRIC_HEADS, "overall") if r.get(m) is not None]
-    if "regret" in r:
-        parts += [f"regret {_fmt(r['regret'])}", f"rho {_fmt(r.get('spearman'))}", f"cost {_fmt(r.get('cost'))}"]
-    return f"{r['selector']} at layer {r['layer']} on the test set: " + ", ".join(parts)
-
-
-def compare_command(
-    model: str = typer.Option("default-gpt2", help="embedded default name or a local Hugging Face model folder"),
-    dataset: str = typer.Option("world"),
-    data_file: str | None = typer.Option(None),
-    limit: int = typer.Option(200, min=1, help="cases in all (proxy + test; N >= 1)"),
-    proxy_fraction: float = typer.Option(0.1, help="share of the cases used as the proxy set (between 0 and 1; exactly rounded)"),
-    editor: str = typer.Option("r-rome", help="editing method"),
-    selectors: str = typer.Option("lga,cma,bruteforce", help="comma-separated selectors"),
-    no_fluency: bool = typer.Option(False, "--no-fluency", help="skip the fluency generation"),
-    truth: bool = typer.Option(False, "--truth", help="also sweep every layer on the test set (ground truth): adds "
-                               "regret, Spearman's rho and cost per selector"),
-    overall_weights: str = typer.Option("", help="Overall weights, e.g. rewrite=2,fluency=0 (default: all 1)"),
-    seed: int = typer.Option(0, help="seed of the proxy/test split"),
-    preset: str | None = typer.Option(None, help=PRESET_HELP),
-    set_: list[str] = typer.Option([], "--set", help="override an editing setting: key=value (repeatable)"),
-    stats: str | None = typer.Option(None, help=STATS_HELP),
-    stats_tokens: int = typer.Option(100_000, min=1, help=STATS_TOKENS_HELP),
-    device: str | None = typer.Option(None),
-) -> None:
-    """Find a layer with each selector on a proxy set, edit the test set there, and print Table 2 with wall times
-    (with --truth: against brute force on the test set). Each selector's result is printed as soon as it is known."""
-    from goldenlayers.cli.common import announce_model, cases_and_model, check_model_options
-    from goldenlayers.datasets.split import split_cases
-    from goldenlayers.evaluation.overall import OverallSpec
-    from goldenlayers.selection.compare import SELECTORS, compare_selectors
-
-    announce_model(model)
-    if not 0 < proxy_fraction < 1:
-        fail(f"{proxy_fraction} is not between 0 and 1 (both excluded)", option="--proxy-fraction")
-    try:
-        spec = OverallSpec.parse(overall_weights)
-    except ValueError as e:
-        fail(e, option="--overall-weights")
-    names = [s.strip() for s in selectors.split(",") if s.strip()]
-    unknown = [s for s in names if s not in SELECTORS]
-    if unknown or not names:
-        fail(f"unknown selector(s) {', '.join(map(repr, unknown)) or '(empty list)'}; choose from "
-             f"{', '.join(SELECTORS)}", option="--selectors")
-    _check_editor(editor)
-    check_model_options(device=device)
-    cases, lm = cases_and_model(dataset, data_file, limit, model, device)
-    hp, C = _settings(lm, editor, preset, set_, stats, stats_tokens, model)
-    try:
-        split = split_cases(cases, proxy_fraction=proxy_fraction, seed=seed)
-    except ValueError as e:
-        fail(e, option="--proxy-fraction / --limit")
-    console.print(f"{lm.name}: {len(split.proxy)} proxy / {len(split.test)} test cases")
-    try:
-        cmp = compare_selectors(lm.model, lm.tokenizer, split.proxy, split.test, editor=editor, selectors=names,
-                                fluency=not no_fluency, model_name=lm.name, truth=truth, overall_spec=spec,
-                                hparams=hp, stats=C,
-                                on_selection=lambda sel: console.print(selection_line(sel)),
-                                on_row=lambda r: console.print(row_line(r)))
-    except (KeyError, ValueError) as e:
-        fail(e)
-    console.print(render_comparison(cmp, f"{lm.name}: {len(split.proxy)} proxy / {len(split.test)} test cases"))
-
-
 def register(app: typer.Typer) -> None:
     from goldenlayers.cli import LISTINGS
 
     app.command("select")(select_command)
-    app.command("compare")(compare_command)
     LISTINGS["selectors"] = _selectors
 
 

@@ -11,7 +11,8 @@
 - key statistics: when the method's settings need C (mom2_adjustment), the engine passes `run_cells` C of the
   layers that still have cells to do (`needs_key_stats`; collected once into the shared cache, then read back).
 - `chosen_layer`: the layer a selector chose, recomputed from its stored rows (LGA: the Tukey-fenced pick with the
-  config's k and top; CMA: the argmax), so it is the same in every process and after any resume.
+  config's k and top; CMA: the argmax), so it is the same in every process and after any resume;
+  `bruteforce_pick`: likewise brute force's proxy golden layer of `selectors.bruteforce.pick`.
 """
 
 from __future__ import annotations
@@ -75,6 +76,26 @@ def chosen_layer(config: ExperimentConfig, store: Store, model: str, dataset: st
     if family == "lga":
         return name, table.pick(k=config.selectors.lga.k, top=config.selectors.lga.top).layer
     return name, table.best()
+
+
+def bruteforce_pick(config: ExperimentConfig, store: Store, model: str, dataset: str, method: str) -> tuple[str, int]:
+    """("bruteforce-<pick>", the proxy golden layer of `selectors.bruteforce.pick`) from the stored brute-force
+    rows of `method` on the proxy split (goldenlayers.selection.golden.golden_layers, Overall with the config's
+    `selectors.bruteforce.overall` weights)."""
+    from goldenlayers.evaluation.overall import OverallSpec
+    from goldenlayers.selection.golden import ScoreMatrix, golden_layers
+
+    bf = config.selectors.bruteforce
+    rows = list(store.rows("results", model=model, dataset=dataset, method=method, selector="bruteforce",
+                           split="proxy"))
+    if not rows:
+        raise RuntimeError(f"no brute-force rows of {method} on the proxy split of {model} / {dataset}: its "
+                           "bruteforce job has not finished (or failed; see the jobs table)")
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    golden = golden_layers({m: ScoreMatrix.from_rows(rows, m) for m in metrics}, OverallSpec.parse(bf.overall))
+    if bf.pick not in golden:
+        raise RuntimeError(f"brute force scored no {bf.pick!r} on the proxy split (it scored {', '.join(metrics)})")
+    return f"bruteforce-{bf.pick}", golden[bf.pick]
 
 
 def method_hparams(config: ExperimentConfig, job: Job) -> dict:
