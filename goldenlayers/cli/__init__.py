@@ -94,13 +94,7 @@ def _register_areas() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     LISTINGS["architectures"] = _architectures
     for area in _AREAS:
-        try:
-            mod = importlib.import_module(f"goldenlayers.cli.{area}")
-        except ModuleNotFoundError as e:  # an area not built yet
-            if e.name == f"goldenlayers.cli.{area}":
-                continue
-            raise
-        mod.register(app)
+        importlib.import_module(f"goldenlayers.cli.{area}").register(app)
 
 
 _register_areas()

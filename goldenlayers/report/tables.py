@@ -27,6 +27,7 @@ from goldenlayers.report.data import (
     golden_module,
     method_label,
     metric_curves,
+    selector_family,
     selector_label,
 )
 from goldenlayers.runs.schema import HIGHER_IS_BETTER, METRICS
@@ -245,8 +246,6 @@ def comparison(data: RunData, model: str, ds: str, method: str, golden_metric: s
     for (meth, selector), (layers, means) in selector_means(data, model, ds, golden_metric, spec).items():
         if meth != method:
             continue
-        from goldenlayers.report.data import selector_family
-
         seconds = times.get(selector_family(selector))
         row = dict(method=method, selector=selector, layer=layers,
                    cases=data.means(model, ds, method, selector, "test")[2] if selector != BRUTEFORCE else None,
@@ -258,6 +257,9 @@ def comparison(data: RunData, model: str, ds: str, method: str, golden_metric: s
             row["cases"] = truth.cases
         used += [m for m in means if m not in used and m != "overall"]
         rows.append(row)
+    order = ("lga", "cma", BRUTEFORCE)
+    rows.sort(key=lambda r: (order.index(f) if (f := selector_family(r["selector"])) in order else len(order),
+                             r["selector"]))
     note = overall_note([m for m in METRICS if m in used], spec) if used else ""
     return Comparison(rows, note, truth)
 
