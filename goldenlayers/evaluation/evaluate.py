@@ -24,7 +24,7 @@ from goldenlayers.evaluation.scorer import CaseScorer, EvalSettings, PreCache
 from goldenlayers.metric_names import GENERATED, expand_metrics
 
 
-def _editor(editor, hparams, model, tok) -> tuple[dict | None, str]:
+def _editor(editor, hparams, model, tok, stats=None, name=None) -> tuple[dict | None, str]:
     """The cell loop's editor arguments for `editor` (None: no edit; a method name: v* batched over the cases of a
     batch, MethodEditor; a callable: one case at a time) and the method label of the rows."""
     if editor is None:
@@ -32,11 +32,11 @@ def _editor(editor, hparams, model, tok) -> tuple[dict | None, str]:
             raise ValueError("hparams were given but no editor")
         return None, "none"
     if isinstance(editor, str):
-        kw = MethodEditor(model, tok, editor, hparams).kwargs()
+        kw = MethodEditor(model, tok, editor, hparams, stats=stats, name=name).kwargs()
         return kw, kw.pop("method")
     if callable(editor):
-        if hparams is not None:
-            raise ValueError("hparams apply to a method name editor; bind them into your callable instead")
+        if hparams is not None or stats is not None:
+            raise ValueError("hparams and stats apply to a method name editor; bind them into your callable instead")
         kw = dict(edit_fn=lambda case, layer: editor(model, tok, case, layer), weights_fn=_weights_of(model))
         return kw, getattr(editor, "__name__", type(editor).__name__)
     raise TypeError(f"editor must be None, a method name or a callable, got {type(editor).__name__}")
@@ -75,7 +75,8 @@ class _Unedited:
 def evaluate(model, tok, cases: Iterable[EditCase], editor: str | Callable | None = None,
              layer: int | Sequence[int] | None = None, hparams=None, metrics: Sequence[str] = METRICS,
              batch_size: int = 16, fluency: bool = True, seed: int = 0, progress: bool = True,
-             cache: PreCache | None = None, fluency_max_tokens: int = 100, edit_batch_size: int = 16) -> EvalResult:
+             cache: PreCache | None = None, fluency_max_tokens: int = 100, edit_batch_size: int = 16,
+             stats=None, model_name: str | None = None) -> EvalResult:
     """Evaluate `cases` on `model`: edited one at a time by `editor` at `layer` (an int, a list of layers, or None
     for the method's default), or unedited when editor is None. Returns an EvalResult (rows, failures, table()).
 
@@ -83,12 +84,13 @@ def evaluate(model, tok, cases: Iterable[EditCase], editor: str | Callable | Non
     (ROME's CounterFact metrics); fluency=False leaves out the metrics that sample text (fluency, generation
     entropy); seed: fluency sampling (per case); cache: share
     pre-edit results between runs on the same unedited model; fluency_max_tokens: total length of each sample;
-    edit_batch_size: cases whose v* a method name editor optimises together.
+    edit_batch_size: cases whose v* a method name editor optimises together; stats: its key statistics
+    ({layer: C}, None for C = I); model_name: the name its preset is chosen by.
     """
     cases = list(cases)
     chosen = tuple(m for m in expand_metrics(metrics) if fluency or m not in GENERATED)
     settings = EvalSettings(metrics=chosen, batch_size=batch_size, seed=seed, fluency_max_tokens=fluency_max_tokens)
-    editor_kw, method = _editor(editor, hparams, model, tok)
+    editor_kw, method = _editor(editor, hparams, model, tok, stats, model_name)
     layers = _layers(layer)
     scorer = CaseScorer(model, tok, settings, cache)
     result = EvalResult(model=_model_label(model))
