@@ -181,7 +181,8 @@ BF_SETTINGS = dict(v_num_grad_steps=20, v_lr=0.5, v_weight_decay=0.5, clamp_norm
 def bruteforce(model, tok, cases, n_layers: int, lga_s: float, args) -> None:
     """Time the real sweep on a sample of (case, layer) cells and extrapolate to every case at every layer."""
     from goldenlayers.editing.hparams import EditHParams
-    from goldenlayers.selection.bruteforce import make_default_fns, sweep
+    from goldenlayers.evaluation.cells import edit_cells as sweep
+    from goldenlayers.selection.bruteforce import make_default_fns
 
     layers = ([int(x) for x in args.bf_layers.split(",")] if args.bf_layers
               else sorted({0, n_layers // 2, n_layers - 1}))

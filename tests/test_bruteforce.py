@@ -1,4 +1,4 @@
-"""The brute-force sweep (bruteforce.py, REFERENCE.md section 2) with a fake editor on a tiny GPT-2: the editor adds
+"""The cell loop as brute force sweeps it (evaluation/cells.py, bruteforce.py) with a fake editor on a tiny GPT-2: the editor adds
 a per-(case, layer) random rank-one matrix to the layer's down-proj weight, and the scores are real numbers read
 from the edited model, checked against an independent edit of a copy of the model."""
 
@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from goldenlayers.cases import CaseError, EditCase
+from goldenlayers.evaluation.cells import WeightsNotRestoredError, edit_cells
 from goldenlayers.models.adapters import get_adapter
 from goldenlayers.models.tiny import tiny_model, tiny_tokenizer
-from goldenlayers.selection.bruteforce import WeightsNotRestoredError, bruteforce_scores, sweep
+from goldenlayers.selection.bruteforce import bruteforce_scores
 
 FACTS = [("Maria Lopez", "Maria Lopez was born in", "Paris"), ("Tom Baker", "Tom Baker works for", "Acme"),
          ("Anna Smith", "Anna Smith plays the", "violin"), ("Lionel Messi", "Lionel Messi plays", "soccer"),
@@ -91,7 +92,7 @@ def same_weights(model, snap) -> bool:
 
 
 def values(rows):
-    return {(r["case_id"], r["layer"], r["metric"]): r["value"] for r in rows}
+    return {(r.case_id, r.layer, r.metric): r.post for r in rows}
 
 
 def test_sweep_rows_match_independent_edits(setup):
@@ -104,13 +105,13 @@ def test_sweep_rows_match_independent_edits(setup):
         assert same_weights(model, snap), f"weights not restored after {cell.key}"
         seen.append(cell.key)
 
-    res = sweep(cases, LAYERS, score, prepare_fn=prepare, apply_fn=apply, pre_fn=pre, batch_size=2,
-                on_row=on_row, progress=False, weights_fn=lambda layer: [adapter.weight_param(model, layer)])
+    res = edit_cells(cases, LAYERS, score, prepare_fn=prepare, apply_fn=apply, pre_fn=pre, batch_size=2,
+                on_cell=on_row, progress=False, weights_fn=lambda layer: [adapter.weight_param(model, layer)])
     assert not res.failures and res.skipped == 0 and len(res.rows) == 5 * 4 * 2
     # layer-major, batches of 2 cases: 3 prepare calls per layer
     assert seen == [(c.case_id, layer) for layer in LAYERS for c in cases]
     assert calls[:3] == [(["c0", "c1"], 0), (["c2", "c3"], 0), (["c4"], 0)] and len(calls) == 12
-    assert all(r["seconds"] > 0 for r in res.rows) and res.seconds >= max(r["seconds"] for r in res.rows)
+    assert all(r.seconds > 0 for r in res.rows) and res.seconds >= max(r.seconds for r in res.rows)
     got = values(res.rows)
     for case in cases:
         before = next_logprobs(model, tok, case.prompt)
@@ -126,7 +127,7 @@ def test_sweep_rows_match_independent_edits(setup):
             assert got[(case.case_id, layer, "kept_top1")] == kept
     assert same_weights(model, snap)
     # the unbatched form (edit_fn) gives the same numbers
-    alone = sweep(cases, LAYERS, score, edit_fn=lambda case, layer: apply(prepare([case], layer)[0]), pre_fn=pre,
+    alone = edit_cells(cases, LAYERS, score, edit_fn=lambda case, layer: apply(prepare([case], layer)[0]), pre_fn=pre,
                   progress=False)
     assert values(alone.rows) == got
 
@@ -154,8 +155,8 @@ def test_failures_recorded_weights_restored_and_table(setup):
         return changed[0]
 
     restored = []
-    res = sweep([cases[0], bad, *cases[1:]], LAYERS, flaky_score, prepare_fn=prepare, apply_fn=apply, pre_fn=pre,
-                batch_size=3, progress=False, on_row=lambda cell: restored.append(same_weights(model, snap)),
+    res = edit_cells([cases[0], bad, *cases[1:]], LAYERS, flaky_score, prepare_fn=prepare, apply_fn=apply, pre_fn=pre,
+                batch_size=3, progress=False, on_cell=lambda cell: restored.append(same_weights(model, snap)),
                 weights_fn=lambda layer: [adapter.weight_param(model, layer)])
     assert all(restored) and len(restored) == 6 * 4 and same_weights(model, snap)
     fails = {(f.case_id, f.layer): f for f in res.failures}
@@ -175,7 +176,7 @@ def test_failures_recorded_weights_restored_and_table(setup):
         col = [got[(c, layer, "target_logprob")] for c in table.case_ids]
         assert table.scores[j] == pytest.approx(sum(col) / 4, abs=1e-12)
         assert table.per_case[:, j].tolist() == col
-    cells = {(r["case_id"], r["layer"]): r["seconds"] for r in res.rows}
+    cells = {(r.case_id, r.layer): r.seconds for r in res.rows}
     assert table.seconds == pytest.approx(sum(cells.values()))
     assert table.to_rows()[0]["selector"] == "bruteforce" and table.meta["metric"] == "target_logprob"
     lower = bruteforce_scores(res.rows, "target_logprob", higher_is_better=False, selector="bruteforce-lp")
@@ -187,7 +188,7 @@ def test_skip_resume_yields_exactly_the_missing_rows(setup):
     model, tok, adapter, cases = setup
     prepare, apply = fake_editor(model, adapter)
     pre, score = scorer(model, tok)
-    full = values(sweep(cases, LAYERS, score, prepare_fn=prepare, apply_fn=apply, pre_fn=pre, progress=False).rows)
+    full = values(edit_cells(cases, LAYERS, score, prepare_fn=prepare, apply_fn=apply, pre_fn=pre, progress=False).rows)
 
     store = []
 
@@ -197,13 +198,13 @@ def test_skip_resume_yields_exactly_the_missing_rows(setup):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        sweep(cases, LAYERS, score, prepare_fn=prepare, apply_fn=apply, pre_fn=pre, batch_size=4, progress=False,
-              on_row=crash_after_seven)
+        edit_cells(cases, LAYERS, score, prepare_fn=prepare, apply_fn=apply, pre_fn=pre, batch_size=4, progress=False,
+              on_cell=crash_after_seven)
     done = {cell.key for cell in store}
     assert len(done) == 7
     resumed = []
-    res = sweep(cases, LAYERS, score, prepare_fn=prepare, apply_fn=apply, pre_fn=pre, batch_size=4, progress=False,
-                on_row=resumed.append, skip=done)
+    res = edit_cells(cases, LAYERS, score, prepare_fn=prepare, apply_fn=apply, pre_fn=pre, batch_size=4, progress=False,
+                on_cell=resumed.append, skip=done)
     assert res.skipped == 7
     assert sorted(c.key for c in resumed) == sorted({(c.case_id, layer) for c in cases for layer in LAYERS} - done)
     merged = [r for cell in store for r in cell.rows] + res.rows
@@ -217,21 +218,21 @@ def test_inexact_restore_and_half_applied_edit_stop_the_sweep(setup):
     prepare, apply = fake_editor(model, adapter, exact=False)  # restore() subtracts: float32 round-off remains
     watch = {"weights_fn": lambda layer: [adapter.weight_param(model, layer)]}
     with pytest.raises(WeightsNotRestoredError, match="case 'c0' at layer 0"):
-        sweep(cases, LAYERS, score, prepare_fn=prepare, apply_fn=apply, progress=False, **watch)
+        edit_cells(cases, LAYERS, score, prepare_fn=prepare, apply_fn=apply, progress=False, **watch)
     model.load_state_dict(snap)
 
     def half_apply(item):
         apply(item)
         raise FloatingPointError("solve failed half-way")
     with pytest.raises(WeightsNotRestoredError):
-        sweep(cases, [2], score, prepare_fn=prepare, apply_fn=half_apply, progress=False, **watch)
+        edit_cells(cases, [2], score, prepare_fn=prepare, apply_fn=half_apply, progress=False, **watch)
     model.load_state_dict(snap)
     # an editor that fails cleanly is just a recorded failure
     good_prepare, good_apply = fake_editor(model, adapter)
 
     def refuse(item):
         raise FloatingPointError("update is not finite")
-    res = sweep(cases[:2], [1], score, prepare_fn=good_prepare, apply_fn=refuse, progress=False, **watch)
+    res = edit_cells(cases[:2], [1], score, prepare_fn=good_prepare, apply_fn=refuse, progress=False, **watch)
     assert [(f.case_id, f.stage) for f in res.failures] == [("c0", "edit"), ("c1", "edit")] and not res.rows
     assert same_weights(model, snap)
 
@@ -241,11 +242,11 @@ def test_sweep_argument_errors(setup):
     prepare, apply = fake_editor(model, adapter)
     pre, score = scorer(model, tok)
     with pytest.raises(ValueError, match="either edit_fn"):
-        sweep(cases, LAYERS, score, prepare_fn=prepare, progress=False)
+        edit_cells(cases, LAYERS, score, prepare_fn=prepare, progress=False)
     with pytest.raises(ValueError, match="either edit_fn"):
-        sweep(cases, LAYERS, score, edit_fn=apply, prepare_fn=prepare, apply_fn=apply, progress=False)
+        edit_cells(cases, LAYERS, score, edit_fn=apply, prepare_fn=prepare, apply_fn=apply, progress=False)
     with pytest.raises(ValueError, match="unique"):
-        sweep([cases[0], cases[0]], LAYERS, score, prepare_fn=prepare, apply_fn=apply, progress=False)
+        edit_cells([cases[0], cases[0]], LAYERS, score, prepare_fn=prepare, apply_fn=apply, progress=False)
 
 
 def _rewrite_by_hand(model, tok, case) -> float:
@@ -271,8 +272,8 @@ def test_default_fns_drive_the_real_editor_and_scorer(setup):
     bad = EditCase(case_id="long", dataset="zsre", subject="Tom Baker", prompt=long_prompt, target_new="Paris")
     snap, restored = snapshot(model), []
     fns = make_default_fns(model, tok, "r-rome", hp, metrics=("rewrite", "locality"))
-    res = sweep([cases[0], bad, cases[1]], [1, 2], batch_size=3, progress=False,
-                on_row=lambda cell: restored.append(same_weights(model, snap)), **fns.kwargs())
+    res = edit_cells([cases[0], bad, cases[1]], [1, 2], batch_size=3, progress=False,
+                on_cell=lambda cell: restored.append(same_weights(model, snap)), **fns.kwargs())
     assert restored and all(restored) and same_weights(model, snap)
     assert {f.case_id for f in res.failures} == {"long"}
     assert "longer than" in res.failures[0].reason
@@ -284,7 +285,7 @@ def test_default_fns_drive_the_real_editor_and_scorer(setup):
             one.restore()
             assert got[(case.case_id, layer, "rewrite")] == pytest.approx(expected, abs=1e-9)
     # a batch without the bad case is edited in one edit_each pass and gives the same numbers
-    clean = sweep(cases[:2], [1, 2], batch_size=2, progress=False, **fns.kwargs())
+    clean = edit_cells(cases[:2], [1, 2], batch_size=2, progress=False, **fns.kwargs())
     assert not clean.failures
     for key, v in values(clean.rows).items():
         assert v == pytest.approx(got[key], abs=1e-4)

@@ -133,7 +133,7 @@ def test_compare_with_truth_scores_every_selector(monkeypatch):
 
 
 def test_row_line_and_selection_line():
-    from goldenlayers.cli.select import row_line
+    from goldenlayers.cli.compare import row_line
 
     line = row_line(dict(selector="lga", layer=3, rewrite=0.5, locality=0.9, overall=0.7, regret=0.1,
                          spearman=-0.5, cost=0.05))

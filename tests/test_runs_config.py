@@ -40,7 +40,8 @@ def test_every_shipped_config_loads_and_plans(path):
     jobs = plan(cfg)
     sel = [n for n in ("lga", "cma") if getattr(cfg.selectors, n)]
     swept = cfg.selectors.bruteforce.methods or [m.name for m in cfg.methods]
-    per = len(sel) + len(swept) + len(cfg.methods) * len(sel)
+    picked = swept if cfg.selectors.bruteforce.split == "proxy" else []  # the test cases at brute force's pick
+    per = len(sel) + len(swept) + len(cfg.methods) * len(sel) + len(picked)
     assert len(jobs) == len(cfg.models) * len(cfg.datasets) * per
     assert len({j.key for j in jobs}) == len(jobs)
     # the resolved dump reloads to the same config

@@ -35,7 +35,7 @@ LISTINGS: dict[str, object] = {}
 # Listings fixed by the package's code, in `ls` order: cached by `ls` (see the module docstring).
 CACHED_LISTINGS = ("architectures", "methods", "presets", "selectors", "datasets", "metrics")
 
-_AREAS = ("world", "realfacts", "edit", "evaluate", "select", "demo", "run", "models")
+_AREAS = ("world", "realfacts", "edit", "evaluate", "select", "compare", "demo", "run", "models")
 
 
 @app.callback()
@@ -104,13 +104,7 @@ def _cached_listings() -> dict[str, list[str]]:
 def _register_areas() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for area in _AREAS:
-        try:
-            mod = importlib.import_module(f"goldenlayers.cli.{area}")
-        except ModuleNotFoundError as e:  # an area not built yet
-            if e.name == f"goldenlayers.cli.{area}":
-                continue
-            raise
-        mod.register(app)
+        importlib.import_module(f"goldenlayers.cli.{area}").register(app)
 
 
 _register_areas()

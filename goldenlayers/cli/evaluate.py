@@ -1,7 +1,7 @@
 """`goldenlayers evaluate`: load a model and a benchmark file, edit each case, print the metrics table.
 
-A thin shell over `goldenlayers.datasets.load_dataset` and `goldenlayers.evaluation.evaluate` (REFERENCE.md
-sections 4 and 5): a progress bar while it runs, then a rich table with one row per (dataset, method, layer),
+A thin shell over `goldenlayers.datasets.load_dataset` and `goldenlayers.evaluation.evaluate` (the cell loop with
+the v* of a batch of cases optimised together; docs/evaluation.md): a progress bar while it runs, then a rich table with one row per (dataset, method, layer),
 post-edit means with the unedited model's value in parentheses, Overall and its normalisation, and the skipped
 records / failed cases. `--out FILE.json` writes the rows, the table and the failures. Editing settings: the
 model's preset or `--preset NAME`, `--set` overrides, and key statistics C when they use them (from the statistics
@@ -82,21 +82,6 @@ def render_table(result, title: str):
     return t
 
 
-def _editor(lm, method: str, layers, preset: str | None, hparams: dict | None, stats: str | None, tokens: int,
-            model: str):
-    """The editor `evaluate` calls for each case: `method` with the model's preset (or `preset`), the --set
-    overrides, and key statistics C when those settings use them (editing_settings)."""
-    from goldenlayers.editing import edit
-
-    hp, C = editing_settings(lm, method, hparams, preset, [layers] if isinstance(layers, int) else layers, stats,
-                             tokens, model)
-
-    def run(m, tok, case, layer):
-        return edit(m, tok, case, method=method, layer=layer, hparams=hp, stats=C, adapter=lm.adapter, name=lm.name)
-    run.__name__ = method  # the method column of the results
-    return run
-
-
 def evaluate_command(
     model: str = typer.Option("default-gpt2", help="embedded default name or a local Hugging Face model folder"),
     dataset: str = typer.Option(..., help="dataset name (see `goldenlayers ls`): zsre, wikibio, wiki_counterfact, ..."),
@@ -164,12 +149,16 @@ def evaluate_command(
         cases = realfacts_cases(lm, limit, shuffle_seed or 0)
         data = LoadedDataset(dataset, "", cases, LoadReport(dataset, "", len(cases), len(cases)))
     check_layers(lm, [layers] if isinstance(layers, int) else layers or [])
+    hp = C = None
+    if method != "none":  # the model's preset (or --preset), the --set overrides, and C when they use it
+        try:
+            hp, C = editing_settings(lm, method, hparams, preset, [layers] if isinstance(layers, int) else layers,
+                                     stats, stats_tokens, model)
+        except (KeyError, SourceError, StatsError, ValueError) as e:
+            fail(e, option="--set" if isinstance(e, ValidationError) else None)
     try:
-        editor = None if method == "none" else _editor(lm, method, layers, preset, hparams, stats, stats_tokens, model)
-    except (KeyError, SourceError, StatsError, ValueError) as e:
-        fail(e, option="--set" if isinstance(e, ValidationError) else None)
-    try:
-        result = evaluate(lm.model, lm.tokenizer, data.cases, editor=editor, layer=layers, metrics=metric_names,
+        result = evaluate(lm.model, lm.tokenizer, data.cases, editor=None if method == "none" else method,
+                          layer=layers, hparams=hp, stats=C, model_name=lm.name, metrics=metric_names,
                           batch_size=batch_size, fluency=not no_fluency, seed=seed, progress=True)
     except (KeyError, SourceError, StatsError, ValueError) as e:
         fail(e)

@@ -168,8 +168,8 @@ def execute_config(cfg, *, make_run, root=None, force=False, dry_run=False, prog
     Returns the RunDir (closed) and the ExecuteSummary (None when nothing was executed)."""
     from rich.table import Table
 
-    from goldenlayers.runs import default_engine, execute, plan
     from goldenlayers.runs import distributed as D
+    from goldenlayers.runs import execute, plan
 
     con = con or _console()
     multi = D.world_size() > 1 and not dry_run
@@ -204,14 +204,12 @@ def execute_config(cfg, *, make_run, root=None, force=False, dry_run=False, prog
         for i, job in enumerate(jobs):
             table.add_row(str(i), job.describe(), status.get(job.key, {}).get("status", "to do"))
         con.print(table)
-    if multi:
-        from goldenlayers.runs.engine import make_engine
+    from goldenlayers.runs.engine import make_engine
 
+    if multi:
         engine = make_engine(rank, world, device, progress=progress and rank == 0)
     else:
-        engine = None if dry_run else default_engine()
-        if engine is not None:
-            engine.progress = progress
+        engine = None if dry_run else make_engine(progress=progress)
     if engine is None:
         todo = sum(status.get(j.key, {}).get("status") != "done" for j in jobs)
         why = "--dry-run" if dry_run else "the execution engine is not wired yet (goldenlayers.runs.engine)"

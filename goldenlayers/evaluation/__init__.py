@@ -1,7 +1,9 @@
-"""Editing metrics and the evaluation loop (REFERENCE.md section 4): rewrite, rephrase, locality, portability,
-fluency, Overall; `evaluate()` edits each case, measures it against the cached unedited model, and restores."""
+"""Editing metrics and the cell loop (docs/evaluation.md): rewrite, rephrase, locality, portability, fluency,
+Overall; `edit_cells` edits a batch of cases at a layer, scores, restores bitwise and records rows or failures;
+`evaluate()` is that loop with the evaluator, measuring each case against the cached unedited model."""
 
-from goldenlayers.evaluation.evaluate import WeightsNotRestoredError, evaluate
+from goldenlayers.evaluation.cells import Cell, CellResult, MethodEditor, WeightsNotRestoredError, edit_cells
+from goldenlayers.evaluation.evaluate import evaluate
 from goldenlayers.evaluation.fluency import (
     case_seed,
     fluency,
@@ -23,6 +25,10 @@ from goldenlayers.evaluation.scorer import (
 )
 
 __all__ = [
+    "Cell",
+    "CellResult",
+    "MethodEditor",
+    "edit_cells",
     "DEFAULT_OVERALL",
     "LOWER_IS_BETTER",
     "METRICS",

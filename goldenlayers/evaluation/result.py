@@ -1,7 +1,10 @@
-"""EvalResult: per-case metric rows, failures, and the aggregate table (REFERENCE.md section 4).
+"""The one row type, the one failure type, and EvalResult with the aggregate table (docs/evaluation.md).
 
-Rows have the columns ROW_COLUMNS: one row per case and metric (pre: the unedited model's value, None for
-locality; post: the edited model's value). `table()` aggregates the KnowEdit way: a case's portability/locality
+`EvalRow` is what the cell loop (goldenlayers.evaluation.cells) records for every experiment: one row per case,
+layer and metric (pre: the unedited model's value, None for locality; post: the edited model's value; seconds:
+the cell's share of its batch's wall time); `record()` gives the long form the run store and the golden-layer
+code read (value = post). `EvalFailure` is a (case, layer) that produced no rows. Rows have the columns
+ROW_COLUMNS. `table()` aggregates the KnowEdit way: a case's portability/locality
 value is already the mean over its categories (goldenlayers.evaluation.metrics), and the table averages each metric
 over the cases that have it (cases without that kind of probe are skipped), one row per (dataset, method, layer).
 Overall is a fixed function of each row's means (goldenlayers.evaluation.overall), stated in the `normalisation`
@@ -13,12 +16,13 @@ merges results of several runs (e.g. one per layer or method) into one table.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 
 from goldenlayers.evaluation.overall import overall, overall_metrics, overall_note
 from goldenlayers.metric_names import ALL_METRICS, ROME_SCORE, ROME_SCORE_PARTS, harmonic_mean
 
-ROW_COLUMNS = ("case_id", "dataset", "metric", "pre", "post", "layer", "method")
+ROW_COLUMNS = ("case_id", "dataset", "metric", "pre", "post", "layer", "method", "seconds")
 
 
 @dataclass(frozen=True)
@@ -30,14 +34,23 @@ class EvalRow:
     post: float
     layer: int | None
     method: str
+    seconds: float = 0.0
 
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def timed(self, seconds: float) -> EvalRow:
+        return replace(self, seconds=seconds)
+
+    def record(self) -> dict:
+        """The long form (case_id, dataset, method, layer, metric, value, pre, seconds) of the run store."""
+        return dict(case_id=self.case_id, dataset=self.dataset, method=self.method, layer=self.layer,
+                    metric=self.metric, value=self.post, pre=self.pre, seconds=self.seconds)
+
 
 @dataclass(frozen=True)
 class EvalFailure:
-    """A case that produced no rows at a layer. stage: pre | edit | score."""
+    """A (case, layer) that produced no rows. stage: prepare | pre | edit | score."""
 
     case_id: str
     dataset: str
@@ -49,6 +62,14 @@ class EvalFailure:
     @classmethod
     def of(cls, case, method: str, layer: int | None, stage: str, error: BaseException) -> EvalFailure:
         return cls(case.case_id, case.dataset, method, layer, stage, f"{type(error).__name__}: {error}")
+
+    def row(self) -> dict:
+        return asdict(self)
+
+
+def records(rows: Iterable[EvalRow | Mapping]) -> list[Mapping]:
+    """Rows as long records (EvalRow.record(); mappings, e.g. the run store's rows, as they are)."""
+    return [r.record() if isinstance(r, EvalRow) else r for r in rows]
 
 
 def _mean(values: list[float]) -> float:

@@ -27,6 +27,7 @@ from goldenlayers.report.data import (
     golden_module,
     method_label,
     metric_curves,
+    selector_family,
     selector_label,
 )
 from goldenlayers.runs.schema import HIGHER_IS_BETTER, METRICS
@@ -206,29 +207,78 @@ def _selector_table(key: str, title: str, first: str, rows: dict, spec: OverallS
                  "others.")
 
 
+def _against_truth(data: RunData, model: str, ds: str, method: str, selector: str, layers: str, truth,
+                   spec: OverallSpec | None, golden_metric: str):
+    """A selector's SelectorScore against the test sweep `truth` (None without one or when its layer is not in it).
+    Brute force's scores are the proxy curve it chose from, its seconds the proxy sweep's."""
+    from goldenlayers.selection.regret import score_selector
+
+    if truth is None or "," in layers or not layers or int(layers) not in truth.layers:
+        return None
+    if selector == BRUTEFORCE:  # the proxy curve it chose from, and the proxy sweep's time
+        c = metric_curves(data, model, ds, method, spec)[golden_metric]
+        sign = 1.0 if HIGHER_IS_BETTER[golden_metric] else -1.0
+        scored = (c.layers, list(sign * c.proxy), data.sweep_seconds(model, ds, method, "proxy"))
+    else:
+        scored = data.selector_scores(model, ds, selector) or (None, None, float("nan"))
+    return score_selector(selector, int(layers), truth, scored[2], scored[0], scored[1])
+
+
+@dataclass
+class Comparison:
+    """Table 2 of one model, dataset and editing method, as `goldenlayers compare` and the demo print it: one row
+    per selector (method, selector, layer, cases, the test means, overall, seconds, speedup_vs_bruteforce; with a
+    test sweep also regret, regret_<metric>, spearman, cost), the definition of Overall used, and the ground
+    truth (None without a brute-force sweep of the test set)."""
+
+    rows: list[dict]
+    normalisation: str
+    truth: object = None
+
+
+def comparison(data: RunData, model: str, ds: str, method: str, golden_metric: str = "rewrite",
+               spec: OverallSpec | None = None) -> Comparison:
+    """Table 2 computed from a run's rows (the one place it is computed; see `Comparison`)."""
+    truth = data.truth(model, ds, method, spec)
+    times = data.runtimes(model).get(ds, {})
+    bf = times.get(BRUTEFORCE)
+    rows, used = [], []
+    for (meth, selector), (layers, means) in selector_means(data, model, ds, golden_metric, spec).items():
+        if meth != method:
+            continue
+        seconds = times.get(selector_family(selector))
+        row = dict(method=method, selector=selector, layer=layers,
+                   cases=data.means(model, ds, method, selector, "test")[2] if selector != BRUTEFORCE else None,
+                   **{m: v for m, v in means.items() if m != "overall"}, overall=overall(means, spec),
+                   seconds=seconds, speedup_vs_bruteforce=bf / seconds if bf and seconds else None)
+        s = _against_truth(data, model, ds, method, selector, layers, truth, spec, golden_metric)
+        if s is not None:
+            row.update({k: v for k, v in s.row().items() if k not in ("selector", "layer", "seconds")})
+            row["cases"] = truth.cases
+        used += [m for m in means if m not in used and m != "overall"]
+        rows.append(row)
+    order = ("lga", "cma", BRUTEFORCE)
+    rows.sort(key=lambda r: (order.index(f) if (f := selector_family(r["selector"])) in order else len(order),
+                             r["selector"]))
+    note = overall_note([m for m in METRICS if m in used], spec) if used else ""
+    return Comparison(rows, note, truth)
+
+
 def regret_tables(data: RunData, golden_metric: str = "rewrite", spec: OverallSpec | None = None,
                   digits: int = 4) -> list[Table]:
     """Per model and dataset with brute-force rows on the test set: each selector's layer scored against that
     ground truth (goldenlayers.selection.regret): the test Overall there, regret in Overall and per metric,
     Spearman's rho of its layer scores with the per-layer test Overall, cost as a fraction of the test sweep."""
     golden_module()  # Unavailable without it
-    from goldenlayers.selection.regret import score_selector
-
     tables = []
     for model in data.models():
         for ds in data.datasets(model):
             rows, metrics = [], []
             for (method, selector), (layers, _) in selector_means(data, model, ds, golden_metric, spec).items():
                 truth = data.truth(model, ds, method, spec)
-                if truth is None or "," in layers or int(layers) not in truth.layers:
+                s = _against_truth(data, model, ds, method, selector, layers, truth, spec, golden_metric)
+                if s is None:
                     continue
-                if selector == BRUTEFORCE:  # the proxy curve it chose from, and the proxy sweep's time
-                    c = metric_curves(data, model, ds, method, spec)[golden_metric]
-                    sign = 1.0 if HIGHER_IS_BETTER[golden_metric] else -1.0
-                    scored = (c.layers, list(sign * c.proxy), data.sweep_seconds(model, ds, method, "proxy"))
-                else:
-                    scored = data.selector_scores(model, ds, selector) or (None, None, float("nan"))
-                s = score_selector(selector, int(layers), truth, scored[2], scored[0], scored[1])
                 metrics = list(truth.means)
                 rows.append([method_label(method), _row_label(selector), layers, num(s.metrics["overall"], digits),
                              num(s.regret["overall"], digits), *(num(s.regret[m], digits) for m in metrics),

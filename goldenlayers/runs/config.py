@@ -158,11 +158,30 @@ class CMASpec(_Strict):
 
 class BruteForceSpec(_Strict):
     """layers: "all" or explicit indices; methods: which editing methods to sweep (None: every method); metrics:
-    what the sweep scores (None: every configured metric; e.g. leave fluency, 100 sampled tokens per cell, out)."""
+    what the sweep scores (None: every configured metric; e.g. leave fluency, 100 sampled tokens per cell, out);
+    split: sweep every case ("all": the test sweep is the ground truth of every selector) or the proxy cases only
+    ("proxy": brute force is then a selector like the others, its pick's test cases edited at the proxy golden
+    layer of `pick`, a metric or "overall" with the Overall weights `overall`, e.g. "rewrite=2,fluency=0")."""
 
     layers: Literal["all"] | list[int] = "all"
     methods: list[str] | None = None
     metrics: list[str] | None = None
+    split: Literal["all", "proxy"] = "all"
+    pick: str = "rewrite"
+    overall: str = ""
+
+    @field_validator("pick")
+    @classmethod
+    def _pick(cls, v: str) -> str:
+        return known(v, tuple(m for m in STORED_METRICS), "metric")
+
+    @field_validator("overall")
+    @classmethod
+    def _overall(cls, v: str) -> str:
+        from goldenlayers.evaluation.overall import OverallSpec
+
+        OverallSpec.parse(v)
+        return v
 
     @field_validator("metrics")
     @classmethod

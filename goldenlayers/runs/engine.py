@@ -4,7 +4,8 @@ methods x layer selectors; REFERENCE.md section 2 for the proxy/test split).
 `make_engine()` returns a `RunEngine`, whose `run_job(job, run)` executes one job of `goldenlayers.runs.plan`:
 `select` (LGA / CMA on the proxy split -> selector rows), `bruteforce` (every case of the split at every configured
 layer -> one result row per metric, with pre-edit values) and `evaluate` (the test cases at the layer the selector
-chose, read back from the store). The job code lives in `engine_jobs.py`. Models are loaded once per process and
+chose, read back from the store; with a proxy-only brute force also at its proxy golden layer). Every cells job is
+the package's one cell loop (goldenlayers.evaluation.cells). The job code lives in `engine_jobs.py`. Models are loaded once per process and
 kept while consecutive jobs use them (the plan is model-major, so each model loads once); cases and their split
 are cached per (model, dataset). Resuming is cell by cell (`store.done_keys`): a killed run redoes only the cells
 that had not been written. With several workers (`goldenlayers.runs.distributed`), worker `rank` of `world` does
@@ -26,7 +27,13 @@ from pathlib import Path
 import torch
 
 from goldenlayers.runs.config import DatasetSpec, ExperimentConfig, ModelSpec
-from goldenlayers.runs.engine_jobs import chosen_layer, method_settings, run_cells, run_select
+from goldenlayers.runs.engine_jobs import (
+    bruteforce_pick,
+    chosen_layer,
+    method_settings,
+    run_cells,
+    run_select,
+)
 from goldenlayers.runs.plan import Job
 from goldenlayers.runs.rundir import RunDir
 from goldenlayers.runs.store import Store
@@ -179,7 +186,11 @@ class RunEngine:
             n = lm.adapter.n_layers(lm.model)
             bf = config.selectors.bruteforce.layers
             layers = list(range(n)) if bf == "all" else [lm.adapter.check_layer(lm.model, x) for x in bf]
-            selector, todo = "bruteforce", cases
+            selector = "bruteforce"
+            todo = cases if job.split == "all" else [c for c in cases if c.case_id in proxy_ids]
+        elif job.selector == "bruteforce":
+            selector, layer = bruteforce_pick(config, run.store, job.model, job.dataset, job.method)
+            layers, todo = [layer], [c for c in cases if c.case_id not in proxy_ids]
         else:
             selector, layer = chosen_layer(config, run.store, job.model, job.dataset, job.selector)
             layers, todo = [layer], [c for c in cases if c.case_id not in proxy_ids]
@@ -213,7 +224,7 @@ def _pre_cache():
 
 
 def make_engine(rank: int = 0, world: int = 1, device: str | None = None, progress: bool = True) -> RunEngine:
-    """The project's engine (what `goldenlayers.runs.plan.default_engine()` returns)."""
+    """The project's engine (what `goldenlayers run` executes jobs with)."""
     return RunEngine(rank, world, device, progress)
 
 

@@ -4,14 +4,16 @@
   the proxy split; one selector row per layer (score, cases, seconds of the whole selector run).
 - `run_cells`: the brute-force sweep (section 4: every case at every configured layer, the ground truth of Tables 1
   and 3-8) and the evaluation at a selector's chosen layer (Tables 2, 9, 10) are the same loop over (case, layer)
-  cells: `goldenlayers.selection.bruteforce.sweep` with the real editor and `CaseScorer`, each finished cell
+  cells: the package's cell loop (`goldenlayers.evaluation.cells.edit_cells`, v* batched) with the real editor
+  and `CaseScorer`, each finished cell
   written at once in one `store.add` call (its metric rows with pre-edit values, or its failure), cells already in
   the store skipped (resume), and, with several workers, only this worker's share of the remaining cells.
 - key statistics: when the method's settings need C (mom2_adjustment), the engine passes `run_cells` C of the
   layers that still have cells to do (`method_settings`, then goldenlayers.editing.stats.resolve_key_stats;
   collected once into the shared cache, then read back).
 - `chosen_layer`: the layer a selector chose, recomputed from its stored rows (LGA: the Tukey-fenced pick with the
-  config's k and top; CMA: the argmax), so it is the same in every process and after any resume.
+  config's k and top; CMA: the argmax), so it is the same in every process and after any resume;
+  `bruteforce_pick`: likewise brute force's proxy golden layer of `selectors.bruteforce.pick`.
 """
 
 from __future__ import annotations
@@ -89,22 +91,24 @@ def chosen_layer(config: ExperimentConfig, store: Store, model: str, dataset: st
     return name, table.best()
 
 
-def _scored(model, tok, config: ExperimentConfig, cache, metrics: list[str]):
-    """pre_fn / score_fn for `sweep` that also remember each case's pre-edit values (for the `pre` column)."""
-    from goldenlayers.evaluation.scorer import CaseScorer, EvalSettings
-    from goldenlayers.metric_names import ALL_METRICS as EVAL_METRICS
+def bruteforce_pick(config: ExperimentConfig, store: Store, model: str, dataset: str, method: str) -> tuple[str, int]:
+    """("bruteforce-<pick>", the proxy golden layer of `selectors.bruteforce.pick`) from the stored brute-force
+    rows of `method` on the proxy split (goldenlayers.selection.golden.golden_layers, Overall with the config's
+    `selectors.bruteforce.overall` weights)."""
+    from goldenlayers.evaluation.overall import OverallSpec
+    from goldenlayers.selection.golden import ScoreMatrix, golden_layers
 
-    metrics = tuple(m for m in metrics if m in EVAL_METRICS)
-    scorer = CaseScorer(model, tok, EvalSettings(metrics=metrics, batch_size=config.batch.evaluate,
-                                                 seed=config.seeds.fluency), cache=cache)
-    pres: dict[str, dict[str, float | None]] = {}
-
-    def score_fn(case, pre):
-        both = scorer.compare(case, pre, scorer.state(case))
-        pres[case.case_id] = {m: v[0] for m, v in both.items()}
-        return {m: v[1] for m, v in both.items()}
-
-    return scorer.pre, score_fn, pres
+    bf = config.selectors.bruteforce
+    rows = list(store.rows("results", model=model, dataset=dataset, method=method, selector="bruteforce",
+                           split="proxy"))
+    if not rows:
+        raise RuntimeError(f"no brute-force rows of {method} on the proxy split of {model} / {dataset}: its "
+                           "bruteforce job has not finished (or failed; see the jobs table)")
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    golden = golden_layers({m: ScoreMatrix.from_rows(rows, m) for m in metrics}, OverallSpec.parse(bf.overall))
+    if bf.pick not in golden:
+        raise RuntimeError(f"brute force scored no {bf.pick!r} on the proxy split (it scored {', '.join(metrics)})")
+    return f"bruteforce-{bf.pick}", golden[bf.pick]
 
 
 def method_hparams(config: ExperimentConfig, job: Job) -> dict:
@@ -136,21 +140,23 @@ def run_cells(config: ExperimentConfig, job: Job, model, tok, cases: list, proxy
     mom2_adjustment need them; the engine gets them with goldenlayers.editing.stats.resolve_key_stats).
     settings: the job's typed settings (`method_settings`, resolved by the engine; resolved here when None).
     Returns {"cells": done now, "failures": n, "skipped": n}."""
-    from goldenlayers.selection.bruteforce import make_default_fns, sweep
+    from goldenlayers.evaluation.cells import edit_cells
+    from goldenlayers.metric_names import ALL_METRICS
+    from goldenlayers.selection.bruteforce import make_default_fns
 
     spec = next(m for m in config.models if m.name == job.model)
     settings = settings or method_settings(config, job, model, spec.source)
-    fns = make_default_fns(model, tok, job.method, settings, stats=key_stats, name=spec.source,
-                           metrics=("rewrite",))
     bf = config.selectors.bruteforce
     metrics = bf.metrics if job.kind == "bruteforce" and bf and bf.metrics is not None else config.metrics
-    pre_fn, score_fn, pres = _scored(model, tok, config, cache, metrics)
+    fns = make_default_fns(model, tok, job.method, settings, stats=key_stats, name=spec.source,
+                           metrics=tuple(m for m in metrics if m in ALL_METRICS), cache=cache,
+                           batch_size=config.batch.evaluate, seed=config.seeds.fluency)
     todo = [(c.case_id, layer) for layer in layers for c in cases if (c.case_id, layer) not in done]
     mine = cell_owner(todo, rank, world)
     skip = done | (set(todo) - mine)
     stats = dict(cells=0, failures=0)
 
-    def on_row(cell) -> None:
+    def on_cell(cell) -> None:
         split = "proxy" if cell.case_id in proxy_ids else "test"
         base = dict(model=job.model, dataset=job.dataset, case_id=cell.case_id, method=job.method)
         if cell.failure is not None:
@@ -158,13 +164,10 @@ def run_cells(config: ExperimentConfig, job: Job, model, tok, cases: list, proxy
             out.add(failures=[dict(base, layer=f.layer, stage=f.stage, reason=f.reason)])
             stats["failures"] += 1
             return
-        pre = pres.get(cell.case_id, {})
-        out.add(results=[dict(base, selector=selector, layer=r["layer"], metric=r["metric"], value=r["value"],
-                              pre=pre.get(r["metric"]), seconds=r["seconds"], split=split) for r in cell.rows])
+        out.add(results=[dict(r.record(), **base, selector=selector, split=split) for r in cell.rows])
         stats["cells"] += 1
 
     torch.manual_seed(config.seeds.torch)
-    res = sweep(cases, layers, prepare_fn=fns.prepare_fn, apply_fn=fns.apply_fn, pre_fn=pre_fn, score_fn=score_fn,
-                weights_fn=fns.weights_fn, batch_size=config.batch.edit, on_row=on_row, skip=skip,
-                progress=progress, desc=f"{job.kind} {job.model}/{job.dataset} {job.method} ({selector})")
+    res = edit_cells(cases, layers, batch_size=config.batch.edit, on_cell=on_cell, skip=skip, progress=progress,
+                     desc=f"{job.kind} {job.model}/{job.dataset} {job.method} ({selector})", **fns.kwargs())
     return dict(stats, skipped=res.skipped)

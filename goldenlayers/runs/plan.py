@@ -1,11 +1,12 @@
-"""What a run executes: the job list of a config and the `execute(run_dir, engine)` seam (DESIGN.md "The flow").
+"""What a run executes: the job list of a config and the `execute(run_dir, engine)` seam (docs/runs.md).
 
 For every model and dataset, in this order:
 1. `select`: each configured layer selector (lga, cma) scores every layer on the proxy split;
-2. `bruteforce`: each swept editing method edits every case (proxy and test) at every layer;
-3. `evaluate`: each editing method edits the test cases at each selector's chosen layer.
-The engine (editor + evaluator + selectors, wired in `goldenlayers/runs/engine.py` exposing `make_engine()`)
-runs one job at a time and writes rows to the run's store; it resumes inside a job with `store.done_keys`.
+2. `bruteforce`: each swept editing method edits every case (proxy and test; only the proxy cases with
+   `selectors.bruteforce.split: proxy`) at every layer;
+3. `evaluate`: each editing method edits the test cases at each selector's chosen layer (with a proxy-only
+   brute force, also at brute force's proxy golden layer).
+The engine (editor + evaluator + selectors, `goldenlayers.runs.engine.RunEngine`) runs one job at a time and writes rows to the run's store; it resumes inside a job with `store.done_keys`.
 `execute` records each finished job in the store's jobs table, so a resumed run skips finished jobs, and a
 failing job is recorded with its error and the run goes on to the next one. Cells that failed inside a finished
 job count as done; `reopen_failed_cells` makes the next resume redo them.
@@ -13,7 +14,6 @@ job count as done; `reopen_failed_cells` makes the next resume redo them.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -56,9 +56,12 @@ def plan(config: ExperimentConfig) -> list[Job]:
     for model in config.models:
         for ds in config.datasets:
             jobs += [Job("select", model.name, ds.name, "proxy", selector=s) for s in pickers]
-            jobs += [Job("bruteforce", model.name, ds.name, "all", method=m, selector="bruteforce") for m in swept]
+            split = sel.bruteforce.split if sel.bruteforce else "all"
+            jobs += [Job("bruteforce", model.name, ds.name, split, method=m, selector="bruteforce") for m in swept]
             jobs += [Job("evaluate", model.name, ds.name, "test", method=m.name, selector=s)
                      for m in config.methods for s in pickers]
+            if split == "proxy":  # brute force's proxy golden layer is a pick like the selectors'
+                jobs += [Job("evaluate", model.name, ds.name, "test", method=m, selector="bruteforce") for m in swept]
     return jobs
 
 
@@ -120,14 +123,3 @@ def reopen_failed_cells(run: RunDir, jobs: list[Job] | None = None) -> dict[str,
         if n:
             run.store.clear_failures(model, dataset, method)
     return reopened
-
-
-def default_engine() -> Engine | None:
-    """The project's engine from goldenlayers.runs.engine.make_engine(), or None while it is not built."""
-    try:
-        mod = importlib.import_module("goldenlayers.runs.engine")
-    except ModuleNotFoundError as e:
-        if e.name == "goldenlayers.runs.engine":
-            return None
-        raise
-    return mod.make_engine()

@@ -79,13 +79,14 @@ def select_layer(model, tok, cases: Sequence[EditCase], method: str = "race", ed
             raise ValueError("CMA kept no case: the model answers none of them correctly (known-fact filter)")
         return Selection("cma", table, table.best(), time.perf_counter() - start)
     if method == "bruteforce":
+        from goldenlayers.evaluation.cells import edit_cells
         from goldenlayers.models.adapters import get_adapter
-        from goldenlayers.selection.bruteforce import bruteforce_scores, make_default_fns, sweep
+        from goldenlayers.selection.bruteforce import bruteforce_scores, make_default_fns
 
         n = get_adapter(model).n_layers(model)
         fns = make_default_fns(model, tok, editor, hparams, stats=stats, name=model_name, metrics=metrics)
-        res = sweep(cases, layers if layers is not None else range(n), progress=progress, batch_size=batch_size,
-                    **fns.kwargs(), **selector_kw)
+        res = edit_cells(cases, layers if layers is not None else range(n), progress=progress, batch_size=batch_size,
+                         desc="brute force", **fns.kwargs(), **selector_kw)
         if not res.rows:
             raise ValueError(f"brute force produced no result; failures: {[f.reason for f in res.failures[:3]]}")
         table = bruteforce_scores(res.rows, metric, model=model_name or "-", overall_spec=overall_spec)
@@ -116,7 +117,6 @@ def compare_selectors(model, tok, proxy: Sequence[EditCase], test: Sequence[Edit
     brute force picks the proxy golden layer of `metric`. See the module docstring for `truth` and the callbacks.
     hparams and key statistics `stats` ({layer: C}, None for C = I) are the editor's, in the selection, the ground
     truth and the evaluation alike."""
-    from goldenlayers.evaluation import evaluate
     from goldenlayers.evaluation.scorer import PreCache
     from goldenlayers.selection.sweep_fns import SWEEP_METRICS
 
@@ -152,18 +152,18 @@ def compare_selectors(model, tok, proxy: Sequence[EditCase], test: Sequence[Edit
                 row.update({k: v for k, v in score.row().items() if k not in ("selector", "layer", "seconds")})
             finish(row)
         return Comparison(rows, selections, overall_note(list(ground.truth.means), overall_spec), ground.truth)
-    run_editor, run_hparams = editor, hparams
-    if stats is not None:  # a method name editor cannot take C: bind it into a callable
-        def run_editor(model, tok, case, layer):
-            from goldenlayers.editing import edit
+    from goldenlayers.evaluation.cells import edit_cells
+    from goldenlayers.evaluation.result import EvalResult
+    from goldenlayers.selection.bruteforce import make_default_fns
 
-            return edit(model, tok, case, method=editor, layer=layer, hparams=hparams, stats=stats, name=model_name)
-        run_editor.__name__, run_hparams = editor, None
-    cache, by_layer = PreCache(), {}
+    fns = make_default_fns(model, tok, editor, hparams, stats=stats, name=model_name, metrics=metrics,
+                           cache=PreCache(), batch_size=batch_size)
+    by_layer = {}
     for name, sel in selections.items():
         if sel.layer not in by_layer:  # two selectors on the same layer share one evaluation
-            result = evaluate(model, tok, test, editor=run_editor, layer=sel.layer, hparams=run_hparams, fluency=fluency,
-                              batch_size=batch_size, progress=progress, cache=cache)
+            res = edit_cells(test, [sel.layer], batch_size=batch_size, progress=progress,
+                             desc=f"{editor} at layer {sel.layer}", **fns.kwargs())
+            result = EvalResult(model_name or "-", res.rows, res.failures)
             by_layer[sel.layer] = (result.table()[0] if result.rows else {}, len(result.failures))
         table, failures = by_layer[sel.layer]
         finish(dict(method=editor, selector=name, layer=sel.layer, cases=table.get("cases", 0), failures=failures,
@@ -180,13 +180,14 @@ class _Truth:
 def _ground_truth(model, tok, test, editor, hparams, metrics, batch_size, progress, model_name, spec,
                   stats=None) -> _Truth:
     """Brute force over every layer of the test set: the per-layer means every selector is scored against."""
+    from goldenlayers.evaluation.cells import edit_cells
     from goldenlayers.models.adapters import get_adapter
-    from goldenlayers.selection.bruteforce import make_default_fns, sweep
+    from goldenlayers.selection.bruteforce import make_default_fns
 
     n = get_adapter(model).n_layers(model)
     fns = make_default_fns(model, tok, editor, hparams, stats=stats, name=model_name, metrics=metrics)
-    res = sweep(test, range(n), progress=progress, batch_size=batch_size, desc="ground truth (test set)",
-                **fns.kwargs())
+    res = edit_cells(test, range(n), progress=progress, batch_size=batch_size, desc="ground truth (test set)",
+                     **fns.kwargs())
     if not res.rows:
         raise ValueError(f"the test-set sweep produced no result; failures: {[f.reason for f in res.failures[:3]]}")
     failures: dict[int, int] = {}

@@ -31,6 +31,7 @@ from scipy import stats
 
 from goldenlayers.evaluation.metrics import LOWER_IS_BETTER
 from goldenlayers.evaluation.overall import OverallSpec, overall
+from goldenlayers.evaluation.result import records
 
 TIE_ATOL = 1e-12
 OVERALL = "overall"
@@ -73,10 +74,10 @@ class ScoreMatrix:
 
     @classmethod
     def from_rows(cls, rows: Iterable[Mapping], metric: str, *, dataset: str = "-", model: str = "-") -> ScoreMatrix:
-        """Pivot long rows (case_id, layer, metric, value) of `metric` into a matrix. Layers are the union seen;
+        """Pivot long rows (case_id, layer, metric, value; or EvalRows) of `metric` into a matrix. Layers are the union seen;
         a case missing any of them is dropped (listed in `dropped`); a repeated (case, layer) is an error."""
         cells: dict[str, dict[int, float]] = {}
-        for r in rows:
+        for r in records(rows):
             if r["metric"] != metric:
                 continue
             per_case = cells.setdefault(str(r["case_id"]), {})

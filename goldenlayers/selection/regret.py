@@ -22,6 +22,7 @@ import numpy as np
 
 from goldenlayers.evaluation.metrics import METRICS
 from goldenlayers.evaluation.overall import OverallSpec
+from goldenlayers.evaluation.result import records
 from goldenlayers.selection.agreement import agreement
 from goldenlayers.selection.golden import (
     OVERALL,
@@ -64,9 +65,9 @@ class GroundTruth:
     @classmethod
     def from_rows(cls, rows: Iterable[Mapping], seconds: float | None = None,
                   spec: OverallSpec | None = None) -> GroundTruth:
-        """From sweep rows (case_id, layer, metric, value[, seconds]); seconds defaults to the summed seconds of
+        """From sweep rows (EvalRows, or records case_id, layer, metric, value[, seconds]); seconds defaults to the summed seconds of
         the distinct (case, layer) cells."""
-        rows = list(rows)
+        rows = records(rows)
         metrics = [m for m in METRICS if any(r["metric"] == m for r in rows)]
         if not metrics:
             raise ValueError("the brute-force sweep produced no metric rows")

@@ -1,0 +1,278 @@
+"""The cell loop: edit a batch of cases at a layer, score, restore bitwise, record rows or failures, resume
+(paper section 4; docs/golden.md "The cell loop").
+
+Every experiment of the package goes through `edit_cells`: `evaluate()` (one or a few layers), brute force (every
+case at every layer; `goldenlayers.selection.bruteforce`), `compare`, the demo and the run engine
+(`goldenlayers.runs.engine_jobs`). It works through injected callables, so it knows nothing of a particular editor
+or evaluator:
+- `prepare_fn(cases, layer) -> list` (one item per case, or an Exception for a case that cannot be edited) does the
+  expensive shared work of a batch, e.g. the v* optimisation of several cases in one forward; `apply_fn(item)`
+  applies one case's edit and returns a handle with `.restore()`. `edit_fn(case, layer) -> handle` is the
+  unbatched form. `MethodEditor` gives both for an editing method of goldenlayers.editing (v* batched).
+- `pre_fn(case)` (optional) computes what scoring needs from the UNEDITED model (e.g. locality predictions); it
+  runs once per case, lazily, when every earlier edit has been restored.
+- `score_fn(case, pre) -> {metric: value}`: the metrics of that case on the currently edited model; a value is a
+  float (post-edit) or a pair (pre-edit value or None, post-edit value).
+The loop goes layer-major (per-layer statistics of the editor are reused), in batches of `batch_size` cases,
+restores the weights after every case (even when scoring raises), records failures (`EvalFailure`: case, layer,
+stage, reason) and goes on, skips (case_id, layer) keys in `skip` (resume), and hands every finished (case, layer)
+to `on_cell(Cell)` at the end of its batch so a run store can persist it (a crash loses at most one batch). With
+`weights_fn(layer) -> [tensors]` it checks that those tensors are bitwise what they were before the case and
+raises `WeightsNotRestoredError` if not (a corrupted model would spoil every later row; an exception from
+`restore()` stops it too). seconds of a cell = the batch's wall time (prepare, every apply and score) / its
+cells, wherever the editor does the shared work. layer None means the editor's default layer (the rows then carry
+the layer the handle reports in `.layers`, and no weight is watched).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from goldenlayers.cases import EditCase
+from goldenlayers.evaluation.result import EvalFailure, EvalRow
+
+Key = tuple[str, int | None]  # (case_id, layer)
+
+
+class WeightsNotRestoredError(RuntimeError):
+    """An edit was not undone bitwise; the loop stops because every later result would be wrong."""
+
+
+@dataclass
+class Cell:
+    """One finished (case, layer): its metric rows or its failure."""
+
+    case_id: str
+    dataset: str
+    layer: int | None
+    seconds: float
+    rows: list[EvalRow] = field(default_factory=list)
+    failure: EvalFailure | None = None
+
+    @property
+    def key(self) -> Key:
+        return (self.case_id, self.layer)
+
+
+@dataclass
+class CellResult:
+    rows: list[EvalRow] = field(default_factory=list)
+    failures: list[EvalFailure] = field(default_factory=list)
+    skipped: int = 0  # keys found in `skip`
+    seconds: float = 0.0
+
+    def records(self) -> list[dict]:
+        """The rows as long records (case_id, dataset, layer, metric, value, pre, seconds, method)."""
+        return [r.record() for r in self.rows]
+
+
+def _prepare_each(prepare_fn, chunk: list[EditCase], layer) -> list:
+    """prepare_fn on the chunk; if the batch as a whole fails, case by case so one bad case fails alone."""
+    try:
+        items = list(prepare_fn(chunk, layer))
+        if len(items) != len(chunk):
+            raise RuntimeError(f"prepare_fn returned {len(items)} items for {len(chunk)} cases")
+        return items
+    except Exception as e:
+        if len(chunk) == 1:
+            return [e]
+    out = []
+    for case in chunk:
+        out += _prepare_each(prepare_fn, [case], layer)
+    return out
+
+
+def _scores(raw, case: EditCase) -> dict[str, tuple[float | None, float]]:
+    if not isinstance(raw, Mapping) or not raw:
+        raise TypeError(f"score_fn must return a non-empty {{metric: value}} dict, got {type(raw).__name__}")
+    out = {}
+    for k, v in raw.items():
+        pre, post = v if isinstance(v, tuple) else (None, v)
+        out[str(k)] = (None if pre is None else float(pre), float(post))
+    bad = [k for k, (_, v) in out.items() if not np.isfinite(v)]
+    if bad:
+        raise ValueError(f"case {case.case_id!r}: metric(s) {bad} are not finite")
+    return out
+
+
+class _Pre:
+    """Lazy, once-per-case pre-edit cache (an exception is cached too, and reported at every layer)."""
+
+    def __init__(self, pre_fn):
+        self.pre_fn, self.cache = pre_fn, {}
+
+    def __call__(self, case: EditCase):
+        if self.pre_fn is None:
+            return None
+        if case.case_id not in self.cache:
+            try:
+                self.cache[case.case_id] = self.pre_fn(case)
+            except Exception as e:
+                self.cache[case.case_id] = e
+        value = self.cache[case.case_id]
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+
+def _edited_layer(handle, layer: int | None) -> int | None:
+    if layer is not None:
+        return layer
+    layers = getattr(handle, "layers", None)
+    return layers[0] if isinstance(layers, list) and len(layers) == 1 else None
+
+
+def _one(case, layer, item, apply_fn, score_fn, pre: _Pre, guard, method) -> tuple[list[EvalRow], EvalFailure | None]:
+    def fail(stage, e, at=layer):
+        return [], EvalFailure.of(case, method, at, stage, e)
+
+    if isinstance(item, Exception):
+        return fail("prepare", item)
+    try:
+        cache = pre(case)
+    except Exception as e:
+        return fail("pre", e)
+    try:
+        handle = apply_fn(item)
+    except Exception as e:
+        guard(case, layer)
+        return fail("edit", e)
+    if not callable(getattr(handle, "restore", None)):
+        raise TypeError(f"the editor returned {type(handle).__name__}, which has no restore(); the model stays "
+                        f"edited by case {case.case_id!r}")
+    at = _edited_layer(handle, layer)
+    try:
+        scores = _scores(score_fn(case, cache), case)
+    except Exception as e:
+        return fail("score", e, at)
+    finally:
+        handle.restore()
+        guard(case, layer)
+    return [EvalRow(case.case_id, case.dataset, m, pre_v, post_v, at, method) for m, (pre_v, post_v) in
+            scores.items()], None
+
+
+def _guard(weights_fn, layer):
+    if weights_fn is None or layer is None:
+        return lambda case, layer: None
+    watched = [(w, w.detach().clone()) for w in weights_fn(layer)]
+
+    def check(case, layer):
+        for w, orig in watched:
+            if not torch.equal(w.detach(), orig):
+                raise WeightsNotRestoredError(f"case {case.case_id!r} at layer {layer}: weights differ after "
+                                              "restore(); the editor's undo is not exact")
+    return check
+
+
+def edit_cells(cases: Sequence[EditCase], layers: Iterable[int | None], score_fn: Callable, *,
+               edit_fn: Callable | None = None, prepare_fn: Callable | None = None, apply_fn: Callable | None = None,
+               pre_fn: Callable | None = None, weights_fn: Callable | None = None, batch_size: int = 16,
+               on_cell: Callable[[Cell], None] | None = None, skip: Iterable[Key] = (), progress: bool = True,
+               desc: str = "edit", method: str = "-") -> CellResult:
+    """Edit each case at each layer, score it, restore; see the module docstring. Returns all rows and failures
+    (rows and failures carry `method`)."""
+    batched = prepare_fn is not None and apply_fn is not None
+    if (edit_fn is not None) == batched or (prepare_fn is None) != (apply_fn is None):
+        raise ValueError("pass either edit_fn, or both prepare_fn and apply_fn")
+    if edit_fn is not None:
+        prepare_fn, apply_fn = (lambda cs, layer: [(c, layer) for c in cs]), (lambda item: edit_fn(*item))
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    cases, layers = list(cases), [None if layer is None else int(layer) for layer in layers]
+    ids = [c.case_id for c in cases]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"case ids must be unique; repeated: {sorted({i for i in ids if ids.count(i) > 1})}")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layers repeat: {layers}")
+    done = {(str(c), None if layer is None else int(layer)) for c, layer in skip}
+    result, pre, t_start = CellResult(), _Pre(pre_fn), time.perf_counter()
+    todo = {layer: [c for c in cases if (c.case_id, layer) not in done] for layer in layers}
+    result.skipped = len(cases) * len(layers) - sum(len(t) for t in todo.values())
+    with tqdm(total=sum(len(t) for t in todo.values()), disable=not progress, desc=desc, unit="edit") as bar:
+        for layer in layers:
+            guard = _guard(weights_fn, layer) if todo[layer] else None
+            for start in range(0, len(todo[layer]), batch_size):
+                chunk = todo[layer][start:start + batch_size]
+                t0 = time.perf_counter()
+                items = _prepare_each(prepare_fn, chunk, layer)
+                finished = []
+                for case, item in zip(chunk, items, strict=True):
+                    finished.append((case, *_one(case, layer, item, apply_fn, score_fn, pre, guard, method)))
+                    bar.update()
+                # a batched editor does the shared work (v* of every case) in prepare or in the first apply,
+                # so every cell of the batch gets the batch's mean time; cells are handed on per batch
+                seconds = (time.perf_counter() - t0) / len(chunk)
+                for case, rows, failure in finished:
+                    rows = [r.timed(seconds) for r in rows]
+                    result.rows += rows
+                    if failure is not None:
+                        result.failures.append(failure)
+                    if on_cell is not None:
+                        on_cell(Cell(case.case_id, case.dataset, layer, seconds, rows, failure))
+    result.seconds = time.perf_counter() - t_start
+    return result
+
+
+class _Batch:
+    """One prepared batch for a method: `edit_each` optimises the v* of all its cases together at the first apply
+    and yields the edits in order; if it fails (one bad case, a failed update), the batch's remaining cases are
+    edited one by one with `edit`, so a bad case fails alone."""
+
+    def __init__(self, cases: list[EditCase], layer: int | None, edit_kw: dict):
+        self.cases, self.layer, self.kw, self.gen, self.broken = cases, layer, edit_kw, None, False
+
+    def apply(self, case: EditCase):
+        from goldenlayers.editing import (  # imported lazily: evaluation does not need the editors
+            edit,
+            edit_each,
+        )
+
+        if not self.broken:
+            try:
+                if self.gen is None:
+                    self.gen = edit_each(cases=self.cases, layer=self.layer, batch_size=len(self.cases), **self.kw)
+                result = next(self.gen)
+                if result.diagnostics[0].case_id != case.case_id:
+                    raise RuntimeError(f"edit_each yielded case {result.diagnostics[0].case_id!r}, "
+                                       f"expected {case.case_id!r}")
+                return result
+            except Exception:
+                self.broken = True
+        return edit(cases=[case], layer=self.layer, **self.kw)
+
+
+class MethodEditor:
+    """An editing method of goldenlayers.editing as the cell loop's editor: `prepare_fn`/`apply_fn` edit a batch of
+    cases with their v* optimised together; `weights_fn(layer)` is the tensor the method edits (watched for a
+    bitwise restore). hparams: settings or overrides of the model's preset; stats: {layer: C} (None: C = I)."""
+
+    def __init__(self, model, tok, method: str = "r-rome", hparams=None, *, stats=None, name: str | None = None):
+        from goldenlayers.models.adapters import get_adapter
+
+        self.model, self.method = model, method
+        self.adapter = get_adapter(model)
+        self.kw = dict(model=model, tok=tok, method=method, hparams=hparams, stats=stats, adapter=self.adapter,
+                       name=name)
+
+    def prepare_fn(self, cases, layer):
+        batch = _Batch(list(cases), layer, self.kw)
+        return [(batch, case) for case in cases]
+
+    @staticmethod
+    def apply_fn(item):
+        batch, case = item
+        return batch.apply(case)
+
+    def weights_fn(self, layer: int) -> list[torch.Tensor]:
+        return [self.adapter.weight_param(self.model, layer)]
+
+    def kwargs(self) -> dict:
+        return dict(prepare_fn=self.prepare_fn, apply_fn=self.apply_fn, weights_fn=self.weights_fn,
+                    method=self.method)
