@@ -189,7 +189,7 @@ def _dashed(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
 
-METHODS: Registry[EditMethod] = Registry("editing method", loaders=("goldenlayers.editing",), normalise=_dashed)
+METHODS: Registry[EditMethod] = Registry("editing method", loaders=("goldenlayers.editing.api",), normalise=_dashed)
 DATASETS: Registry[DatasetSpec] = Registry("dataset", loaders=("goldenlayers.datasets.registry",))
 ADAPTERS: Registry[ArchAdapter] = Registry("architecture", loaders=("goldenlayers.models.adapters",))
 SELECTORS: Registry[Selector] = Registry("selector", loaders=("goldenlayers.selection",), normalise=_dashed)

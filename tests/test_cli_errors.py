@@ -75,7 +75,6 @@ CASES = [
     ("report-overall", lambda e: ["report", e / "no-run", "--overall-weights", "bogus=1"],
      ["--overall-weights", "'bogus'", "rewrite"]),
     ("report-method", lambda e: ["report", e / "no-run", "--method", "foo"], ["--method", "'foo'"]),
-    ("edit-without-layer", lambda e: _edit(e), ["--layer", "goldenlayers select"]),
     ("long-missing-data-file", lambda e: _evaluate(e)[:6] + [e / LONG / "cf.json", "--device", "cpu"],
      ["error:", LONG, "does not exist"]),
     ("null-prompt", lambda e: _evaluate(e)[:6] + [e / "null.json", "--device", "cpu"],

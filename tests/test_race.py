@@ -98,19 +98,20 @@ def test_race_on_default_gpt2_picks_a_layer_brute_force_rates_near_the_best():
     """Real edits (default-gpt2, R-ROME default-small) on 3 world cases at 3 layers: the race's layer is within 0.05
     Overall of the best layer of brute force on the same cases."""
     from goldenlayers.datasets.synthetic.world import World
+    from goldenlayers.evaluation.cells import edit_cells
     from goldenlayers.models import load_model
     from goldenlayers.models.loader import resolve_model_path
-    from goldenlayers.selection.bruteforce import make_default_fns, sweep
+    from goldenlayers.selection.bruteforce import make_default_fns
 
     lm = load_model("default-gpt2")
     cases = World.load(f"{resolve_model_path('default-gpt2')}/world.json").edit_cases(3, seed=0)
     layers = [0, 2, 4]
     table = race_scores(lm.model, lm.tokenizer, cases, layers=layers, progress=False, model_name=lm.name,
                         first_cases=3, budget=1.0, eta=2)  # round 0: 3 layers at 125 steps; round 1: the best 2
-    res = sweep(cases, layers, progress=False, **make_default_fns(lm.model, lm.tokenizer, "r-rome",
+    res = edit_cells(cases, layers, progress=False, **make_default_fns(lm.model, lm.tokenizer, "r-rome",
                                                                   name=lm.name).kwargs())
     per = {}
-    for r in res.rows:
+    for r in res.records():
         per.setdefault(r["layer"], {}).setdefault(r["case_id"], {})[r["metric"]] = r["value"]
     bf = {layer: np.mean([overall(m) for m in by_case.values()]) for layer, by_case in per.items()}
     assert table.meta["chosen"] in layers and len(table.meta["rounds"]) == 2

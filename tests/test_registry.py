@@ -65,7 +65,7 @@ def test_lazy_entries_and_loaders_import_on_first_use():
     code = ("import sys\nfrom goldenlayers.registry import METHODS\nassert 'torch' not in sys.modules\n"
             "names = METHODS.names()\nprint(names, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "['emmet', 'memit', 'r-rome', 'rome'] True"  # loaded (importing the methods) on first use
+    assert out.strip() == "['alphaedit', 'emmet', 'memit', 'r-rome', 'rome'] True"  # loaded (importing the methods) on first use
 
 
 def test_restoring_undoes_registrations():

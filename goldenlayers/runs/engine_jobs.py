@@ -1,4 +1,4 @@
-"""The three job kinds of a run, executed for real (paper section 4 and Appendix A; REFERENCE.md section 2).
+"""The three job kinds of a run, executed for real (paper section 4 and Appendix A; docs/equations.md "Layer selection").
 
 - `run_select`: LGA (paper section 5.1) or CMA (ROME's causal tracing, the paper's baseline) scores every layer on
   the proxy split; one selector row per layer (score, cases, seconds of the whole selector run).
@@ -27,7 +27,8 @@ from goldenlayers.selection.table import LayerScores
 
 
 def selector_name(config: ExperimentConfig, family: str) -> str:
-    """The selector label of rows written by `family` ("lga" -> "lga" / "lga-cosine", "cma" -> "cma-mlp-w10")."""
+    """The selector label of rows written by `family` ("lga" -> "lga" / "lga-cosine", "cma" -> "cma-mlp-w10",
+    "bruteforce" -> "bruteforce-<pick>" for the test rows edited at its proxy pick)."""
     if family == "lga":
         from goldenlayers.selection.lga import LGASettings
 
@@ -38,6 +39,8 @@ def selector_name(config: ExperimentConfig, family: str) -> str:
         return f"cma-{s.kind}-w{s.window}"
     if family == "race":
         return "race"
+    if family == "bruteforce":  # the test rows edited at brute force's proxy pick (the sweep's own rows: "bruteforce")
+        return f"bruteforce-{config.selectors.bruteforce.pick}"
     raise ValueError(f"unknown layer selector {family!r}")
 
 

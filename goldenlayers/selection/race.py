@@ -107,9 +107,10 @@ def race_scores(model, tok, cases: Sequence[EditCase], editor: str = "r-rome", h
     Cells that fail count as rewrite 0 and locality 0 at their layer (a layer where the edit breaks is a bad layer)."""
     from goldenlayers.editing import get_method
     from goldenlayers.editing.hparams import resolve_hparams
+    from goldenlayers.evaluation.cells import edit_cells
     from goldenlayers.evaluation.overall import overall
     from goldenlayers.models.adapters import get_adapter
-    from goldenlayers.selection.bruteforce import make_default_fns, sweep
+    from goldenlayers.selection.bruteforce import make_default_fns
     from goldenlayers.selection.sweep_fns import SWEEP_METRICS
 
     s = RaceSettings(**settings)
@@ -130,10 +131,10 @@ def race_scores(model, tok, cases: Sequence[EditCase], editor: str = "r-rome", h
             n = max(1, round(full_steps * steps))
             fns[steps] = make_default_fns(model, tok, editor, hp.model_copy(update=dict(v_num_grad_steps=n)),
                                           stats=stats, name=model_name, metrics=metrics)
-        res = sweep(cells_cases, at, progress=progress, batch_size=batch_size, desc=f"race ({len(at)} layers)",
+        res = edit_cells(cells_cases, at, progress=progress, batch_size=batch_size, desc=f"race ({len(at)} layers)",
                     **fns[steps].kwargs())
         by_cell: dict[tuple[str, int], dict] = {}
-        for r in res.rows:
+        for r in res.records():
             by_cell.setdefault((r["case_id"], int(r["layer"])), {})[r["metric"]] = r["value"]
         for f in res.failures:  # an edit that breaks scores 0 on what every case has
             by_cell[(f.case_id, f.layer)] = dict(rewrite=0.0, locality=0.0)
