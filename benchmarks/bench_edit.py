@@ -1,6 +1,6 @@
 """Seconds per R-ROME edit (v* optimisation and solve apart), peak GPU memory, and batched v* throughput.
 
-    python benchmarks/bench_edit.py --shape gpt2-xl --device cuda            # TARGETS.md anchor shape
+    python benchmarks/bench_edit.py --shape gpt2-xl --device cuda            # docs/benchmarks.md "Targets" anchor shape
     python benchmarks/bench_edit.py --shape llama-2-7b --device cuda         # bf16
     python benchmarks/bench_edit.py --model path/to/saved/model --layer 3    # any saved HF model
     python benchmarks/bench_edit.py --shape gpt2 --edits 3 --batch 8         # 12 x 768 GPT-2, CPU-sized
@@ -8,7 +8,7 @@
 
 Settings match EasyEdit's gpt2-xl ROME/R-ROME file (layer 17, 20 v* steps, lr 0.5, weight decay 0.5, clamp 4,
 KL 0.0625, 21 context templates = "{}" + 10 x 5 tokens + 10 x 10 tokens, C = I, fp32). Random-init shapes
-(TARGETS.md): GPT-2 XL = 48 layers, d_model 1600, vocabulary 2048; LLaMA-2-7B = 32 layers, d 4096, d_ff 11008,
+(docs/benchmarks.md "Targets"): GPT-2 XL = 48 layers, d_model 1600, vocabulary 2048; LLaMA-2-7B = 32 layers, d 4096, d_ff 11008,
 bf16. The tokenizer is a byte-level BPE with 2048 entries trained on seeded Faker text, so that generated
 templates and prompts have word-like tokens. Printed: the median over `--edits` edits of the per-edit time
 (after one warm-up edit, which also warms the CUDA-graph side stream up), the same with the below-the-layer replay
@@ -41,7 +41,7 @@ from goldenlayers.editing.accel import ENV, ExecOptions
 from goldenlayers.editing.accel import runner as steps
 from goldenlayers.editing.accel.replay import FrozenPrefix
 
-EASYEDIT_R_ROME_S = 2.46  # TARGETS.md: EasyEdit R-ROME, GPT-2 XL shape, one H100
+EASYEDIT_R_ROME_S = 2.46  # docs/benchmarks.md "Targets": EasyEdit R-ROME, GPT-2 XL shape, one H100
 SETTINGS = dict(v_num_grad_steps=20, v_lr=0.5, v_weight_decay=0.5, clamp_norm_factor=4.0, kl_factor=0.0625,
                 context_templates=[(5, 10), (10, 10)], mom2_adjustment=False)
 

@@ -1,5 +1,5 @@
 """R-ROME editing quality on an embedded default model: rewrite, rephrase and locality of world edits at one layer
-(TARGETS.md "Editing quality on a synthetic world": >= 0.95 rewrite and locality at the golden layer).
+(docs/benchmarks.md "Targets": >= 0.95 rewrite and locality at the golden layer).
 
     python benchmarks/bench_quality.py --model default-gpt2 --layer 2                      # the quality preset
     python benchmarks/bench_quality.py --model default-llama --layer 2

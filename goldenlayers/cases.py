@@ -1,10 +1,10 @@
-"""EditCase: the one record every dataset becomes (REFERENCE.md section 1 and 5).
+"""EditCase: the one record every dataset becomes (docs/equations.md "Terms" and docs/formats.md).
 
 An edit case holds a prompt that mentions a subject, the new target, optionally the old answer, and the
 prompts that measure generalisation (rephrase), specificity (locality) and reasoning (portability).
 Answers are kept as *all* their aliases (`answers[0]` is the one scored by default), and every probe
 carries the KnowEdit category it came from so that metrics can be averaged the KnowEdit way
-(within a category, then over categories, then over records: REFERENCE.md section 4).
+(within a category, then over categories, then over records: docs/equations.md "Metrics").
 
 The fact token (the last token of the subject inside the prompt, "subject_last") is found from the
 tokenizer's character offsets, never by re-tokenising substrings, so BOS tokens, leading spaces and

@@ -1,6 +1,6 @@
 """Tokenising prompts and prompt+answer pairs with positions taken from offsets and attention masks.
 
-Every metric (REFERENCE.md section 4), the v* loss (section 3) and the LGA loss (section 2) score an
+Every metric (docs/equations.md "Metrics"), the v* loss ("v*") and the LGA loss ("LGA") score an
 answer teacher-forced after a prompt. This module builds those batches once, the same way for all of
 them: the full text `prompt + " " + answer` is tokenised in one go, answer tokens are those whose
 character offsets lie past the prompt, and padding is on the right with positions read from the mask,

@@ -1,5 +1,5 @@
 """Helpers shared by the editing tests: a tiny model with its tokenizer and adapter, a random SPD key covariance,
-and a down-projection as the affine map W k + b in float64 (to check the closed forms of REFERENCE.md section 3)."""
+and a down-projection as the affine map W k + b in float64 (to check the closed forms of docs/equations.md "Editing methods")."""
 
 import torch
 

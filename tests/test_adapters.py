@@ -1,4 +1,4 @@
-"""Architecture adapters (REFERENCE.md section 1) on every tiny architecture: module paths, key/value orientation
+"""Architecture adapters (docs/equations.md "Terms") on every tiny architecture: module paths, key/value orientation
 (value = W k + b from `adapter.weight`, including GPT-2's transposed Conv1D), weight edits through `to_storage`,
 and the registry's errors."""
 

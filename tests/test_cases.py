@@ -1,4 +1,4 @@
-"""EditCase validation and the fact token (REFERENCE.md section 1: last subject token, from offsets) with
+"""EditCase validation and the fact token (docs/equations.md "Terms": last subject token, from offsets) with
 tokenizers that do and do not add BOS."""
 
 import pytest

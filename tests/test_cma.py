@@ -1,4 +1,4 @@
-"""CMA / causal tracing (REFERENCE.md section 2): restorations against an unbatched hand-written reference,
+"""CMA / causal tracing (docs/equations.md "Layer selection"): restorations against an unbatched hand-written reference,
 exact recovery, window clipping, zero effect before the subject, seeding, batching and the noise std."""
 
 import os

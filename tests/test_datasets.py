@@ -1,4 +1,4 @@
-"""Dataset readers on small files written in the exact published shapes (REFERENCE.md section 5)."""
+"""Dataset readers on small files written in the exact published shapes (docs/formats.md)."""
 
 import hashlib
 import json

@@ -67,7 +67,7 @@ def test_r_rome_edits_default_gpt2_and_restores_exactly():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", DEFAULT_MODEL_NAMES)
 def test_quality_presets_meet_the_editing_targets(name, tmp_path, one_thread):
-    """TARGETS.md: R-ROME at the best layer (2) of each default model reaches rewrite >= 0.95 and locality >= 0.95
+    """docs/benchmarks.md "Targets": R-ROME at the best layer (2) of each default model reaches rewrite >= 0.95 and locality >= 0.95
     on 50 world edits (seed 1) with its `<model>-quality` preset: C from the world's held-out corpus shrunk towards
     the identity, up to 1000 v* steps (docs/editing.md; measured 0.96 / 0.957 on default-gpt2 in ~50 s and
     0.96 / 0.96 on default-llama in ~110 s, one thread)."""

@@ -1,4 +1,4 @@
-"""ROME / R-ROME / EMMET / MEMIT updates checked against their defining equations (REFERENCE.md section 3),
+"""ROME / R-ROME / EMMET / MEMIT updates checked against their defining equations (docs/equations.md "Editing methods"),
 on tiny random models of every covered architecture."""
 
 import os

@@ -1,4 +1,4 @@
-"""evaluate() end to end on tiny models with callable editors (REFERENCE.md section 4)."""
+"""evaluate() end to end on tiny models with callable editors (docs/equations.md "Metrics")."""
 
 import json
 import os

@@ -1,5 +1,5 @@
 """Golden vs sample-wise optimal layers, t-tests, proxy transfer (golden.py) and selector agreement (agreement.py)
-on hand-made matrices whose answers are worked out in the comments (REFERENCE.md section 2; paper Tables 1, 3-8)."""
+on hand-made matrices whose answers are worked out in the comments (docs/equations.md "Layer selection"; paper Tables 1, 3-8)."""
 
 import os
 

@@ -1,4 +1,4 @@
-"""LGA (REFERENCE.md section 2): the Gram-trick scores against materialised weight gradients, batching,
+"""LGA (docs/equations.md "Layer selection"): the Gram-trick scores against materialised weight gradients, batching,
 padding, variants and the greedy old-answer fallback, on tiny float64 models."""
 
 import os

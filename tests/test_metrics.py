@@ -1,4 +1,4 @@
-"""Metric values checked by hand on a bigram model whose every prediction we choose (REFERENCE.md section 4)."""
+"""Metric values checked by hand on a bigram model whose every prediction we choose (docs/equations.md "Metrics")."""
 
 import math
 import os

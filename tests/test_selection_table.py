@@ -1,4 +1,4 @@
-"""The common LayerScores table and the Tukey-fenced pick (REFERENCE.md section 2), on hand examples."""
+"""The common LayerScores table and the Tukey-fenced pick (docs/equations.md "Layer selection"), on hand examples."""
 
 import os
 

@@ -1,4 +1,4 @@
-"""Key statistics C = E[k k^T] (REFERENCE.md section 3): against keys recorded one text at a time, padding,
+"""Key statistics C = E[k k^T] (docs/equations.md "Editing methods"): against keys recorded one text at a time, padding,
 token budget, one pass vs per layer, the on-disk cache (hits, keys), C = I, NaN/singular checks, text sources."""
 
 import os

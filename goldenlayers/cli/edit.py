@@ -1,6 +1,6 @@
 """`goldenlayers edit`: edit one fact into a model and show its greedy prediction before and after.
 
-A thin shell over `goldenlayers.editing.edit` (REFERENCE.md section 3): any HF causal LM path or the embedded
+A thin shell over `goldenlayers.editing.edit` (docs/equations.md "Editing methods"): any HF causal LM path or the embedded
 defaults, any registered method, the model's settings preset or a named one (`--preset`), settings overridden
 with `--set key=value` (values parsed as JSON when they can be). Settings that use key statistics C get them
 from the statistics cache, collected on a miss from `--stats` (default: the model's own synthetic world). Bad

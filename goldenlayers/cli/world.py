@@ -1,7 +1,7 @@
 """`goldenlayers world` (statistics and benchmark-format exports of the synthetic world) and `goldenlayers
 train-world` (the recipe that trains the embedded default models; docs/world.md).
 
-Both are thin shells over goldenlayers.datasets.synthetic (DESIGN.md house style 6).
+Both are thin shells over goldenlayers.datasets.synthetic (docs/design.md "House style" 6).
 """
 
 from __future__ import annotations

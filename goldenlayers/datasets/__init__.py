@@ -1,4 +1,4 @@
-"""Benchmark datasets as EditCase lists (REFERENCE.md section 5): KnowEdit, CounterFact, the synthetic world's exports.
+"""Benchmark datasets as EditCase lists (docs/formats.md): KnowEdit, CounterFact, the synthetic world's exports.
 
 `load_dataset(name, path, limit=None, shuffle_seed=None)` reads a published file unchanged; `split_cases` and
 `proxy_union` build the proxy/test splits of the paper (section 3). The synthetic world lives in

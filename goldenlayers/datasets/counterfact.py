@@ -1,4 +1,4 @@
-"""ROME's CounterFact reader (`counterfact.json`, also `multi_counterfact.json`), read unchanged (REFERENCE.md section 5).
+"""ROME's CounterFact reader (`counterfact.json`, also `multi_counterfact.json`), read unchanged (docs/formats.md).
 
 A record:
     {"case_id": 0, "requested_rewrite": {"prompt": "The mother tongue of {} is", "subject": "Danielle Darrieux",

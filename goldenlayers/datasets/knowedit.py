@@ -1,4 +1,4 @@
-"""KnowEdit readers: ZsRE, WikiBio, WikiData_counterfact, WikiData_recent, read unchanged (REFERENCE.md section 5).
+"""KnowEdit readers: ZsRE, WikiBio, WikiData_counterfact, WikiData_recent, read unchanged (docs/formats.md).
 
 The published files (`ZsRE-test-all.json`, `wikibio-test-all.json`, `test_cf.json`, `recent_test.json`, and their
 train counterparts) are JSON lists of records; the case id is the record's index in the file.

@@ -1,4 +1,4 @@
-"""Reading benchmark files: JSON lists, answer shapes, and the report of skipped records (REFERENCE.md section 5).
+"""Reading benchmark files: JSON lists, answer shapes, and the report of skipped records (docs/formats.md).
 
 Every reader turns one published file into EditCase records. What they share lives here:
 - `json_records(path)`: the records of a JSON list, decoded one at a time while the file is read in 1 MiB

@@ -1,4 +1,4 @@
-"""Proxy/test splits, the proxy union, and deterministic shuffling (REFERENCE.md section 2; paper section 3).
+"""Proxy/test splits, the proxy union, and deterministic shuffling (docs/equations.md "Layer selection"; paper section 3).
 
 The paper splits each dataset at random into a proxy set (10%) and a test set (90%). Here the split is EXACT and
 seeded: every case gets a rank key u = sha256(f"split|{seed}|{dataset}|{case_id}") read as a number in [0, 1);

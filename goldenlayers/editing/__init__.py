@@ -1,4 +1,4 @@
-"""Knowledge editing (REFERENCE.md section 3; docs/editing.md): ROME, R-ROME, EMMET, MEMIT and AlphaEdit on the
+"""Knowledge editing (docs/equations.md "Editing methods"; docs/editing.md): ROME, R-ROME, EMMET, MEMIT and AlphaEdit on the
 weights of any adapter's model.
 
 `edit()` applies cases and returns a reversible EditResult; `edit_each()` is the batched one-case-at-a-time

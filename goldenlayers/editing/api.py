@@ -1,4 +1,4 @@
-"""`edit()` and `edit_each()`: the one entry point to the editing methods (REFERENCE.md section 3; docs/editing.md).
+"""`edit()` and `edit_each()`: the one entry point to the editing methods (docs/equations.md "Editing methods"; docs/editing.md).
 
 `edit` applies the cases to the model and returns an EditResult holding a reversible WeightDelta;
 `edit_each` is the brute-force form: it optimises the v* of many cases together (from the same, unedited

@@ -1,4 +1,4 @@
-"""Batches of templated prompts for keys and v* (REFERENCE.md section 3): several cases, one forward.
+"""Batches of templated prompts for keys and v* (docs/equations.md "Editing methods"): several cases, one forward.
 
 Every row is one case's prompt inside one context template ("<text>. {prompt}"), optionally followed by the
 target (teacher forcing through goldenlayers.text.encode_answers), or the KL prompt "{subject} is a", or a

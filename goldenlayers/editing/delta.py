@@ -1,11 +1,11 @@
-"""WeightDelta: a reversible change of edited weights (REFERENCE.md section 3, "Edits must be reversible exactly").
+"""WeightDelta: a reversible change of edited weights (docs/equations.md "Reversible edits").
 
 Changes are keyed by (layer, site), a site being one the model's adapter declares ("mlp_out": the down-proj,
 the default; "attn_out": the attention output projection). A WeightDelta keeps a copy of each weight it touches, taken before its first change, so `restore()` puts back
 bitwise the tensors that were there. Updates are computed in float64 as (d_out, d_in) matrices and added as
 `W_new = (W.double() + dW_total).to(W.dtype)`, so a layer touched several times by one delta rounds once.
 
-Deltas of one model form a stack (REFERENCE.md section 6: no silent accumulation, no silently restored model):
+Deltas of one model form a stack (docs/equations.md "Pitfalls": no silent accumulation, no silently restored model):
 a new delta goes on top, and only the top one may be restored, so sequential edits undo in LIFO order.
 Restoring twice, or applying to a restored delta, is an error rather than a no-op.
 """

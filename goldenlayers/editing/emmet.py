@@ -1,4 +1,4 @@
-"""EMMET: MEMIT's layer loop with an equality-constrained batch solve (REFERENCE.md section 3; Gupta et al. 2024).
+"""EMMET: MEMIT's layer loop with an equality-constrained batch solve (docs/equations.md "Editing methods"; Gupta et al. 2024).
 
     dW = Rsd^T (K C0^-1 K^T + lambda_e I)^-1 K C0^-1,    C0 = w C   (w = mom2_update_weight)
 

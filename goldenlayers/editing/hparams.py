@@ -1,4 +1,4 @@
-"""Editing settings (REFERENCE.md section 3, "Typical settings") and the presets that hold the reference values.
+"""Editing settings (docs/equations.md "Typical settings") and the presets that hold the reference values.
 
 `EditHParams` holds the settings every method shares; each method has its own subclass with its own fields
 (`EditMethod.settings`; extra keys are errors). Presets are keyed by a model family and a method family ("rome"
@@ -54,7 +54,7 @@ class EditHParams(BaseModel):
         preserve_factor * their mean KL; [] (the default) leaves the reference loss unchanged.
     kl_direction: "current||original" (default) is what the ROME/MEMIT/EasyEdit code computes,
         `kl_div(init_log_probs, current_log_probs, log_target=True)`; "original||current" is the textbook
-        direction (REFERENCE.md's wording), kept by the default-small presets whose figures were measured with it.
+        direction (docs/equations.md "KL term direction"), kept by the default-small presets whose figures were measured with it.
     key_averaging: how k* averages a case's keys over the context templates. "per_template" (ROME's compute_u):
         every template weighs the same. "grouped" (the MEMIT/EMMET reference code's compute_ks): the bare prompt
         "{}" is a group of its own, each (length, count) group of `context_templates` another; k* is the mean of

@@ -1,4 +1,4 @@
-"""Keys at the fact token (REFERENCE.md section 3, "k*" and the ROME/R-ROME keys).
+"""Keys at the fact token (docs/equations.md "Keys k and k*" and the ROME/R-ROME keys).
 
 One no-grad forward over every (case, template) row of a batch of cases records, at each requested layer, the
 down-proj input at the row's fact token; k* of a case is the mean over its templates, k (ROME's key) is the

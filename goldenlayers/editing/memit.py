@@ -1,4 +1,4 @@
-"""MEMIT: a batch of edits spread over a range of layers (REFERENCE.md section 3; Meng et al. 2023).
+"""MEMIT: a batch of edits spread over a range of layers (docs/equations.md "Editing methods"; Meng et al. 2023).
 
 The target z* of each case is optimised in the residual stream (block output) at the last layer L of the range
 (editing.values with site "block"). Then, layer by layer in ascending order, on the model as updated so far:

@@ -1,4 +1,4 @@
-"""R-ROME: ROME with k* everywhere (REFERENCE.md section 3; Gupta et al. 2024, "Rebuilding ROME").
+"""R-ROME: ROME with k* everywhere (docs/equations.md "Editing methods"; Gupta et al. 2024, "Rebuilding ROME").
 
     dW = (v* - W k* - b) (C^-1 k*)^T / (k*^T C^-1 k*)
 

@@ -1,4 +1,4 @@
-"""ROME: a rank-one update of one layer's down-proj (REFERENCE.md section 3; Meng et al. 2022).
+"""ROME: a rank-one update of one layer's down-proj (docs/equations.md "Editing methods"; Meng et al. 2022).
 
     dW = (v* - W k - b) (C^-1 k*)^T / (k^T C^-1 k*)
 

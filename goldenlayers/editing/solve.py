@@ -1,4 +1,4 @@
-"""Closed-form weight updates of ROME, R-ROME, MEMIT and EMMET (REFERENCE.md section 3), all in float64.
+"""Closed-form weight updates of ROME, R-ROME, MEMIT and EMMET (docs/equations.md "Editing methods"), all in float64.
 
 Keys are rows here: K is (n, d_ff) (n cases), residuals R are (n, d_model); updates dW are (d_model, d_ff).
 

@@ -1,4 +1,4 @@
-"""Text sources for key statistics C = E[k k^T] (REFERENCE.md section 3: "over a text corpus").
+"""Text sources for key statistics C = E[k k^T] (docs/equations.md "Key statistics C = E[k k^T]": "over a text corpus").
 
 A source is named by one string, which also goes into the statistics cache key:
 

@@ -1,4 +1,4 @@
-"""Key statistics C_l = E[k k^T] of the edited layers (REFERENCE.md section 3; ROME eq. 2, MEMIT eq. 14).
+"""Key statistics C_l = E[k k^T] of the edited layers (docs/equations.md "Editing methods"; ROME eq. 2, MEMIT eq. 14).
 
 k is the down-proj input (d_ff) at one token; C_l is the uncentred second moment over every non-pad token of a
 text corpus, one (d_ff, d_ff) matrix per layer. `collect_key_stats` gathers MANY layers in ONE pass: a forward

@@ -1,4 +1,4 @@
-"""Fluency: seeded top-k sampling and weighted n-gram entropy (REFERENCE.md section 4; ROME/EasyEdit's measure).
+"""Fluency: seeded top-k sampling and weighted n-gram entropy (docs/equations.md "Metrics"; ROME/EasyEdit's measure).
 
 Generation: the prompt is continued until the sequence holds `max_tokens` tokens IN TOTAL, prompt included (100 by
 default, capped at the model's context; a prompt already that long gets no new token), by top-k sampling (k = 5)

@@ -1,9 +1,9 @@
 """CaseScorer: one case's metrics before and after an edit, with the unedited model's results cached.
 
-REFERENCE.md section 4 defines the metrics (goldenlayers.evaluation.metrics, .fluency); this module decides what to
+docs/equations.md "Metrics" defines the metrics (goldenlayers.evaluation.metrics, .fluency); this module decides what to
 compute for a case and keeps the pre-edit results once per (model, case): the cache key is
 (model identity, case id, prompt text, answer text) for teacher-forced pairs and (model identity, case id,
-"fluency", prompt, seed, length, k) for fluency samples, never the dataset alone (REFERENCE.md section 6). The
+"fluency", prompt, seed, length, k) for fluency samples, never the dataset alone (docs/equations.md "Pitfalls"). The
 model identity is its name, its object id and a fingerprint of its weights taken when the scorer is made, so a
 cache handed to a scorer of another model, or of the same model in another weight state, never answers.
 

@@ -1,8 +1,8 @@
 """Architecture adapters: where each Hugging Face causal LM keeps the parts that editing touches.
 
-REFERENCE.md section 1: the edited module of layer l is the MLP output projection ("down-proj"); its
+docs/equations.md "Terms": the edited module of layer l is the MLP output projection ("down-proj"); its
 *input* at a token is the key k (dimension d_ff) and its *output* the value (dimension d_model).
-Model facts live here, never in method settings (DESIGN.md house style 2). An adapter is keyed by
+Model facts live here, never in method settings (docs/design.md "House style" 2). An adapter is keyed by
 `config.model_type`; `register_adapter` adds one for an architecture we do not ship.
 
 All weight access goes through `weight(model, l)`, which returns W in (d_out, d_in) orientation

@@ -1,5 +1,5 @@
 """The experiment engine behind `goldenlayers run` (paper section 4 and Appendix A: models x datasets x editing
-methods x layer selectors; REFERENCE.md section 2 for the proxy/test split).
+methods x layer selectors; docs/equations.md "Layer selection" for the proxy/test split).
 
 `make_engine()` returns a `RunEngine`, whose `run_job(job, run)` executes one job of `goldenlayers.runs.plan`:
 `select` (LGA / CMA on the proxy split -> selector rows), `bruteforce` (every case of the split at every configured

@@ -1,4 +1,4 @@
-"""Config errors that speak the user's language (DESIGN.md house style 8): every pydantic validation error
+"""Config errors that speak the user's language (docs/design.md "House style" 8): every pydantic validation error
 becomes one "path: message" line, the path written as in the YAML (`models[0].dtype`), and an unknown key
 lists the keys its section allows with the closest one ("did you mean 'k'?")."""
 

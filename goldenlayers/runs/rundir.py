@@ -1,4 +1,4 @@
-"""The run directory: the unit of reproducibility (DESIGN.md house style 7).
+"""The run directory: the unit of reproducibility (docs/design.md "House style" 7).
 
     <root>/<config.name>/
       config.yaml          the resolved config (every default filled in), headed by the command that runs it

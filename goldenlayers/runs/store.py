@@ -1,6 +1,6 @@
 """The run store: one SQLite file of result, selector and failure rows (schema in goldenlayers.runs.schema).
 
-Made to survive crashes and to resume (DESIGN.md house style 7):
+Made to survive crashes and to resume (docs/design.md "House style" 7):
 - WAL journal, a busy timeout, and one transaction per write call: a process killed at any moment leaves every
   committed call whole and nothing of the call in flight (a brute-force cell's metric rows go in one call).
   synchronous=NORMAL: a killed *process* loses nothing committed; only an OS crash/power loss may lose the

@@ -1,4 +1,4 @@
-"""How well a layer selector's scores predict the brute-force table (REFERENCE.md section 2, "which variant best
+"""How well a layer selector's scores predict the brute-force table (docs/equations.md "LGA", "which variant best
 predicts the BF golden layer is an empirical question"; paper section 5.2, Figure 3 and Tables 2/9/10).
 
 For a selector (LGA, CMA, any variant) and a brute-force table of one metric (`bruteforce_scores`, higher is

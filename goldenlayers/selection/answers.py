@@ -1,6 +1,6 @@
 """The old answer a selector scores for a case: `ground_truth[0]`, or the model's own greedy prediction.
 
-REFERENCE.md section 2: "Where the old answer is unknown (insertion datasets, e.g. WikiData_recent), the
+docs/equations.md "LGA": "Where the old answer is unknown (insertion datasets, e.g. WikiData_recent), the
 model's own greedy prediction for the prompt serves as y_old." Our rule for that prediction: greedy decoding
 (argmax, no sampling) of at most `max_new_tokens` tokens (8 by default), stopping at EOS or at the first
 token whose text brings a period or a newline; the text before that stop character, stripped, is the

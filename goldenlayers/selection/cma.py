@@ -1,6 +1,6 @@
 """CMA layer selection (causal tracing, faithful to ROME) and per-case heatmaps.
 
-REFERENCE.md section 2 ("CMA"); the paper's baseline selector (sections 4-5, [25]). For every case the model
+docs/equations.md "CMA"; the paper's baseline selector (sections 4-5, [25]). For every case the model
 knows (known-fact filter: the clean greedy next token equals the answer's first token, i.e. the token that
 follows the prompt's own tokens when `prompt + " " + ground_truth[0]` is tokenised; without a ground truth
 the answer is the model's own prediction, known by definition), the indirect effect

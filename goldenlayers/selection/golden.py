@@ -1,4 +1,4 @@
-"""Golden layers vs sample-wise optimal layers, and proxy-to-test transfer (REFERENCE.md section 2; paper
+"""Golden layers vs sample-wise optimal layers, and proxy-to-test transfer (docs/equations.md "Layer selection"; paper
 section 4.1 / Table 1, section 4.2 / Figures 1-2, Appendix B.2 / Tables 3-8).
 
 Input is a per-metric score matrix (cases x layers), built from brute-force rows (case_id, layer, metric,

@@ -1,6 +1,6 @@
 """Layer Gradient Analysis (LGA): score layers by the inner product of old- and new-answer weight gradients.
 
-Paper section 5.1; REFERENCE.md section 2 ("LGA" and "Cheap LGA"). For case i and layer l with down-proj
+Paper section 5.1; docs/equations.md "LGA" and "Cheap LGA". For case i and layer l with down-proj
 weight W_l (d_model x d_ff):
 
     phi_{i,l} = < grad_{W_l} L(x_i, y_old), grad_{W_l} L(x_i, y_new) >,    S(l) = mean_i phi_{i,l}
@@ -21,7 +21,7 @@ gradient vanishes); `normalize` rescales each case's layer vector before averagi
 layer's "impact", whatever its sign). The golden-layer estimate is the Tukey-fenced argmax of S (LayerScores.pick).
 
 Readings of the paper as selector names (`LGA_VARIANTS`, docs/selection.md "LGA readings"): `lga` is the reading
-of REFERENCE.md (dot product, argmax); the text does not fix the sign ("higher gradient similarity values denote
+of docs/equations.md "Layer selection" (dot product, argmax); the text does not fix the sign ("higher gradient similarity values denote
 more ... impact" is said of training-sample attribution, where old and new answers pull in opposite directions),
 so `lga-neg` takes the argmax of -S (the layer where the two gradients disagree most); "how strongly each layer
 mediates the interaction" admits the magnitude, `lga-abs`; `lga-cosine` / `lga-cosine-neg` remove the gradient

@@ -1,4 +1,4 @@
-"""Picking the golden-layer estimate from a LayerScores table with Tukey's fences (REFERENCE.md section 2;
+"""Picking the golden-layer estimate from a LayerScores table with Tukey's fences (docs/equations.md "Layer selection";
 paper section 5.1 and Appendix A: "we exclude layers with overall outlying gradient scores (measured using
 Tukey's fences and the interquartile range)").
 

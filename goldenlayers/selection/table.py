@@ -1,4 +1,4 @@
-"""LayerScores: the one table every layer selector produces (REFERENCE.md section 2; DESIGN.md "The flow").
+"""LayerScores: the one table every layer selector produces (docs/equations.md "Layer selection"; docs/design.md "The flow").
 
 A selector (LGA, CMA, and later brute force) scores every layer of one model on a set of edit cases. The
 result is a per-layer score vector (higher is better for every selector), the metadata needed to compare

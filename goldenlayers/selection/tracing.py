@@ -1,6 +1,6 @@
 """Causal tracing machinery (ROME's corrupted-with-restoration runs), shared by CMA scores and heatmaps.
 
-REFERENCE.md section 2 ("CMA"); paper section 5.2 compares against it. A prompt is run clean, then with
+docs/equations.md "CMA"; paper section 5.2 compares against it. A prompt is run clean, then with
 Gaussian noise added to the token embeddings of every subject token (std = noise_scale x the std of
 subject-token embeddings, one scalar; `noise_samples` seeded draws, the same draws for every restoration,
 as ROME re-seeds its generator on every call). A *restoration* copies the clean state of some

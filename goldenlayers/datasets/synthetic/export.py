@@ -1,4 +1,4 @@
-"""Write the synthetic world's edit cases in the published benchmark formats (REFERENCE.md section 5).
+"""Write the synthetic world's edit cases in the published benchmark formats (docs/formats.md).
 
 - KnowEdit **wiki_counterfact** (`test_cf.json` shape): a JSON list of records with `subject`, `prompt`,
   `target_new`, `ground_truth` (string), `rephrase` (string), `locality` {`Relation_Specificity`: [...],

@@ -2,7 +2,7 @@
 
 Relations (six person facts + two derived facts for two-hop portability), each with four cloze templates whose
 object comes last (used for training, rewrite and rephrase prompts) and one held-out template that appears only
-in the held-out corpus used for key statistics (REFERENCE.md section 3, "C = E[k k^T]").
+in the held-out corpus used for key statistics (docs/equations.md "Key statistics C = E[k k^T]").
 Entity names of places and companies are generated from syllables so the world is fictional; people get
 realistic names from Faker (see world.py).
 """
