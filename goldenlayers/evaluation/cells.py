@@ -271,7 +271,10 @@ class MethodEditor:
         return batch.apply(case)
 
     def weights_fn(self, layer: int) -> list[torch.Tensor]:
-        return [self.adapter.weight_param(self.model, layer)]
+        """The weights the method edits at `layer` (its `weight_site`: the down-projection unless it says otherwise)."""
+        from goldenlayers.editing import get_method
+
+        return [self.adapter.site_param(self.model, layer, get_method(self.method).weight_site)]
 
     def kwargs(self) -> dict:
         return dict(prepare_fn=self.prepare_fn, apply_fn=self.apply_fn, weights_fn=self.weights_fn,
