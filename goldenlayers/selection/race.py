@@ -105,8 +105,7 @@ def race_scores(model, tok, cases: Sequence[EditCase], editor: str = "r-rome", h
                 model_name: str | None = None, metrics: Sequence[str] | None = None, **settings) -> LayerScores:
     """Race the layers on `cases` with `editor` (its `hparams`, key statistics `stats`); see the module docstring.
     Cells that fail count as rewrite 0 and locality 0 at their layer (a layer where the edit breaks is a bad layer)."""
-    from goldenlayers.editing import get_method
-    from goldenlayers.editing.hparams import resolve_hparams
+    from goldenlayers.editing.hparams import resolve_settings
     from goldenlayers.evaluation.cells import edit_cells
     from goldenlayers.evaluation.overall import overall
     from goldenlayers.models.adapters import get_adapter
@@ -120,7 +119,7 @@ def race_scores(model, tok, cases: Sequence[EditCase], editor: str = "r-rome", h
         raise ValueError("the race needs at least one case")
     adapter = get_adapter(model)
     layers = sorted(adapter.check_layer(model, layer) for layer in (layers or range(adapter.n_layers(model))))
-    hp = resolve_hparams(get_method(editor).family, hparams, model, name=model_name)
+    hp = resolve_settings(model, editor, None, hparams, name=model_name)
     full_steps = hp.v_num_grad_steps
     rounds, planned, budget = plan_race(len(layers), len(cases), s)
     metrics = tuple(metrics or SWEEP_METRICS)
