@@ -289,3 +289,45 @@ def test_default_fns_drive_the_real_editor_and_scorer(setup):
     assert not clean.failures
     for key, v in values(clean.rows).items():
         assert v == pytest.approx(got[key], abs=1e-4)
+
+
+def test_layer_batch_optimises_several_layers_at_once_with_the_same_cells(setup, monkeypatch):
+    """layer_batch > 1 with the real editor: the v* of every (case, layer) of a group are optimised in one batch
+    (edit_grid), yet the rows equal the layer-by-layer sweep's (float64, so up to rounding), weights come back
+    bitwise, a bad case fails alone at every layer, and cells in `skip` are left out (their edits are passed over)."""
+    from goldenlayers.selection.bruteforce import make_default_fns
+
+    model, tok, adapter, cases = setup
+    model = copy.deepcopy(model).double()
+    hp = dict(v_num_grad_steps=6, context_templates=[], kl_factor=0.5, v_weight_decay=1e-3)
+    long_prompt = "Tom Baker" + " works for Acme." * 60 + " Tom Baker works for"
+    bad = EditCase(case_id="long", dataset="zsre", subject="Tom Baker", prompt=long_prompt, target_new="Paris")
+    fns = make_default_fns(model, tok, "r-rome", hp, metrics=("rewrite", "locality"))
+    grid_calls = []
+    grid_fn = fns.prepare_grid_fn
+
+    def counting_grid(chunk, group):
+        grid_calls.append(([c.case_id for c in chunk], list(group)))
+        return grid_fn(chunk, group)
+
+    import goldenlayers.editing.api as api
+
+    optimised = []  # (cases, layers) of every v* optimisation with several layers
+    real = api.optimise_values_layers
+    monkeypatch.setattr(api, "optimise_values_layers", lambda *a, **k: optimised.append(
+        ([c.case_id for c in a[3]], list(a[7]))) or real(*a, **k))
+    snap = snapshot(model)
+    one_by_one = values(edit_cells(cases[:3], LAYERS, batch_size=4, progress=False, **fns.kwargs()).rows)
+    assert optimised == []
+    kw = dict(fns.kwargs(), prepare_grid_fn=counting_grid)
+    res = edit_cells([cases[0], bad, *cases[1:3]], LAYERS, batch_size=4, layer_batch=3, progress=False,
+                     skip=[("c1", 0)], **kw)
+    assert same_weights(model, snap)
+    assert grid_calls == [(["c0", "long", "c1", "c2"], [0, 1, 2])]  # layer 3 is a group of one: no grid call
+    assert optimised == [(["c0", "c1", "c2"], [0, 1, 2])]  # the bad case left the batch; one optimisation
+    assert sorted((f.case_id, f.layer) for f in res.failures) == [("long", layer) for layer in LAYERS]
+    got = values(res.rows)
+    assert set(got) == set(one_by_one) - {("c1", 0, "rewrite"), ("c1", 0, "locality")}
+    for key, v in got.items():
+        assert v == pytest.approx(one_by_one[key], abs=1e-9)
+    assert res.skipped == 1

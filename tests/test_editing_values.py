@@ -12,7 +12,7 @@ from goldenlayers.cases import EditCase
 from goldenlayers.editing import context_templates, edit, resolve_hparams
 from goldenlayers.editing.accel import ExecOptions
 from goldenlayers.editing.keys import read_keys, template_weights
-from goldenlayers.editing.values import optimise_values
+from goldenlayers.editing.values import optimise_values, optimise_values_layers
 from goldenlayers.models.kv_cache import output_cache
 from goldenlayers.models.tiny import tiny_model
 from goldenlayers.text import encode_answers
@@ -52,6 +52,41 @@ def test_batched_v_star_equals_one_at_a_time(arch, site, layer):
         assert together.losses[i] == pytest.approx(alone.losses[0], rel=1e-4, abs=1e-6)
         if site == "down_proj":  # keys read in the same first forward
             torch.testing.assert_close(together.k_star[i], alone.k_star[0], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(("arch", "site", "layers", "suffix", "stop"),
+                         [("gpt2", "down_proj", [0, 1, 3], False, 5.72), ("llama", "down_proj", [3, 1, 2], True, 5.68),
+                          ("gpt2", "block", [1, 2], False, 5.72), ("opt", "down_proj", [0, 2], False, 5.75)])
+def test_v_star_of_several_layers_in_one_batch_equals_layer_by_layer(arch, site, layers, suffix, stop):
+    """Each (case, layer) pair is a case of its own whose delta enters at its own layer's site only: the v*, v_init,
+    keys, losses and stopping steps are those of separate optimisations at each layer (float64, so rounding is far
+    below the tolerance); the early stop is per pair (`stop` lies between the first losses of the cases, so some
+    pairs stop at once and the others run every step)."""
+    model, tok, adapter = setup_tiny(arch)
+    model = model.double()
+    hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=8, kl_factor=0.5, v_weight_decay=0.1,
+                                      clamp_norm_factor=1.5, early_stop_loss=stop))
+    templates = context_templates(model, tok, hp.context_templates)
+    opts = ExecOptions(suffix_replay=suffix, cuda_graphs=False)
+    grid = optimise_values_layers(model, tok, adapter, CASES, templates, hp, site, layers, opts)
+    assert list(grid) == layers
+    steps = set()
+    for layer in layers:
+        alone = optimise_values(model, tok, adapter, CASES, templates, hp, site, layer, opts)
+        got = grid[layer]
+        assert got.layer == layer and got.steps == alone.steps
+        steps |= set(alone.steps)
+        torch.testing.assert_close(got.v_init, alone.v_init, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(got.v_star, alone.v_star, rtol=1e-7, atol=1e-7)
+        for a, b in zip(got.losses, alone.losses, strict=True):
+            assert a == pytest.approx(b, rel=1e-7, abs=1e-9)
+        if site == "down_proj":
+            torch.testing.assert_close(got.k_star, alone.k_star, rtol=1e-9, atol=1e-12)
+            torch.testing.assert_close(got.k_bare, alone.k_bare, rtol=1e-9, atol=1e-12)
+    assert len(steps) > 1  # pairs stopped at different steps
+    assert not torch.equal(grid[layers[0]].v_star, grid[layers[1]].v_star)
+    with pytest.raises(ValueError, match="layers repeat"):
+        optimise_values_layers(model, tok, adapter, CASES, templates, hp, site, [1, 1], opts)
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])

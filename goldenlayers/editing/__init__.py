@@ -13,7 +13,8 @@ from __future__ import annotations
 import importlib
 
 _WHERE = {
-    "CaseDiagnostics": "api", "EditResult": "api", "edit": "api", "edit_each": "api",
+    "CaseDiagnostics": "api", "EditResult": "api", "edit": "api", "edit_each": "api", "edit_grid": "api",
+    "refused_cases": "api",
     "EditOrderError": "delta", "WeightDelta": "delta", "active_deltas": "delta",
     "PRESETS": "hparams", "EditHParams": "hparams", "StatsSettings": "hparams", "preset_for_model": "hparams",
     "resolve_hparams": "hparams", "resolve_settings": "hparams",

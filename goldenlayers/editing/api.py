@@ -2,7 +2,8 @@
 
 `edit` applies the cases to the model and returns an EditResult holding a reversible WeightDelta;
 `edit_each` is the brute-force form: it optimises the v* of many cases together (from the same, unedited
-model) and then yields one applied edit per case, each to be restored before the next. Everything that can be
+model) and then yields one applied edit per case, each to be restored before the next; `edit_grid` does the
+same for every case at each of several layers, all (case, layer) pairs optimised in one batch. Everything that can be
 wrong with the input (cases, layers, statistics, prompt length) is checked before any weight changes, and a
 failure half-way through undoes what was applied, so a bad input leaves the model bitwise unchanged.
 """
@@ -17,7 +18,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from goldenlayers.cases import EditCase, case_error_from
+from goldenlayers.cases import CaseError, EditCase, case_error_from
 from goldenlayers.editing.alphaedit import ALPHAEDIT
 from goldenlayers.editing.batch import build_rows
 from goldenlayers.editing.delta import EditOrderError, WeightDelta
@@ -29,7 +30,7 @@ from goldenlayers.editing.registry import EditContext, EditMethod, get_method, r
 from goldenlayers.editing.rome import ROME
 from goldenlayers.editing.solve import KeyCov
 from goldenlayers.editing.templates import context_templates
-from goldenlayers.editing.values import ValueTargets, optimise_values
+from goldenlayers.editing.values import ValueTargets, optimise_values, optimise_values_layers
 from goldenlayers.models.adapters import ArchAdapter, get_adapter
 from goldenlayers.models.loader import model_device
 from goldenlayers.text import model_max_length
@@ -162,6 +163,23 @@ def _prepare(model, tok, cases, method, layer, layers, hparams, stats, adapter, 
     return m, cases, EditContext(model, tok, adapter, hp, chosen, templates, covs, state)
 
 
+def refused_cases(model: nn.Module, tok, cases, method: str = "r-rome", hparams: EditHParams | dict | None = None,
+                  name: str | None = None) -> dict[str, Exception]:
+    """{case_id: error} of the cases whose data the method's rows cannot be built from (CaseError: a subject not
+    in the prompt, a prompt too long for the model, an empty target), checked case by case without editing, so a
+    batch can leave them out and let each fail alone."""
+    hp = resolve_settings(model, get_method(method).name, None, hparams, name=name)
+    templates = context_templates(model, tok, hp.context_templates, hp.template_seed, hp.template_top_k)
+    refused: dict[str, Exception] = {}
+    for case in _as_cases(cases):
+        try:
+            build_rows(tok, [case], templates, with_target=True, kl_prompt=hp.kl_prompt,
+                       max_length=model_max_length(model), preserve_prompts=hp.preserve_prompts)
+        except CaseError as e:
+            refused[case.case_id] = e
+    return refused
+
+
 def _diag(cases: list[EditCase], t: ValueTargets, update_norm: float) -> list[CaseDiagnostics]:
     return [CaseDiagnostics(c.case_id, t.losses[i], t.steps[i], t.v_init[i].cpu(), t.v_star[i].cpu(), update_norm)
             for i, c in enumerate(cases)]
@@ -223,18 +241,49 @@ def edit_each(model: nn.Module, tok, cases, method: str = "r-rome", layer: int |
         t0 = _sync(model)
         targets = optimise_values(model, tok, ctx.adapter, chunk, ctx.templates, ctx.hp, m.site, ctx.layers[-1])
         share = (_sync(model) - t0) / len(chunk)
-        for i, case in enumerate(chunk):
-            delta = WeightDelta(model, ctx.adapter, label=f"{m.name}@{ctx.layers}:{case.case_id}")
-            t1 = _sync(model)
-            one = replace(ctx, state=ctx.state.copy()) if ctx.state is not None else ctx  # each from the same state
-            try:
-                norm = m.apply(one, [case], targets.subset([i]), delta)
-            except BaseException:
-                if delta.originals:
-                    delta.restore()
-                raise
-            seconds = {"values": share, "solve": _sync(model) - t1}
-            yield EditResult(m.name, ctx.layers, delta, _diag([case], targets.subset([i]), norm), ctx.hp,
-                             _cov_label(ctx), seconds, one.state)
-            if not delta.restored:
-                raise EditOrderError(f"restore the edit of case {case.case_id!r} before asking edit_each for the next")
+        yield from _apply_each(model, m, ctx, chunk, targets, share, "edit_each")
+
+def edit_grid(model: nn.Module, tok, cases, layers: list[int], method: str = "r-rome",
+              hparams: EditHParams | dict | None = None, stats: Mapping[int, torch.Tensor] | None = None,
+              adapter: ArchAdapter | None = None, name: str | None = None) -> Iterator[EditResult]:
+    """Yield one applied edit per (layer, case), layer-major, all from the unedited model; restore each before
+    asking for the next. The v* of every case at every layer are optimised together in one batch
+    (`optimise_values_layers`): a layer sweep of few cases then costs one optimisation instead of one per layer.
+    For methods that edit one layer (ROME, R-ROME, EMMET, AlphaEdit). seconds["values"] of a result is its share
+    of the batch's time."""
+    layers = [int(layer) for layer in layers]
+    if not layers:
+        raise ValueError("edit_grid needs at least one layer")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layers repeat: {layers}")
+    prepared = [_prepare(model, tok, cases, method, layer, None, hparams, stats, adapter, name) for layer in layers]
+    m, cases = prepared[0][0], prepared[0][1]
+    if m.multi_layer:
+        raise ValueError(f"{m.name} edits a range of layers at once; edit_grid is for methods that edit one layer")
+    first = prepared[0][2]
+    t0 = _sync(model)
+    grid = optimise_values_layers(model, tok, first.adapter, cases, first.templates, first.hp, m.site, layers)
+    share = (_sync(model) - t0) / (len(cases) * len(layers))
+    for layer, (_, _, ctx) in zip(layers, prepared, strict=True):
+        yield from _apply_each(model, m, ctx, cases, grid[layer], share, "edit_grid")
+
+
+def _apply_each(model, m: EditMethod, ctx: EditContext, cases: list[EditCase], targets: ValueTargets, share: float,
+                caller: str) -> Iterator[EditResult]:
+    """Apply each case's edit from its v* in `targets`, yield it, and check it was restored before the next."""
+    for i, case in enumerate(cases):
+        delta = WeightDelta(model, ctx.adapter, label=f"{m.name}@{ctx.layers}:{case.case_id}")
+        t1 = _sync(model)
+        one = replace(ctx, state=ctx.state.copy()) if ctx.state is not None else ctx  # each from the same state
+        try:
+            norm = m.apply(one, [case], targets.subset([i]), delta)
+        except BaseException:
+            if delta.originals:
+                delta.restore()
+            raise
+        seconds = {"values": share, "solve": _sync(model) - t1}
+        yield EditResult(m.name, ctx.layers, delta, _diag([case], targets.subset([i]), norm), ctx.hp,
+                         _cov_label(ctx), seconds, one.state)
+        if not delta.restored:
+            raise EditOrderError(f"restore the edit of case {case.case_id!r} at layer {ctx.layers} before asking "
+                                 f"{caller} for the next")

@@ -26,7 +26,7 @@ runner's business (editing.accel), chosen by `ExecOptions`, which never change t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -105,10 +105,30 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
                     hp: EditHParams, site: Site, layer: int, options: ExecOptions | None = None) -> ValueTargets:
     """v* of every case at (`site`, `layer`), optimised together in one batch per step. `options`: how the steps
     run (default: `default_options()`, i.e. "auto" unless GOLDENLAYERS_ACCEL says otherwise)."""
+    return _optimise(model, tok, adapter, cases, templates, hp, site, [layer], options)[layer]
+
+
+def optimise_values_layers(model: nn.Module, tok, adapter: ArchAdapter, cases: list[EditCase],
+                           templates: list[str], hp: EditHParams, site: Site, layers: list[int],
+                           options: ExecOptions | None = None) -> dict[int, ValueTargets]:
+    """v* of every case at every layer of `layers` (the same `site` of each), all (case, layer) pairs optimised
+    together in one batch per step: {layer: ValueTargets of `cases`}. Each pair is a case of its own (rows, delta,
+    stop decisions), with its delta added at its layer's site only, so the result is the one `optimise_values`
+    gives layer by layer, up to floating-point rounding; the forwards of all layers are shared."""
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layers repeat: {layers}")
+    return _optimise(model, tok, adapter, cases, templates, hp, site, list(layers), options)
+
+
+def _optimise(model: nn.Module, tok, adapter: ArchAdapter, cases: list[EditCase], templates: list[str],
+              hp: EditHParams, site: Site, layers: list[int], options: ExecOptions | None) -> dict[int, ValueTargets]:
+    """The loop of the module docstring over the pairs (case, layer), layer-major."""
     dev = model_device(model)
-    rows = build_rows(tok, cases, templates, with_target=True, kl_prompt=hp.kl_prompt,
+    pairs = [c for _ in layers for c in cases]  # pair i: case i % len(cases) at layers[i // len(cases)]
+    rows = build_rows(tok, pairs, templates, with_target=True, kl_prompt=hp.kl_prompt,
                       max_length=model_max_length(model), preserve_prompts=hp.preserve_prompts).to(dev)
-    n, d = len(cases), adapter.d_model(model)
+    n, d = len(pairs), adapter.d_model(model)
+    site_of = torch.arange(len(layers), device=dev).repeat_interleave(len(cases))  # (n,) index into layers
     # float32 whatever torch's default dtype is (the site's output is cast to it, and the delta to the site's dtype)
     delta = torch.zeros(n, d, device=dev, dtype=torch.float32, requires_grad=True)
     v_init = torch.zeros(n, d, device=dev, dtype=torch.float32)  # written by the first forward
@@ -118,17 +138,22 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
     def weight_decay() -> torch.Tensor:  # (n,)
         return hp.v_weight_decay * delta.norm(dim=1) / v_init.norm(dim=1).clamp_min(1e-12) ** 2
 
-    def read_keys(k: torch.Tensor) -> None:  # the down-proj input per token, read in the first forward
-        keys["k_star"], keys["k_bare"] = fact_keys(rows, k, n, template_weights(hp.context_templates,
-                                                                                 hp.key_averaging))
+    def read_keys(per_site: list[torch.Tensor]) -> None:  # each site's down-proj input per token, first forward
+        weights = template_weights(hp.context_templates, hp.key_averaging)
+        for j, k in enumerate(per_site):
+            k_star, k_bare = fact_keys(rows, k, n, weights)
+            mine = (site_of == j)[:, None].to(k_star.device)
+            keys["k_star"] = torch.where(mine, k_star, keys["k_star"]) if j else k_star
+            keys["k_bare"] = torch.where(mine, k_bare, keys["k_bare"]) if j else k_bare
 
     plan = (options or default_options()).plan(model, hp.v_num_grad_steps)
-    fw = Forwards(model, tok, rows, hp, len(templates), site_module(model, adapter, site, layer),
+    lowest = min(layers)
+    fw = Forwards(model, tok, rows, hp, len(templates), [site_module(model, adapter, site, la) for la in layers],
                   adapter.lm_head_module(model),  # projects only the positions the loss reads (editing.value_loss)
-                  adapter.blocks(model), layer if site == "down_proj" else layer + 1, delta, v_init, weight_decay,
-                  read_keys if site == "down_proj" else None, plan.suffix)
+                  adapter.blocks(model), lowest if site == "down_proj" else lowest + 1, delta, v_init, weight_decay,
+                  read_keys if site == "down_proj" else None, plan.suffix, site_of)
     losses: list[list[float]] = [[] for _ in range(n)]
-    best, best_at = [float("inf")] * n, [0] * n  # per case: lowest loss so far and its step (plateau stop)
+    best, best_at = [float("inf")] * n, [0] * n  # per pair: lowest loss so far and its step (plateau stop)
     steps = [0] * n
     active = torch.arange(n, device=dev)
     last = hp.v_num_grad_steps - 1  # the last forward only measures
@@ -150,5 +175,8 @@ def optimise_values(model: nn.Module, tok, adapter: ArchAdapter, cases: list[Edi
                 break
             run.descend(cur[keep])
             active = go
-    return ValueTargets(site, layer, v_init, v_init + delta.detach(), losses, steps, keys.get("k_star"),
-                        keys.get("k_bare"))
+    whole = ValueTargets(site, lowest, v_init, v_init + delta.detach(), losses, steps, keys.get("k_star"),
+                         keys.get("k_bare"))
+    m = len(cases)
+    return {layer: replace(whole.subset(list(range(j * m, (j + 1) * m))), layer=layer)
+            for j, layer in enumerate(layers)}

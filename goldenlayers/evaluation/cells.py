@@ -171,20 +171,36 @@ def _guard(weights_fn, layer):
     return check
 
 
+def _prepare_grid(prepare_fn, prepare_grid_fn, chunk: list[EditCase], group: list) -> dict:
+    """{layer: items} for the chunk at every layer of the group: one prepare_grid_fn call (the v* of every pair in
+    one batch) when given and the group has several layers; else (or if it fails) layer by layer."""
+    if prepare_grid_fn is not None and len(group) > 1:
+        try:
+            items = prepare_grid_fn(chunk, group)
+            if all(len(items.get(layer, ())) == len(chunk) for layer in group):
+                return items
+        except Exception:
+            pass
+    return {layer: _prepare_each(prepare_fn, chunk, layer) for layer in group}
+
+
 def edit_cells(cases: Sequence[EditCase], layers: Iterable[int | None], score_fn: Callable, *,
                edit_fn: Callable | None = None, prepare_fn: Callable | None = None, apply_fn: Callable | None = None,
+               prepare_grid_fn: Callable | None = None, layer_batch: int = 1,
                pre_fn: Callable | None = None, weights_fn: Callable | None = None, batch_size: int = 16,
                on_cell: Callable[[Cell], None] | None = None, skip: Iterable[Key] = (), progress: bool = True,
                desc: str = "edit", method: str = "-") -> CellResult:
     """Edit each case at each layer, score it, restore; see the module docstring. Returns all rows and failures
-    (rows and failures carry `method`)."""
+    (rows and failures carry `method`). With `prepare_grid_fn(cases, layers) -> {layer: items}` and
+    `layer_batch` > 1, the layers go in groups of `layer_batch` and a batch prepares its cases at every layer of
+    the group at once (the v* of all those (case, layer) pairs in one optimisation); the cells are the same."""
     batched = prepare_fn is not None and apply_fn is not None
     if (edit_fn is not None) == batched or (prepare_fn is None) != (apply_fn is None):
         raise ValueError("pass either edit_fn, or both prepare_fn and apply_fn")
     if edit_fn is not None:
         prepare_fn, apply_fn = (lambda cs, layer: [(c, layer) for c in cs]), (lambda item: edit_fn(*item))
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size < 1 or layer_batch < 1:
+        raise ValueError(f"batch_size and layer_batch must be >= 1, got {batch_size} and {layer_batch}")
     cases, layers = list(cases), [None if layer is None else int(layer) for layer in layers]
     ids = [c.case_id for c in cases]
     if len(set(ids)) != len(ids):
@@ -193,23 +209,31 @@ def edit_cells(cases: Sequence[EditCase], layers: Iterable[int | None], score_fn
         raise ValueError(f"layers repeat: {layers}")
     done = {(str(c), None if layer is None else int(layer)) for c, layer in skip}
     result, pre, t_start = CellResult(), _Pre(pre_fn), time.perf_counter()
-    todo = {layer: [c for c in cases if (c.case_id, layer) not in done] for layer in layers}
-    result.skipped = len(cases) * len(layers) - sum(len(t) for t in todo.values())
-    with tqdm(total=sum(len(t) for t in todo.values()), disable=not progress, desc=desc, unit="edit") as bar:
-        for layer in layers:
-            guard = _guard(weights_fn, layer) if todo[layer] else None
-            for start in range(0, len(todo[layer]), batch_size):
-                chunk = todo[layer][start:start + batch_size]
+    todo = {layer: {c.case_id for c in cases if (c.case_id, layer) not in done} for layer in layers}
+    total = sum(len(t) for t in todo.values())
+    result.skipped = len(cases) * len(layers) - total
+    grid = prepare_grid_fn is not None and layer_batch > 1 and None not in layers
+    size = layer_batch if grid else 1
+    with tqdm(total=total, disable=not progress, desc=desc, unit="edit") as bar:
+        for g in range(0, len(layers), size):
+            group = layers[g:g + size]
+            guards = {layer: _guard(weights_fn, layer) for layer in group if todo[layer]}
+            wanted = [c for c in cases if any(c.case_id in todo[layer] for layer in group)]
+            for start in range(0, len(wanted), batch_size):
+                chunk = wanted[start:start + batch_size]
                 t0 = time.perf_counter()
-                items = _prepare_each(prepare_fn, chunk, layer)
+                items = _prepare_grid(prepare_fn, prepare_grid_fn if grid else None, chunk, group)
                 finished = []
-                for case, item in zip(chunk, items, strict=True):
-                    finished.append((case, *_one(case, layer, item, apply_fn, score_fn, pre, guard, method)))
-                    bar.update()
+                for layer in group:
+                    for case, item in zip(chunk, items[layer], strict=True):
+                        if case.case_id in todo[layer]:
+                            finished.append((case, layer, *_one(case, layer, item, apply_fn, score_fn, pre,
+                                                                guards[layer], method)))
+                            bar.update()
                 # a batched editor does the shared work (v* of every case) in prepare or in the first apply,
                 # so every cell of the batch gets the batch's mean time; cells are handed on per batch
-                seconds = (time.perf_counter() - t0) / len(chunk)
-                for case, rows, failure in finished:
+                seconds = (time.perf_counter() - t0) / max(1, len(finished))
+                for case, layer, rows, failure in finished:
                     rows = [r.timed(seconds) for r in rows]
                     result.rows += rows
                     if failure is not None:
@@ -221,31 +245,46 @@ def edit_cells(cases: Sequence[EditCase], layers: Iterable[int | None], score_fn
 
 
 class _Batch:
-    """One prepared batch for a method: `edit_each` optimises the v* of all its cases together at the first apply
-    and yields the edits in order; if it fails (one bad case, a failed update), the batch's remaining cases are
-    edited one by one with `edit`, so a bad case fails alone."""
+    """One prepared batch for a method: at its first apply it optimises the v* of all its cases together, at one
+    layer (`edit_each`) or at each of several layers (`edit_grid`), and then yields the edits in order (an edit
+    that the loop does not ask for, a cell done before a resume, is restored and passed over). Cases whose data
+    the method refuses (`refused_cases`) are left out of the batch and edited alone, where they fail with their
+    own error; if the batch itself fails (a failed update), its remaining cells are edited one by one with `edit`."""
 
-    def __init__(self, cases: list[EditCase], layer: int | None, edit_kw: dict):
-        self.cases, self.layer, self.kw, self.gen, self.broken = cases, layer, edit_kw, None, False
+    def __init__(self, cases: list[EditCase], layers: list[int | None], edit_kw: dict):
+        self.cases, self.layers, self.kw = cases, layers, edit_kw
+        self.gen, self.alone, self.broken = None, None, False
 
-    def apply(self, case: EditCase):
-        from goldenlayers.editing import (  # imported lazily: evaluation does not need the editors
-            edit,
-            edit_each,
-        )
+    def _start(self) -> None:
+        from goldenlayers.editing import edit_each, edit_grid, refused_cases  # lazily: evaluation needs no editors
+
+        kw = {k: v for k, v in self.kw.items() if k in ("model", "tok", "method", "hparams", "name")}
+        self.alone = set(refused_cases(cases=self.cases, **kw))
+        batch = [c for c in self.cases if c.case_id not in self.alone]
+        if not batch:
+            self.gen = iter(())
+        elif len(self.layers) == 1:
+            self.gen = edit_each(cases=batch, layer=self.layers[0], batch_size=len(batch), **self.kw)
+        else:
+            self.gen = edit_grid(cases=batch, layers=self.layers, **self.kw)
+
+    def apply(self, case: EditCase, layer: int | None):
+        from goldenlayers.editing import edit
 
         if not self.broken:
             try:
                 if self.gen is None:
-                    self.gen = edit_each(cases=self.cases, layer=self.layer, batch_size=len(self.cases), **self.kw)
-                result = next(self.gen)
-                if result.diagnostics[0].case_id != case.case_id:
-                    raise RuntimeError(f"edit_each yielded case {result.diagnostics[0].case_id!r}, "
-                                       f"expected {case.case_id!r}")
-                return result
+                    self._start()
+                if case.case_id not in self.alone:
+                    for result in self.gen:
+                        if result.diagnostics[0].case_id == case.case_id and \
+                                (layer is None or result.layers == [layer]):
+                            return result
+                        result.restore()  # a cell the loop does not ask for
+                    raise RuntimeError(f"the batch has no edit of case {case.case_id!r} at layer {layer}")
             except Exception:
                 self.broken = True
-        return edit(cases=[case], layer=self.layer, **self.kw)
+        return edit(cases=[case], layer=layer, **self.kw)
 
 
 class MethodEditor:
@@ -262,13 +301,25 @@ class MethodEditor:
                        name=name)
 
     def prepare_fn(self, cases, layer):
-        batch = _Batch(list(cases), layer, self.kw)
-        return [(batch, case) for case in cases]
+        batch = _Batch(list(cases), [layer], self.kw)
+        return [(batch, case, layer) for case in cases]
+
+    def _grid(self, cases, layers):
+        batch = _Batch(list(cases), list(layers), self.kw)
+        return {layer: [(batch, case, layer) for case in cases] for layer in layers}
+
+    @property
+    def prepare_grid_fn(self):
+        """(cases, layers) -> {layer: items}: the cases at every layer, their v* optimised in one batch
+        (`edit_grid`); None for a method that edits a range of layers at once (MEMIT)."""
+        from goldenlayers.editing import get_method
+
+        return None if get_method(self.method).multi_layer else self._grid
 
     @staticmethod
     def apply_fn(item):
-        batch, case = item
-        return batch.apply(case)
+        batch, case, layer = item
+        return batch.apply(case, layer)
 
     def weights_fn(self, layer: int) -> list[torch.Tensor]:
         """The weights the method edits at `layer` (its `weight_site`: the down-projection unless it says otherwise)."""
@@ -277,5 +328,5 @@ class MethodEditor:
         return [self.adapter.site_param(self.model, layer, get_method(self.method).weight_site)]
 
     def kwargs(self) -> dict:
-        return dict(prepare_fn=self.prepare_fn, apply_fn=self.apply_fn, weights_fn=self.weights_fn,
-                    method=self.method)
+        return dict(prepare_fn=self.prepare_fn, apply_fn=self.apply_fn, prepare_grid_fn=self.prepare_grid_fn,
+                    weights_fn=self.weights_fn, method=self.method)

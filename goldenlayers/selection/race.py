@@ -130,8 +130,9 @@ def race_scores(model, tok, cases: Sequence[EditCase], editor: str = "r-rome", h
             n = max(1, round(full_steps * steps))
             fns[steps] = make_default_fns(model, tok, editor, hp.model_copy(update=dict(v_num_grad_steps=n)),
                                           stats=stats, name=model_name, metrics=metrics)
+        # (case, layer) pairs of up to `batch_size` in one v* optimisation: a round's few cases at many layers
         res = edit_cells(cells_cases, at, progress=progress, batch_size=batch_size, desc=f"race ({len(at)} layers)",
-                    **fns[steps].kwargs())
+                         layer_batch=max(1, batch_size // len(cells_cases)), **fns[steps].kwargs())
         by_cell: dict[tuple[str, int], dict] = {}
         for r in res.records():
             by_cell.setdefault((r["case_id"], int(r["layer"])), {})[r["metric"]] = r["value"]

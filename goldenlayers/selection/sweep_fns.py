@@ -22,10 +22,11 @@ class SweepFns:
     score_fn: Callable
     weights_fn: Callable
     method: str = "-"
+    prepare_grid_fn: Callable | None = None  # the cases at several layers, v* in one batch (edit_cells' layer_batch)
 
     def kwargs(self) -> dict:
         return dict(score_fn=self.score_fn, prepare_fn=self.prepare_fn, apply_fn=self.apply_fn, pre_fn=self.pre_fn,
-                    weights_fn=self.weights_fn, method=self.method)
+                    weights_fn=self.weights_fn, method=self.method, prepare_grid_fn=self.prepare_grid_fn)
 
 
 def make_default_fns(model, tok, method: str = "r-rome", hparams=None, *, stats=None, metrics=None,
@@ -45,4 +46,5 @@ def make_default_fns(model, tok, method: str = "r-rome", hparams=None, *, stats=
     def score_fn(case, pre):
         return scorer.compare(case, pre, scorer.state(case))
 
-    return SweepFns(editor.prepare_fn, editor.apply_fn, scorer.pre, score_fn, editor.weights_fn, method)
+    return SweepFns(editor.prepare_fn, editor.apply_fn, scorer.pre, score_fn, editor.weights_fn, method,
+                    editor.prepare_grid_fn)

@@ -26,7 +26,7 @@ site, attention off cuDNN's kernels on a GPU.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Protocol
 
@@ -77,17 +77,24 @@ def no_param_grads(model: nn.Module) -> Iterator[None]:
 class Forwards:
     """The forwards of one v* optimisation of `n` cases over `rows` (n_templates templated rows per case, then the
     KL and preservation rows), `delta` (n, d_model) added at the fact token of every row at the output of
-    `module`. The first forward writes the site's output at the bare prompt's fact token into `v_init`, hands
-    the per-token input of `module` to `on_keys` (when given) and returns the loss without a KL term; every
-    loss adds `penalty()` (n,). `upto`: the blocks below the site (computed once, then replayed)."""
+    `module`, or, with several modules (the sites of several layers optimised in one batch), at the output of
+    `module[site_of[case]]` for the rows of each case. The first forward writes the site's output at the bare
+    prompt's fact token into `v_init`, hands the per-token input of each module (a list, in module order) to
+    `on_keys` (when given) and returns the loss without a KL term; every loss adds `penalty()` (n,). `upto`: the
+    blocks below the lowest site (computed once, then replayed)."""
 
-    def __init__(self, model: nn.Module, tok, rows: Rows, hp: EditHParams, n_templates: int, module: nn.Module,
-                 head: nn.Module, blocks: nn.ModuleList, upto: int, delta: torch.Tensor, v_init: torch.Tensor,
-                 penalty: Callable[[], torch.Tensor], on_keys: Callable[[torch.Tensor], None] | None,
-                 suffix: bool):
+    def __init__(self, model: nn.Module, tok, rows: Rows, hp: EditHParams, n_templates: int,
+                 module: nn.Module | Sequence[nn.Module], head: nn.Module, blocks: nn.ModuleList, upto: int,
+                 delta: torch.Tensor, v_init: torch.Tensor, penalty: Callable[[], torch.Tensor],
+                 on_keys: Callable[[list[torch.Tensor]], None] | None, suffix: bool,
+                 site_of: torch.Tensor | None = None):
         self.model, self.tok, self.rows, self.hp = model, tok, rows, hp
         self.n, self.n_templates = len(delta), n_templates
-        self.module, self.head, self.prefix = module, head, FrozenPrefix(blocks, upto)
+        self.modules = [module] if isinstance(module, nn.Module) else list(module)
+        if len(self.modules) > 1 and (site_of is None or len(site_of) != len(delta)):
+            raise ValueError("several sites need site_of: the site index of every case")
+        self.site_of = site_of
+        self.head, self.prefix = head, FrozenPrefix(blocks, upto)
         self.delta, self.v_init, self.penalty, self.on_keys = delta, v_init, penalty, on_keys
         self.cache_kv = suffix  # keep the first forward's cache for the suffix layout
         self.suffix: SuffixRows | None = None
@@ -97,25 +104,32 @@ class Forwards:
 
     @contextmanager
     def injected(self) -> Iterator[None]:
-        """Inside, the model's forwards add delta at the site (`inject`)."""
-        with edit_output(self.module, self.inject):
+        """Inside, the model's forwards add delta at the sites (`inject`)."""
+        with ExitStack() as stack:
+            for j, module in enumerate(self.modules):
+                stack.enter_context(edit_output(module, lambda out, j=j: self.inject(out, j)))
             yield
 
-    def inject(self, out: torch.Tensor) -> torch.Tensor:  # (R', T, d_model), or (R'*T, d_model) for OPT
+    def inject(self, out: torch.Tensor, site: int = 0) -> torch.Tensor:  # (R', T, d_model), or (R'*T, d) for OPT
         r, dev = self._rows, self.delta.device
         y = r.per_token(out)
         at, fact = torch.arange(len(r.case), device=y.device), r.fact.to(y.device)  # device_map: any device
+        mine = None if len(self.modules) == 1 else (self.site_of.to(dev)[r.case.to(dev)] == site)  # rows of this site
         if self._first:
-            bare = (r.template == 0).nonzero()[:, 0]
+            is_bare = r.template == 0
+            bare = (is_bare if mine is None else is_bare & mine.to(is_bare.device)).nonzero()[:, 0]
             self.v_init[r.case[bare]] = y[bare.to(y.device), fact[bare.to(y.device)]].detach().float().to(dev)
-        add = self.delta[r.case].to(device=y.device, dtype=y.dtype)
-        return y.index_put((at, fact), add, accumulate=True).reshape(out.shape)
+        add = self.delta[r.case]
+        if mine is not None:
+            add = add * mine[:, None].to(add.dtype)
+        return y.index_put((at, fact), add.to(device=y.device, dtype=y.dtype), accumulate=True).reshape(out.shape)
 
     def first(self) -> torch.Tensor:
         """The whole rows at delta = 0; returns the per-case loss (n,) (no KL term: it is 0)."""
         rows, hp, dev = self.rows, self.hp, self.delta.device
         self._rows, self._first = rows, True
-        keys = record({"k": self.module}, outputs=False) if self.on_keys is not None else nullcontext({})
+        keys = record({f"k{j}": m for j, m in enumerate(self.modules)}, outputs=False) if self.on_keys is not None \
+            else nullcontext({})
         ix = LossIndex.of(rows, hp)
         with self.prefix.recording(), keys as seen, gather_positions(self.head, ix.read):
             out = self.model(input_ids=rows.input_ids, attention_mask=rows.attention_mask, use_cache=self.cache_kv)
@@ -123,8 +137,8 @@ class Forwards:
         if self.cache_kv and suffix_cache_supported(output_cache(out)):
             self.suffix = SuffixRows(rows, output_cache(out), pad_id(self.tok))
             self.prefix.map_output(self.suffix.gather_hidden)
-        if "k" in seen:
-            self.on_keys(rows.per_token(seen["k"]["in"]))
+        if self.on_keys is not None:
+            self.on_keys([rows.per_token(seen[f"k{j}"]["in"]) for j in range(len(self.modules))])
         per_case, init_kl = case_losses(out.logits.to(dev), rows, ix, self.n, self.n_templates, None, hp)
         self.init_kl = init_kl.detach()
         return per_case + self.penalty()
