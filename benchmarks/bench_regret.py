@@ -29,9 +29,10 @@ import numpy as np
 SELECTORS = "race,lga,lga-neg,lga-abs,lga-cosine,lga-cosine-neg,lga-max,lga-zscore,lga-nofence,lga-neg-nofence,cma"
 
 
-def sweep_rows(lm, cases, editor, hp, path: Path | None, batch_size: int) -> list[dict]:
+def sweep_rows(lm, cases, editor, hp, path: Path | None, batch_size: int, stats=None) -> list[dict]:
     """Every case at every layer (rows with seconds), resumed from / appended to `path` (JSON lines)."""
-    from goldenlayers.selection.bruteforce import make_default_fns, sweep
+    from goldenlayers.evaluation.cells import edit_cells
+    from goldenlayers.selection.bruteforce import make_default_fns
 
     rows, done = [], set()
     if path is not None and path.exists():
@@ -40,18 +41,18 @@ def sweep_rows(lm, cases, editor, hp, path: Path | None, batch_size: int) -> lis
             done.add((cell["case_id"], cell["layer"]))
             rows += cell["rows"]
     n = lm.adapter.n_layers(lm.model)
-    fns = make_default_fns(lm.model, lm.tokenizer, editor, hp, name=lm.name)
+    fns = make_default_fns(lm.model, lm.tokenizer, editor, hp, name=lm.name, stats=stats)
     out = path.open("a") if path is not None else None
 
     def keep(cell):
-        for r in cell.rows:
-            r["seconds"] = cell.seconds
-        rows.extend(cell.rows)
+        records = [dict(r.record(), seconds=cell.seconds) for r in cell.rows]
+        rows.extend(records)
         if out is not None:
-            out.write(json.dumps(dict(case_id=cell.case_id, layer=cell.layer, rows=cell.rows)) + "\n")
+            out.write(json.dumps(dict(case_id=cell.case_id, layer=cell.layer, rows=records)) + "\n")
             out.flush()
 
-    sweep(cases, range(n), skip=done, batch_size=batch_size, on_row=keep, desc="ground truth sweep", **fns.kwargs())
+    edit_cells(cases, range(n), skip=done, batch_size=batch_size, on_cell=keep, desc="ground truth sweep",
+               **fns.kwargs())
     return rows
 
 
@@ -153,6 +154,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=300)
     ap.add_argument("--editor", default="r-rome")
     ap.add_argument("--preset", default=None, help="editing preset (default: the model's own)")
+    ap.add_argument("--stats", default=None, help="text source of the key statistics C when the preset uses them "
+                    "(e.g. wikipedia-vital); collected before any selector is timed")
     ap.add_argument("--rows", type=Path, default=None, help="JSON-lines file of the sweep (read, resumed, written)")
     ap.add_argument("--run", type=Path, default=None, help="run directory whose bruteforce rows are the sweep")
     ap.add_argument("--run-model", default=None, help="the model's name in the run (default --model)")
@@ -180,9 +183,17 @@ def main() -> None:
     preset = a.preset or preset_choice(lm.model, lm.name).preset
     print(f"{lm.name}: {len(cases)} cases, {lm.adapter.n_layers(lm.model)} layers, {a.editor} preset {preset}",
           flush=True)
+    stats = None
+    if hp.mom2_adjustment:  # C of every layer, before any timing (brute force's rows were edited with the same C)
+        from goldenlayers.editing.hparams import StatsSettings
+        from goldenlayers.editing.stats import resolve_key_stats
+
+        stats = resolve_key_stats(lm.model, lm.tokenizer, lm.adapter, hp, StatsSettings(source=a.stats),
+                                  list(range(lm.adapter.n_layers(lm.model))), model_source=a.model, name=lm.name,
+                                  lazy=False, progress=False)
     t0 = time.perf_counter()
     rows = run_rows(a.run, a.run_model or a.model, a.editor) if a.run else \
-        sweep_rows(lm, cases, a.editor, hp, a.rows, a.batch_size)
+        sweep_rows(lm, cases, a.editor, hp, a.rows, a.batch_size, stats)
     print(f"sweep rows: {len(rows)} ({time.perf_counter() - t0:.1f} s here)", flush=True)
     result = dict(model=lm.name, dataset=a.dataset, cases=len(cases), editor=a.editor, preset=preset,
                   hparams=hp.model_dump(), device=str(next(lm.model.parameters()).device), seeds={})
@@ -199,7 +210,7 @@ def main() -> None:
         for name in ([] if a.no_selectors else a.selectors.split(",")):
             try:
                 sel = select_layer(lm.model, lm.tokenizer, split.proxy, name, editor=a.editor, hparams=hp,
-                                   model_name=lm.name, progress=False, batch_size=a.batch_size)
+                                   model_name=lm.name, progress=False, batch_size=a.batch_size, stats=stats)
             except ValueError as e:
                 print(f"  {name}: no layer ({e})", flush=True)
                 continue

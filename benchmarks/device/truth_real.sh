@@ -1,0 +1,31 @@
+#!/bin/bash
+# Ground truth of layer selection on a real model, on the lent GPU (docs/selection.md "Commands, device, settings").
+#   benchmarks/device/truth_real.sh MODEL METHOD [SEEDS]      MODEL: smol | gemma (the .gpu/ folder of its GGUF parts)
+# Runs `goldenlayers run configs/truth-<model>-<method>.yaml` (METHOD at every layer on the known real facts of
+# docs/data/truth/rf-<model>.json, the model's own preset), then benchmarks/bench_regret.py scores every selector
+# (timed on this GPU) against the run's rows for each split seed. Everything worth keeping goes to $OUT/<model>-<method>/
+# as it is made; run it again to resume a sweep cut by a time limit.
+set -u
+source "$(dirname "$0")/env.sh"
+G=$1; METHOD=$2; SEEDS=${3:-0,1,2}; DEADLINE=${DEADLINE:-590}
+case $G in smol) M=smollm2-135m ;; gemma) M=gemma3-270m ;; *) echo "unknown model $G"; exit 2 ;; esac
+NAME=truth-$M-$METHOD; O=$OUT/$M-$METHOD; mkdir -p $O
+gguf_ready $G | tee -a $O/device.txt || exit 1
+nvidia-smi -L >> $O/device.txt
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" >> $O/device.txt
+cp -n $HERE/docs/data/truth/rf-$M.json /tmp/m/
+N=$(python3 -c "import json, sys; print(len(json.load(open(sys.argv[1]))))" /tmp/m/rf-$M.json)
+timeout $(( DEADLINE - SECONDS - ${SELECT_S:-60} )) python3 -m goldenlayers run $HERE/configs/$NAME.yaml --no-progress \
+  > /tmp/m/run-$NAME.log 2>&1
+RC=$?
+grep -v -i "warn" /tmp/m/run-$NAME.log | tail -8 > $O/run.log
+echo "sweep exit $RC at $SECONDS s (124: cut by the timeout; run again to resume)" | tee -a $O/device.txt
+python3 -c "import sqlite3, sys; s = sqlite3.connect(sys.argv[1]); b = sqlite3.connect(sys.argv[2]); s.backup(b)" \
+  /tmp/m/runs/$NAME/store.sqlite $O/store.sqlite
+cp /tmp/m/runs/$NAME/config.yaml $O/config.yaml 2>/dev/null
+[ $RC = 0 ] || [ $RC = 3 ] || exit 0
+[ -n "${NO_SELECT:-}" ] && exit 0
+timeout $(( DEADLINE - SECONDS - 5 )) python3 $HERE/benchmarks/bench_regret.py --model /tmp/m/$G.gguf --dataset realfacts \
+  --data-file /tmp/m/rf-$M.json --limit $N --editor $METHOD --run /tmp/m/runs/$NAME --run-model $M --seeds $SEEDS \
+  --batch-size 64 --out $O/regret.json 2>&1 | grep -v -i "warn\|Loading\|ground truth sweep" > $O/regret.log
+echo "all done at $SECONDS s" | tee -a $O/device.txt
