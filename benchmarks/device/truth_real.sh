@@ -4,12 +4,12 @@
 # Runs `goldenlayers run configs/truth-<model>-<method>.yaml` (METHOD at every layer on the known real facts of
 # docs/data/truth/rf-<model>.json, the model's own preset), then benchmarks/bench_regret.py scores every selector
 # (timed on this GPU) against the run's rows for each split seed. Everything worth keeping goes to $OUT/<model>-<method>/
-# as it is made; run it again to resume a sweep cut by a time limit.
+# (or $RES/..., for a job left running in the background) as it is made; run it again to resume a sweep cut by a time limit.
 set -u
 source "$(dirname "$0")/env.sh"
 G=$1; METHOD=$2; SEEDS=${3:-0,1,2}; DEADLINE=${DEADLINE:-590}
 case $G in smol) M=smollm2-135m ;; gemma) M=gemma3-270m ;; *) echo "unknown model $G"; exit 2 ;; esac
-NAME=truth-$M-$METHOD; O=$OUT/$M-$METHOD; mkdir -p $O
+NAME=truth-$M-$METHOD; O=${RES:-$OUT}/$M-$METHOD; mkdir -p $O
 gguf_ready $G | tee -a $O/device.txt || exit 1
 nvidia-smi -L >> $O/device.txt
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" >> $O/device.txt
