@@ -56,6 +56,36 @@ def sweep_rows(lm, cases, editor, hp, path: Path | None, batch_size: int, stats=
     return rows
 
 
+def retime_sweep(lm, test, editor, hp, stats, k: int) -> dict:
+    """Seconds of a brute-force sweep of `test` at every layer, estimated on this device now: the unedited model's
+    scores of every case once, then every case at `k` evenly spaced layers, one batch per layer as the sweep edits
+    them; sweep = unedited + mean layer time x layers."""
+    import torch
+
+    from goldenlayers.evaluation.cells import edit_cells
+    from goldenlayers.selection.bruteforce import make_default_fns
+
+    def now():
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    n = lm.adapter.n_layers(lm.model)
+    layers = sorted({int(x) for x in np.linspace(0, n - 1, k).round()})
+    fns = make_default_fns(lm.model, lm.tokenizer, editor, hp, name=lm.name, stats=stats)
+    edit_cells(test[:1], [layers[0]], batch_size=1, progress=False, **fns.kwargs())  # warm-up (kernels, graphs)
+    t = now()
+    for case in test:
+        fns.pre_fn(case)
+    pre = now() - t
+    per = []
+    for layer in layers:
+        t = now()
+        edit_cells(test, [layer], batch_size=len(test), progress=False, **fns.kwargs())
+        per.append(now() - t)
+    return dict(layers=layers, layer_seconds=per, pre_seconds=pre, sweep_seconds=pre + float(np.mean(per)) * n)
+
+
 def run_rows(run: Path, model: str, editor: str) -> list[dict]:
     from goldenlayers.runs.store import Store
 
@@ -166,6 +196,9 @@ def main() -> None:
     ap.add_argument("--device", default=None)
     ap.add_argument("--out", type=Path, default=None, help="JSON result file")
     ap.add_argument("--no-selectors", action="store_true", help="only the sweep and its analysis")
+    ap.add_argument("--time-layers", type=int, default=0, help="time the test sweep again here at this many evenly "
+                    "spaced layers (plus the unedited model's scores once) and use it, scaled to every layer, as the "
+                    "cost denominator: for a sweep whose stored times were measured with other jobs sharing the GPU")
     a = ap.parse_args()
     if a.report:
         print(report(a.report))
@@ -197,13 +230,21 @@ def main() -> None:
     print(f"sweep rows: {len(rows)} ({time.perf_counter() - t0:.1f} s here)", flush=True)
     result = dict(model=lm.name, dataset=a.dataset, cases=len(cases), editor=a.editor, preset=preset,
                   hparams=hp.model_dump(), device=str(next(lm.model.parameters()).device), seeds={})
-    for seed in (int(s) for s in a.seeds.split(",")):
+    seeds = [int(s) for s in a.seeds.split(",")]
+    retimed = retime_sweep(lm, split_cases(cases, proxy_fraction=a.proxy_fraction, seed=seeds[0]).test, a.editor, hp,
+                           stats, a.time_layers) if a.time_layers else None
+    if retimed:
+        result["retimed_sweep"] = retimed
+        print(f"test sweep retimed here: {retimed['sweep_seconds']:.1f} s (layers {retimed['layers']}: "
+              f"{', '.join(f'{x:.2f}' for x in retimed['layer_seconds'])} s; unedited scores "
+              f"{retimed['pre_seconds']:.2f} s)", flush=True)
+    for seed in seeds:
         split = split_cases(cases, proxy_fraction=a.proxy_fraction, seed=seed)
         proxy_ids, test_ids = {c.case_id for c in split.proxy}, {c.case_id for c in split.test}
         an = analyse(rows, proxy_ids, test_ids)
         truth = an.pop("truth")
-        truth.seconds = sum({(r["case_id"], r["layer"]): r["seconds"] for r in rows if r["case_id"] in test_ids}
-                            .values())
+        truth.seconds = retimed["sweep_seconds"] if retimed else \
+            sum({(r["case_id"], r["layer"]): r["seconds"] for r in rows if r["case_id"] in test_ids}.values())
         print(f"seed {seed}: {len(split.proxy)} proxy / {len(split.test)} test; test golden (Overall) "
               f"{truth.golden['overall']} ({truth.overall.max():.4f}); test sweep {truth.seconds:.1f} s", flush=True)
         scored = []
