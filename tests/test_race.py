@@ -43,8 +43,8 @@ OVERALL = [0.30, 0.55, 0.90, 0.80, 0.20, 0.85, 0.10, 0.40]  # full-step Overall 
 QUARTER = [0.30, 0.50, 0.60, 0.70, 0.10, 0.65, 0.05, 0.30]  # with a quarter of the steps: 3 ranks above 2
 
 
-def scripted(calls):
-    """A sweep editor that edits nothing: rewrite = locality = OVERALL[layer] (QUARTER with few v* steps)."""
+def scripted(calls, quarter=QUARTER):
+    """A sweep editor that edits nothing: rewrite = locality = OVERALL[layer] (`quarter` with few v* steps)."""
     def fns(model, tok, method="r-rome", hparams=None, *, stats=None, metrics=None, name=None):
         steps = hparams.v_num_grad_steps
         state = {}
@@ -60,7 +60,7 @@ def scripted(calls):
             return Handle()
 
         def score_fn(case, pre):
-            v = (OVERALL if steps == 500 else QUARTER)[state["layer"]]
+            v = (OVERALL if steps == 500 else quarter)[state["layer"]]
             return dict(rewrite=v, locality=v)
 
         return SweepFns(lambda cases, layer: [(layer, c) for c in cases], apply_fn, lambda case: None, score_fn,
@@ -92,6 +92,34 @@ def test_race_rounds_on_a_scripted_editor(monkeypatch):
     smoothed = race_scores(model, tok, cases, hparams=hp, progress=False, first_cases=2, budget=1.0)
     assert [r["layers"] for r in smoothed.meta["rounds"]] == [[2, 3, 1, 4, 5, 0, 6, 7], [2, 3, 1]]
     assert smoothed.meta["chosen"] == 2
+
+
+def test_an_uninformative_round_0_is_run_again_at_full_steps(monkeypatch):
+    """With a quarter of the steps no layer is told apart (every estimate equal, as when no edit reaches its target
+    in so few steps): round 0 is repeated at 500 steps on the same cases, its cells are reused by round 1, and the
+    race picks the best layer instead of the first of a tie."""
+    calls = []
+    monkeypatch.setattr(bruteforce, "make_default_fns", scripted(calls, quarter=[0.2] * 8))
+    model, tok = tiny_model("gpt2", n_layers=8), tiny_tokenizer()
+    cases = [EditCase(case_id=f"c{i}", dataset="zsre", subject="Tom Baker", prompt="Tom Baker works for",
+                      target_new="Acme") for i in range(9)]
+    from goldenlayers.editing.hparams import PRESETS, EditHParams
+
+    hp = EditHParams.model_validate(PRESETS["default-small"]["rome"])
+    table = race_scores(model, tok, cases, hparams=hp, progress=False, first_cases=2, budget=1.0, smooth=False)
+    rounds = table.meta["rounds"]
+    assert [(len(r["layers"]), r["cases"], r["steps"], r.get("uninformative", False)) for r in rounds] == \
+        [(8, 2, 0.25, True), (8, 2, 1.0, False), (3, 6, 1.0, False)]
+    assert rounds[1]["layers"][:3] == [2, 5, 3] and table.meta["chosen"] == 2
+    assert table.meta["repeated_cells"] == 16
+    # 16 quarter-step cells, 16 full-step ones, then 3 layers x 4 new cases (the first 2 are reused)
+    assert len(calls) == 16 + 16 + 3 * 4
+    assert table.meta["planned_cells"] == pytest.approx(8 * 2 * cell_cost(0.25) + 3 * 6 + 16)
+    # a tie within min_spread counts as uninformative too; min_spread 0 turns the repeat off
+    calls.clear()
+    off = race_scores(model, tok, cases, hparams=hp, progress=False, first_cases=2, budget=1.0, smooth=False,
+                      min_spread=0.0)
+    assert off.meta["repeated_cells"] == 0 and len(off.meta["rounds"]) == 2
 
 
 def test_race_on_default_gpt2_picks_a_layer_brute_force_rates_near_the_best():

@@ -8,6 +8,9 @@ Brute force on the proxy set edits every proxy case at every layer. The race spe
 - round r >= 1: the best 1/`eta` of the layers still racing (by their round estimate), `eta` times as many
   cases (a prefix of the proxy cases, so a layer's earlier full-step cells are reused), the full preset;
 - it stops when one layer is left or every proxy case was used; the chosen layer is the best of the last round.
+A round 0 with fewer steps whose estimates do not separate the layers (all within `min_spread`, e.g. no edit reaches
+its target in so few steps, as R-ROME's default-small on models trained by train-world with 12 layers) is run again at
+full steps on the same cases (counted in `meta["repeated_cells"]`); those cells are reused by the later rounds.
 Round 0 ranks layers by their estimate smoothed over neighbouring layers (weights 1/4, 1/2, 1/4; `smooth`): with two
 to four cases per layer a single estimate is noisy, while Overall changes slowly from one layer to the next
 (simulated on a 120-case default-gpt2 sweep, 300 random 12-case proxy sets, round 0 at full steps: mean regret
@@ -44,7 +47,8 @@ from goldenlayers.selection.table import LayerScores, dataset_label, model_label
 
 class RaceSettings(BaseModel):
     """eta: keep the best 1/eta each round; first_cases / first_steps: round 0's cases and share of v* steps;
-    budget: share of the test-set sweep the plan may cost (test = test_ratio x proxy cases)."""
+    budget: share of the test-set sweep the plan may cost (test = test_ratio x proxy cases); min_spread: a round 0
+    with fewer steps whose layer estimates all lie within this of each other is run again at full steps."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -54,6 +58,7 @@ class RaceSettings(BaseModel):
     budget: float = Field(0.03, gt=0)
     test_ratio: float = Field(9.0, gt=0)
     smooth: bool = True
+    min_spread: float = Field(0.01, ge=0)
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,7 @@ def race_scores(model, tok, cases: Sequence[EditCase], editor: str = "r-rome", h
     reached = {layer: 0 for layer in layers}
     estimate = {layer: 0.0 for layer in layers}
     history, racing = [], list(layers)
+    repeated = 0  # full-step cells of a round 0 run again (see RaceSettings.min_spread)
     for i, r in enumerate(rounds):
         racing = racing[:r.layers]
         these = cases[:r.cases]
@@ -159,6 +165,12 @@ def race_scores(model, tok, cases: Sequence[EditCase], editor: str = "r-rome", h
             cell = full
         else:
             cell = run(these, racing, r.steps)
+            est = [estimate_of([cell[(c.case_id, layer)] for c in these]) for layer in racing]
+            if max(est) - min(est) < s.min_spread:  # uninformative: too few steps for any edit to tell layers apart
+                history.append(dict(layers=list(racing), cases=r.cases, steps=r.steps,
+                                    estimates=[round(e, 6) for e in est], uninformative=True))
+                full.update(run(these, racing, 1.0))
+                cell, repeated = full, repeated + len(racing) * len(these)
         for layer in racing:
             estimate[layer] = estimate_of([cell[(c.case_id, layer)] for c in these])
             reached[layer] = i
@@ -167,13 +179,14 @@ def race_scores(model, tok, cases: Sequence[EditCase], editor: str = "r-rome", h
             est = np.array([estimate[layer] for layer in racing])
             rank = dict(zip(racing, np.convolve(np.pad(est, 1, mode="edge"), [0.25, 0.5, 0.25], "valid"), strict=True))
         racing.sort(key=lambda layer: (-rank[layer], layer))
-        history.append(dict(layers=list(racing), cases=r.cases, steps=r.steps,
+        history.append(dict(layers=list(racing), cases=r.cases, steps=1.0 if cell is full else r.steps,
                             estimates=[round(estimate[layer], 6) for layer in racing]))
     chosen = racing[0]
     scores = np.array([reached[layer] + estimate[layer] / 2 for layer in layers])
     seconds = time.perf_counter() - start
     meta = dict(s.model_dump(), editor=editor, full_steps=full_steps, chosen=chosen, rounds=history,
-                planned_cells=round(planned, 2), budget_cells=round(budget, 2), over_budget=planned > budget,
+                planned_cells=round(planned + repeated, 2), budget_cells=round(budget, 2),
+                over_budget=planned + repeated > budget, repeated_cells=repeated,
                 brute_force_proxy_cells=len(cases) * len(layers))
     return LayerScores("race", dataset_label(c.dataset for c in cases), model_name or model_label(model), layers,
                        scores, len(cases[:rounds[-1].cases]), seconds=seconds, meta=meta)
