@@ -22,7 +22,7 @@ cp $W/training.json $O/ 2>/dev/null
 grep -v -i warn /tmp/m/train-$ARCH-$SEED.log 2>/dev/null | tail -5 > $O/train.log
 [ -f $W/model.safetensors ] && [ -z "${TRAIN_ONLY:-}" ] || exit 0
 timeout $(( DEADLINE - SECONDS - 5 )) python3 $HERE/benchmarks/bench_regret.py --model $W --dataset world --limit $N \
-  --rows /tmp/m/rows-$ARCH-$SEED.jsonl --seeds $SEEDS --batch-size $N --out $O/regret.json ${NO_SELECT:+--no-selectors} 2>&1 \
+  --rows /tmp/m/rows-$ARCH-$SEED.jsonl --preset default-small --seeds $SEEDS --batch-size $N --out $O/regret.json ${NO_SELECT:+--no-selectors} 2>&1 \
   | grep -v -i "warn\|Loading\|ground truth sweep" > $O/regret.log
 echo "bench exit $? at $SECONDS s" | tee -a $O/device.txt
 gzip -c /tmp/m/rows-$ARCH-$SEED.jsonl > $O/rows.jsonl.gz
