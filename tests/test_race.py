@@ -43,8 +43,9 @@ OVERALL = [0.30, 0.55, 0.90, 0.80, 0.20, 0.85, 0.10, 0.40]  # full-step Overall 
 QUARTER = [0.30, 0.50, 0.60, 0.70, 0.10, 0.65, 0.05, 0.30]  # with a quarter of the steps: 3 ranks above 2
 
 
-def scripted(calls, quarter=QUARTER):
-    """A sweep editor that edits nothing: rewrite = locality = OVERALL[layer] (`quarter` with few v* steps)."""
+def scripted(calls, quarter=QUARTER, quarter_rewrite=None):
+    """A sweep editor that edits nothing: rewrite = locality = OVERALL[layer] (`quarter` with few v* steps, and
+    rewrite `quarter_rewrite` then when given)."""
     def fns(model, tok, method="r-rome", hparams=None, *, stats=None, metrics=None, name=None):
         steps = hparams.v_num_grad_steps
         state = {}
@@ -61,6 +62,8 @@ def scripted(calls, quarter=QUARTER):
 
         def score_fn(case, pre):
             v = (OVERALL if steps == 500 else quarter)[state["layer"]]
+            if steps != 500 and quarter_rewrite is not None:
+                return dict(rewrite=quarter_rewrite, locality=v)
             return dict(rewrite=v, locality=v)
 
         return SweepFns(lambda cases, layer: [(layer, c) for c in cases], apply_fn, lambda case: None, score_fn,
@@ -120,6 +123,12 @@ def test_an_uninformative_round_0_is_run_again_at_full_steps(monkeypatch):
     off = race_scores(model, tok, cases, hparams=hp, progress=False, first_cases=2, budget=1.0, smooth=False,
                       min_spread=0.0)
     assert off.meta["repeated_cells"] == 0 and len(off.meta["rounds"]) == 2
+    # no few-step edit rewrote anything: locality alone (spread 0.65) does not rank the layers, round 0 is repeated
+    calls.clear()
+    monkeypatch.setattr(bruteforce, "make_default_fns", scripted(calls, quarter_rewrite=0.0))
+    blind = race_scores(model, tok, cases, hparams=hp, progress=False, first_cases=2, budget=1.0, smooth=False)
+    assert blind.meta["rounds"][0]["uninformative"] and blind.meta["repeated_cells"] == 16
+    assert blind.meta["chosen"] == 2
 
 
 def test_race_on_default_gpt2_picks_a_layer_brute_force_rates_near_the_best():

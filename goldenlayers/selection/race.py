@@ -8,9 +8,12 @@ Brute force on the proxy set edits every proxy case at every layer. The race spe
 - round r >= 1: the best 1/`eta` of the layers still racing (by their round estimate), `eta` times as many
   cases (a prefix of the proxy cases, so a layer's earlier full-step cells are reused), the full preset;
 - it stops when one layer is left or every proxy case was used; the chosen layer is the best of the last round.
-A round 0 with fewer steps whose estimates do not separate the layers (all within `min_spread`, e.g. no edit reaches
-its target in so few steps, as R-ROME's default-small on models trained by train-world with 12 layers) is run again at
-full steps on the same cases (counted in `meta["repeated_cells"]`); those cells are reused by the later rounds.
+A round 0 with fewer steps that says nothing about where edits work is run again at full steps on the same cases
+(counted in `meta["repeated_cells"]`; those cells are reused by the later rounds): when no edit of it rewrote any
+target token at any layer, or its estimates all lie within `min_spread` of each other. On models trained by
+train-world with 12 layers, R-ROME's default-small edits nothing in a quarter of its steps: the estimates were then
+locality alone, a one-case locality blip decided the ranking, and the race chose layer 3 or 4 where the golden layer
+was 0 (regret 0.15-0.24 in 3 of 6 runs; docs/selection.md).
 Round 0 ranks layers by their estimate smoothed over neighbouring layers (weights 1/4, 1/2, 1/4; `smooth`): with two
 to four cases per layer a single estimate is noisy, while Overall changes slowly from one layer to the next
 (simulated on a 120-case default-gpt2 sweep, 300 random 12-case proxy sets, round 0 at full steps: mean regret
@@ -48,7 +51,8 @@ from goldenlayers.selection.table import LayerScores, dataset_label, model_label
 class RaceSettings(BaseModel):
     """eta: keep the best 1/eta each round; first_cases / first_steps: round 0's cases and share of v* steps;
     budget: share of the test-set sweep the plan may cost (test = test_ratio x proxy cases); min_spread: a round 0
-    with fewer steps whose layer estimates all lie within this of each other is run again at full steps."""
+    with fewer steps whose layer estimates all lie within this of each other (or none of whose edits rewrote a
+    target token) is run again at full steps."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -166,7 +170,9 @@ def race_scores(model, tok, cases: Sequence[EditCase], editor: str = "r-rome", h
         else:
             cell = run(these, racing, r.steps)
             est = [estimate_of([cell[(c.case_id, layer)] for c in these]) for layer in racing]
-            if max(est) - min(est) < s.min_spread:  # uninformative: too few steps for any edit to tell layers apart
+            rewrite = [cell[(c.case_id, layer)].get("rewrite", np.nan) for layer in racing for c in these]
+            no_edit = not np.isnan(rewrite).all() and np.nanmax(rewrite) <= 0
+            if no_edit or max(est) - min(est) < s.min_spread:  # uninformative: too few steps to tell layers apart
                 history.append(dict(layers=list(racing), cases=r.cases, steps=r.steps,
                                     estimates=[round(e, 6) for e in est], uninformative=True))
                 full.update(run(these, racing, 1.0))
