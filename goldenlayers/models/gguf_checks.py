@@ -7,11 +7,12 @@ its tokenizer, `check_conversion` compares what it made with what the file says,
   architecture stores (Gemma's RMSNorm multiplies by 1 + w and llama.cpp stores 1 + w; everyone else stores the
   weight itself). A difference that is one constant for the whole tensor (an offset applied twice or not at all)
   is corrected to the file's value; any other difference is an error naming the tensor.
-- tokenizer: the bos/eos/unk/pad tokens must be the ids the file names, a BOS must be added exactly when the file
-  says so, and the vocabulary's own common words (tokens spelling a space and three or more letters, written one
-  after the other) must encode as those tokens. Special tokens and the BOS flag are set from the file; a tokenizer that splits the
-  words is rebuilt from the file where TOKENIZER_REBUILDERS has a builder for its vocabulary type and
-  architecture (Gemma: SentencePiece BPE whose merges follow the file's token order), else it is an error.
+- tokenizer (as it loads back from the saved copy): the bos/eos/unk/pad tokens must be the ids the file names, a
+  BOS must be added exactly when the file says so, and the vocabulary's own common words (tokens spelling a space
+  and three or more letters, written one after the other) must encode as those tokens. Special tokens and the
+  BOS flag are set from the file; a tokenizer that splits the words is rebuilt from the file where
+  TOKENIZER_REBUILDERS has a builder for its vocabulary type and architecture (Gemma: SentencePiece BPE whose
+  merges follow the file's token order), else it is an error.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ WEIGHT_RELATIONS: dict[str, tuple[tuple[str, float], ...]] = {
     "gemma2": _GEMMA_NORMS,
     "gemma3": _GEMMA_NORMS,
 }
-PROBE_WORDS = 64  # vocabulary words checked to encode as one token
+PROBE_WORDS = 64  # vocabulary words checked to encode as their own tokens
 _CONTROL, _USER_DEFINED = 3, 4  # GGUF token types
 
 
