@@ -1,8 +1,11 @@
 """GGUF models (llama.cpp's quantised format): dequantised once with transformers' GGUF support, then kept as a
 plain safetensors folder in the cache so that every later load is an ordinary one (docs/models.md).
 
-The copy lives in <cache root>/models/gguf/<sha256 of the GGUF file>/ (config.json, tokenizer files,
-model.safetensors in float32, source.json saying where it came from). Float32 holds the dequantised values
+The copy lives in <cache root>/models/gguf/<sha256 of the GGUF file>-c<CONVERSION_VERSION>/ (config.json,
+tokenizer files, model.safetensors in float32, source.json saying where it came from and what was corrected).
+Before it is written, the conversion is checked against the file and known deviations of transformers versions
+are corrected (goldenlayers.models.gguf_checks); CONVERSION_VERSION in the folder name keeps a copy made before
+a check existed from being reused. Float32 holds the dequantised values
 exactly, so a load at any dtype casts from it and equals a direct GGUF load at that dtype. The folder is written
 under a temporary name and renamed into place, so an interrupted conversion never leaves a half copy.
 Needs the optional packages `gguf` and `accelerate` (the `gguf` extra).
@@ -19,6 +22,7 @@ import time
 from pathlib import Path
 
 from goldenlayers.cache import cache_root
+from goldenlayers.models.gguf_checks import CONVERSION_VERSION
 
 GGUF_EXTRA = "pip install 'goldenlayers[gguf]'"
 _NEEDED = ("gguf", "accelerate")
@@ -58,7 +62,7 @@ def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
 
 
 def gguf_cache_dir(sha256: str, root: str | Path | None = None) -> Path:
-    return cache_root(root) / "models" / "gguf" / sha256
+    return cache_root(root) / "models" / "gguf" / f"{sha256}-c{CONVERSION_VERSION}"
 
 
 def cached_gguf_folder(path: str | Path, sha256: str | None = None, root: str | Path | None = None,
@@ -79,12 +83,15 @@ def convert_gguf(path: Path, out: Path, sha256: str, progress: bool = True) -> N
     """Dequantise `path` to float32 with transformers and write config, tokenizer and model.safetensors to `out`
     atomically (temporary folder beside it, then a rename). The GGUF-loaded model cannot `save_pretrained`
     (transformers refuses to serialise a model it marks as GGUF-quantised), so the quantisation config is
-    dropped and the weights saved with safetensors directly (tied weights stored once, re-tied on load)."""
+    dropped and the weights saved with safetensors directly (tied weights stored once, re-tied on load).
+    Weights and tokenizer are checked against the file first (gguf_checks.check_conversion): a known deviation
+    is corrected and listed in source.json under "corrected", any other raises GGUFConversionError."""
     import torch
     from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from goldenlayers.models.adapters import get_adapter
+    from goldenlayers.models.gguf_checks import check_conversion
 
     start = time.perf_counter()
     if progress:
@@ -103,10 +110,15 @@ def convert_gguf(path: Path, out: Path, sha256: str, progress: bool = True) -> N
             del config.quantization_config
         tmp.mkdir(parents=True)
         config.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        corrected = check_conversion(path, model, tok, tmp, _version("transformers"))  # saves the tokenizer
+        if progress and corrected:
+            Console(stderr=True).print(f"corrected {len(corrected)} deviation(s) of transformers "
+                                       f"{_version('transformers')}'s conversion: " + "; ".join(corrected),
+                                       markup=False)
         save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         source = {"gguf": path.name, "sha256": sha256, "bytes": path.stat().st_size, "dtype": "float32",
-                  "seconds": round(time.perf_counter() - start, 2), "transformers": _version("transformers")}
+                  "seconds": round(time.perf_counter() - start, 2), "transformers": _version("transformers"),
+                  "conversion": CONVERSION_VERSION, "corrected": corrected}
         (tmp / "source.json").write_text(json.dumps(source, indent=1) + "\n")
         try:
             os.rename(tmp, out)
