@@ -68,23 +68,23 @@ def analyse(rows, proxy_ids, test_ids, spec=None) -> dict:
     """Per-layer test curves, Table 1 per metric (test set) and proxy vs test golden layers per metric."""
     from goldenlayers.selection.golden import (
         OVERALL,
-        ScoreMatrix,
         compare_golden,
         higher_is_better,
         proxy_transfer,
     )
     from goldenlayers.selection.regret import GroundTruth
+    from goldenlayers.selection.table import LayerScores
 
     test = [r for r in rows if r["case_id"] in test_ids]
     proxy = [r for r in rows if r["case_id"] in proxy_ids]
     truth, ptruth = GroundTruth.from_rows(test, spec=spec), GroundTruth.from_rows(proxy, spec=spec)
     table1, transfer = [], []
     for m in truth.means:
-        tm = ScoreMatrix.from_rows(test, m)
+        tm = LayerScores.from_rows(test, m)
         table1.append(compare_golden(tm, higher_is_better=higher_is_better(m)).row())
         if m not in ptruth.means:  # no proxy case has the metric (e.g. portability on a small proxy set)
             continue
-        t = proxy_transfer(ScoreMatrix.from_rows(proxy, m), tm, higher_is_better(m))
+        t = proxy_transfer(LayerScores.from_rows(proxy, m), tm, higher_is_better(m))
         transfer.append(dict(metric=m, proxy_layer=t.proxy_layer, test_layer=t.test_layer,
                              at_proxy=t.proxy_score, at_test=t.test_score, gap=t.gap))
     i = truth.layers.index(ptruth.golden[OVERALL])

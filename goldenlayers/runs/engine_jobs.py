@@ -99,7 +99,7 @@ def bruteforce_pick(config: ExperimentConfig, store: Store, model: str, dataset:
     rows of `method` on the proxy split (goldenlayers.selection.golden.golden_layers, Overall with the config's
     `selectors.bruteforce.overall` weights)."""
     from goldenlayers.evaluation.overall import OverallSpec
-    from goldenlayers.selection.golden import ScoreMatrix, golden_layers
+    from goldenlayers.selection.golden import golden_layers
 
     bf = config.selectors.bruteforce
     rows = list(store.rows("results", model=model, dataset=dataset, method=method, selector="bruteforce",
@@ -108,7 +108,7 @@ def bruteforce_pick(config: ExperimentConfig, store: Store, model: str, dataset:
         raise RuntimeError(f"no brute-force rows of {method} on the proxy split of {model} / {dataset}: its "
                            "bruteforce job has not finished (or failed; see the jobs table)")
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
-    golden = golden_layers({m: ScoreMatrix.from_rows(rows, m) for m in metrics}, OverallSpec.parse(bf.overall))
+    golden = golden_layers({m: LayerScores.from_rows(rows, m) for m in metrics}, OverallSpec.parse(bf.overall))
     if bf.pick not in golden:
         raise RuntimeError(f"brute force scored no {bf.pick!r} on the proxy split (it scored {', '.join(metrics)})")
     return f"bruteforce-{bf.pick}", golden[bf.pick]

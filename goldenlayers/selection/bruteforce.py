@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from goldenlayers.evaluation.result import records
-from goldenlayers.selection.golden import ScoreMatrix
 from goldenlayers.selection.sweep_fns import SWEEP_METRICS, SweepFns, make_default_fns
 from goldenlayers.selection.table import LayerScores, dataset_label
 
@@ -33,17 +32,17 @@ def bruteforce_scores(rows: Iterable[Mapping], metric: str, *, model: str = "-",
     datasets = dataset_label(r.get("dataset", "-") for r in rows)
     if metric == OVERALL:
         names = list(dict.fromkeys(r["metric"] for r in rows))
-        matrices = {m: ScoreMatrix.from_rows(rows, m, dataset=datasets, model=model) for m in names}
+        matrices = {m: LayerScores.from_rows(rows, m, dataset=datasets, model=model) for m in names}
         layers, means = layer_means(matrices)
         return LayerScores(selector, datasets, model, layers, overall_curve(means, overall_spec),
-                           cases=max(len(m.case_ids) for m in matrices.values()), seconds=seconds,
+                           cases=max(m.cases for m in matrices.values()), seconds=seconds,
                            meta=dict(metric=metric, higher_is_better=True, metrics=names))
     rows = [r for r in rows if r["metric"] == metric]
-    m = ScoreMatrix.from_rows(rows, metric, dataset=datasets, model=model)
+    m = LayerScores.from_rows(rows, metric, dataset=datasets, model=model)
     higher_is_better = direction(metric) if higher_is_better is None else higher_is_better
     sign = 1.0 if higher_is_better else -1.0
-    return LayerScores.from_per_case(selector, datasets, model, m.layers, sign * m.values, m.case_ids,
-                                     seconds=seconds, skipped=dict(m.dropped),
+    return LayerScores.from_per_case(selector, datasets, model, m.layers, sign * m.per_case, m.case_ids,
+                                     seconds=seconds, skipped=dict(m.skipped),
                                      meta=dict(metric=metric, higher_is_better=higher_is_better))
 
 
