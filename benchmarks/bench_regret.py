@@ -170,13 +170,13 @@ def main() -> None:
 
     from goldenlayers.cli.common import cases_and_model
     from goldenlayers.datasets.split import split_cases
-    from goldenlayers.editing import get_method, resolve_hparams
+    from goldenlayers.editing import get_method, resolve_settings
     from goldenlayers.editing.hparams import preset_choice
     from goldenlayers.selection.compare import select_layer
     from goldenlayers.selection.regret import score_selector
 
     cases, lm = cases_and_model(a.dataset, a.data_file, a.limit, a.model, a.device)
-    hp = resolve_hparams(get_method(a.editor).family, None, lm.model, preset=a.preset, name=lm.name)
+    hp = resolve_settings(lm.model, get_method(a.editor).family, a.preset, name=lm.name)
     preset = a.preset or preset_choice(lm.model, lm.name).preset
     print(f"{lm.name}: {len(cases)} cases, {lm.adapter.n_layers(lm.model)} layers, {a.editor} preset {preset}",
           flush=True)

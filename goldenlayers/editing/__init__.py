@@ -16,7 +16,7 @@ _WHERE = {
     "CaseDiagnostics": "api", "EditResult": "api", "edit": "api", "edit_each": "api",
     "EditOrderError": "delta", "WeightDelta": "delta", "active_deltas": "delta",
     "PRESETS": "hparams", "EditHParams": "hparams", "StatsSettings": "hparams", "preset_for_model": "hparams",
-    "resolve_hparams": "hparams", "resolve_settings": "hparams",
+    "resolve_settings": "hparams",
     "EditMethod": "registry", "available_methods": "registry", "get_method": "registry",
     "register_method": "registry",
     "KeyCov": "solve", "StatsError": "solve",
