@@ -172,7 +172,7 @@ def main() -> None:
     from goldenlayers.datasets.split import split_cases
     from goldenlayers.editing import get_method, resolve_settings
     from goldenlayers.editing.hparams import preset_choice
-    from goldenlayers.selection.compare import select_layer
+    from goldenlayers.selection import select_layer
     from goldenlayers.selection.regret import score_selector
 
     cases, lm = cases_and_model(a.dataset, a.data_file, a.limit, a.model, a.device)
