@@ -72,7 +72,7 @@ def _curve_table(data, model: str, dataset: str, editor: str):
     m = data.matrix(model, dataset, editor, "rewrite", "proxy")
     if m is None:
         return f"{model}: no brute-force rows on the proxy set"
-    means = m.means()
+    means = m.scores  # the layer means of the per-case values
     golden = m.layers[int(means.argmax())]
     t = Table(title=f"brute force on the proxy set: mean rewrite accuracy per layer (golden layer {golden})")
     for layer in m.layers:
