@@ -95,7 +95,7 @@ def main() -> None:
 
     from goldenlayers.cases import fact_token_index
     from goldenlayers.cli.common import world_of_model
-    from goldenlayers.editing import context_templates, edit, resolve_hparams
+    from goldenlayers.editing import context_templates, edit, resolve_settings
     from goldenlayers.editing.keys import read_keys, template_weights
     from goldenlayers.evaluation import CaseScorer, EvalSettings
     from goldenlayers.models import load_model
@@ -137,7 +137,7 @@ def main() -> None:
               context_templates=rome_groups)
 
     def settings(family: str, **overrides):  # the GPT-2 XL reference values, whatever the model's own preset
-        return resolve_hparams(family, {**hp, **overrides}, preset="generic")
+        return resolve_settings(None, family, "generic", {**hp, **overrides})
     templates = context_templates(model, tok, rome_groups)
     worst = {"rome": 0.0, "r-rome": 0.0, "orthogonal": 0.0}
     for c in cases:

@@ -37,13 +37,13 @@ def main() -> None:
     torch.set_num_threads(a.threads)
 
     from goldenlayers.cli.common import world_of_model
-    from goldenlayers.editing import edit, resolve_hparams
+    from goldenlayers.editing import edit, resolve_settings
     from goldenlayers.editing.stats import StatsSettings, key_stats
     from goldenlayers.evaluation import evaluate
     from goldenlayers.models.loader import load_model, resolve_model_path
 
     preset = a.preset or f"{a.model}-quality"
-    hp = resolve_hparams("rome", json.loads(a.hparams), preset=preset)
+    hp = resolve_settings(None, "rome", preset, json.loads(a.hparams))
     lm = load_model(a.model, device="cpu")
     cases = world_of_model(a.model).edit_cases(a.cases, seed=a.seed)
     t0 = time.perf_counter()

@@ -71,9 +71,9 @@ def measure(a) -> dict:
 
     def settings(overrides: dict):
         """The --preset's R-ROME settings with `overrides` (the same preset for every implementation compared)."""
-        from goldenlayers.editing.hparams import resolve_hparams
+        from goldenlayers.editing.hparams import resolve_settings
 
-        return resolve_hparams("rome", overrides, model, preset=a.preset)
+        return resolve_settings(model, "rome", a.preset, overrides)
 
     def one(hp) -> tuple[float, float, str, float]:
         t0, c0 = _sync(a.device), time.process_time()

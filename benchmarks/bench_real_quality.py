@@ -105,7 +105,7 @@ def main() -> None:
     a = ap.parse_args()
 
     from goldenlayers.datasets import load_dataset
-    from goldenlayers.editing import resolve_hparams
+    from goldenlayers.editing import resolve_settings
     from goldenlayers.editing.hparams import preset_choice
     from goldenlayers.editing.stats import StatsSettings, key_stats
     from goldenlayers.evaluation.scorer import CaseScorer, EvalSettings
@@ -142,7 +142,7 @@ def main() -> None:
     print("| settings | layer | cases | rewrite | rephrase | locality | failures | seconds | target met |", flush=True)
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
     for label, name, overrides, adapter in runs:
-        hp = resolve_hparams("rome", overrides, preset=name)
+        hp = resolve_settings(None, "rome", name, overrides)
         use = None
         if hp.mom2_adjustment:
             if stats is None:

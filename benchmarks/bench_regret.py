@@ -99,23 +99,23 @@ def analyse(rows, proxy_ids, test_ids, spec=None) -> dict:
     """Per-layer test curves, Table 1 per metric (test set) and proxy vs test golden layers per metric."""
     from goldenlayers.selection.golden import (
         OVERALL,
-        ScoreMatrix,
         compare_golden,
         higher_is_better,
         proxy_transfer,
     )
     from goldenlayers.selection.regret import GroundTruth
+    from goldenlayers.selection.table import LayerScores
 
     test = [r for r in rows if r["case_id"] in test_ids]
     proxy = [r for r in rows if r["case_id"] in proxy_ids]
     truth, ptruth = GroundTruth.from_rows(test, spec=spec), GroundTruth.from_rows(proxy, spec=spec)
     table1, transfer = [], []
     for m in truth.means:
-        tm = ScoreMatrix.from_rows(test, m)
+        tm = LayerScores.from_rows(test, m)
         table1.append(compare_golden(tm, higher_is_better=higher_is_better(m)).row())
         if m not in ptruth.means:  # no proxy case has the metric (e.g. portability on a small proxy set)
             continue
-        t = proxy_transfer(ScoreMatrix.from_rows(proxy, m), tm, higher_is_better(m))
+        t = proxy_transfer(LayerScores.from_rows(proxy, m), tm, higher_is_better(m))
         transfer.append(dict(metric=m, proxy_layer=t.proxy_layer, test_layer=t.test_layer,
                              at_proxy=t.proxy_score, at_test=t.test_score, gap=t.gap))
     i = truth.layers.index(ptruth.golden[OVERALL])
@@ -206,13 +206,13 @@ def main() -> None:
 
     from goldenlayers.cli.common import cases_and_model
     from goldenlayers.datasets.split import split_cases
-    from goldenlayers.editing import get_method, resolve_hparams
+    from goldenlayers.editing import get_method, resolve_settings
     from goldenlayers.editing.hparams import preset_choice
-    from goldenlayers.selection.compare import select_layer
+    from goldenlayers.selection import select_layer
     from goldenlayers.selection.regret import score_selector
 
     cases, lm = cases_and_model(a.dataset, a.data_file, a.limit, a.model, a.device)
-    hp = resolve_hparams(get_method(a.editor).family, None, lm.model, preset=a.preset, name=lm.name)
+    hp = resolve_settings(lm.model, get_method(a.editor).family, a.preset, name=lm.name)
     preset = a.preset or preset_choice(lm.model, lm.name).preset
     print(f"{lm.name}: {len(cases)} cases, {lm.adapter.n_layers(lm.model)} layers, {a.editor} preset {preset}",
           flush=True)

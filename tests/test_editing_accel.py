@@ -11,7 +11,7 @@ from editing_helpers import setup_tiny
 from test_editing_values import CASES, FAST
 
 import goldenlayers.editing.accel as accel
-from goldenlayers.editing import EditHParams, resolve_hparams
+from goldenlayers.editing import EditHParams, resolve_settings
 from goldenlayers.editing.accel import ENV, ExecOptions
 from goldenlayers.editing.accel.graphs import STATE_ATTR, GraphState, graph_state
 from goldenlayers.editing.values import optimise_values
@@ -29,13 +29,13 @@ def test_options_are_read_from_the_environment():
 @pytest.mark.parametrize("key", ["suffix_replay", "cuda_graphs"])
 def test_the_former_method_settings_are_refused_with_a_pointer_to_the_options(key):
     with pytest.raises(ValueError, match=f"{key} is no longer a method setting.*{ENV}="):
-        resolve_hparams("rome", {key: False})
+        resolve_settings(None, "rome", overrides={key: False})
     assert key not in EditHParams.model_fields
 
 
 def test_every_option_gives_the_same_v_star_and_the_environment_is_read_per_optimisation(monkeypatch):
     model, tok, adapter = setup_tiny("gpt2")
-    hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=6, v_lr=0.1, kl_factor=0.5, early_stop_loss=0.0))
+    hp = resolve_settings(None, "rome", None, dict(FAST, v_num_grad_steps=6, v_lr=0.1, kl_factor=0.5, early_stop_loss=0.0))
     runs = {}
     for text in ("", "suffix=off", "kernels=off", "suffix=off,kernels=off"):
         monkeypatch.setenv(ENV, text)

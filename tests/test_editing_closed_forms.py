@@ -10,7 +10,7 @@ import torch
 from editing_helpers import affine, random_spd, setup_tiny
 
 from goldenlayers.cases import EditCase
-from goldenlayers.editing import KeyCov, context_templates, edit, resolve_hparams
+from goldenlayers.editing import KeyCov, context_templates, edit, resolve_settings
 from goldenlayers.editing.emmet import ridge_for
 from goldenlayers.editing.keys import read_keys
 from goldenlayers.editing.solve import emmet_update, memit_update, rank_one_update
@@ -27,7 +27,7 @@ def test_rome_and_r_rome_map_their_key_to_v_star(arch):
     model, tok, adapter = setup_tiny(arch)
     layer, C = 1, random_spd(adapter.d_ff(model), seed=3)
     original = adapter.weight_param(model, layer).detach().clone()
-    hp = resolve_hparams("rome", FAST)
+    hp = resolve_settings(None, "rome", overrides=FAST)
     keys = read_keys(model, tok, adapter, [CASE], context_templates(model, tok, hp.context_templates), [layer])
     k, k_star = keys.k_bare[layer][0], keys.k_star[layer][0]
     assert (k - k_star).norm() > 1e-3  # templates make k* differ from k: the two methods are told apart
@@ -92,9 +92,9 @@ def test_emmet_single_case_without_ridge_is_r_rome_closed_form():
         torch.testing.assert_close(e, torch.outer(resid, u) / (k_star @ u), rtol=1e-10, atol=1e-12)
     with_ridge = emmet_update(k_star[None], resid[None], cov, weight=1000.0, ridge=0.1)
     assert not torch.allclose(with_ridge, r)
-    hp = resolve_hparams("emmet", {})
+    hp = resolve_settings(None, "emmet", overrides={})
     assert ridge_for(hp, 1) == 0.0 and ridge_for(hp, 2) == 0.1
-    assert ridge_for(resolve_hparams("emmet", {"emmet_ridge": "always"}), 1) == 0.1
+    assert ridge_for(resolve_settings(None, "emmet", overrides={"emmet_ridge": "always"}), 1) == 0.1
 
 
 def test_memit_solve_satisfies_normal_equations():

@@ -18,7 +18,7 @@ from goldenlayers.editing import (
     edit_each,
     get_method,
     preset_for_model,
-    resolve_hparams,
+    resolve_settings,
 )
 from goldenlayers.models.adapters import get_adapter
 from goldenlayers.models.tiny import tiny_model, tiny_tokenizer
@@ -155,16 +155,16 @@ def test_failure_half_way_undoes_the_applied_layers(gpt2, monkeypatch):
 
 
 def test_settings_presets_and_validation():
-    hp = resolve_hparams("rome", None, name="gpt2-xl")
+    hp = resolve_settings(None, "rome", name="gpt2-xl")
     assert (hp.layers, hp.v_num_grad_steps, hp.v_lr, hp.v_weight_decay, hp.clamp_norm_factor, hp.kl_factor) == (
         [17], 20, 0.5, 0.5, 4.0, 0.0625)
     assert sum(c for _, c in hp.context_templates) == 20
-    memit = resolve_hparams("memit", None, name="gpt2-xl")
+    memit = resolve_settings(None, "memit", name="gpt2-xl")
     assert (memit.layers, memit.clamp_norm_factor, memit.mom2_update_weight) == ([13, 14, 15, 16, 17], 0.75, 20000.0)
-    llama = resolve_hparams("emmet", {"emmet_lambda": 0.2}, name="meta-llama/Llama-2-7b-hf")
+    llama = resolve_settings(None, "emmet", overrides={"emmet_lambda": 0.2}, name="meta-llama/Llama-2-7b-hf")
     assert (llama.layers, llama.v_num_grad_steps, llama.mom2_update_weight, llama.emmet_lambda) == (
         [4, 5, 6, 7, 8], 25, 1.0, 0.2)
-    small = resolve_hparams("rome", None, name="default-gpt2")
+    small = resolve_settings(None, "rome", name="default-gpt2")
     assert (small.context_templates, small.kl_factor, small.v_weight_decay, small.v_num_grad_steps, small.v_lr,
             small.clamp_norm_factor, small.early_stop_loss, small.preserve_prompts, small.plateau_patience) == (
         [], 1.0, 1e-3, 500, 0.3, 50.0, 0.5, [], 100)
@@ -172,7 +172,7 @@ def test_settings_presets_and_validation():
     assert preset_for_model(name="google/gemma-3-12b-it") == "gemma-3-12b"
     assert preset_for_model(name="my/model") == "generic"
     with pytest.raises(ValueError, match="Extra inputs"):
-        resolve_hparams("rome", {"v_lr_typo": 1.0})
+        resolve_settings(None, "rome", overrides={"v_lr_typo": 1.0})
     with pytest.raises(ValueError, match="exactly once"):
         EditHParams(kl_prompt="is a")
     with pytest.raises(ValueError, match="preserve_prompts must each contain"):
@@ -185,12 +185,12 @@ def test_settings_presets_and_validation():
         EditHParams(layers=[3, 2])
     with pytest.raises(ValueError, match="mom2_shrinkage"):
         EditHParams(mom2_shrinkage=-0.5)
-    quality = resolve_hparams("rome", preset="default-llama-quality")
+    quality = resolve_settings(None, "rome", "default-llama-quality")
     assert (quality.mom2_adjustment, quality.mom2_shrinkage, quality.v_num_grad_steps, quality.plateau_patience,
             quality.preserve_prompts) == (True, 1.0, 1000, 500, [])
-    assert len(resolve_hparams("rome", preset="default-gpt2-quality").preserve_prompts) == 8
+    assert len(resolve_settings(None, "rome", "default-gpt2-quality").preserve_prompts) == 8
     with pytest.raises(KeyError, match="preset 'default-gpt2-quality' has no settings for memit"):
-        resolve_hparams("memit", preset="default-gpt2-quality")
+        resolve_settings(None, "memit", "default-gpt2-quality")
     assert get_method("R_ROME").name == "r-rome" and isinstance(WeightDelta, type)
 
 

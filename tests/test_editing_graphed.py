@@ -19,7 +19,7 @@ from test_editing_values import CASES, FAST
 
 import goldenlayers.editing.accel.options as options_mod
 import goldenlayers.editing.accel.runner as runner_mod
-from goldenlayers.editing import resolve_hparams
+from goldenlayers.editing import resolve_settings
 from goldenlayers.editing.accel import ExecOptions
 from goldenlayers.editing.accel.graphs import graph_state, graphs_wanted
 from goldenlayers.editing.values import optimise_values
@@ -90,7 +90,7 @@ def test_graph_steps_give_the_eager_v_star(arch, suffix, warm, monkeypatch):
     model, tok, adapter = setup_tiny(arch)
     out = {}
     for graphs in (False, True):
-        hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=10, v_lr=0.05, kl_factor=0.5, v_weight_decay=0.1,
+        hp = resolve_settings(None, "rome", None, dict(FAST, v_num_grad_steps=10, v_lr=0.05, kl_factor=0.5, v_weight_decay=0.1,
                                           early_stop_loss=0.0, preserve_prompts=["{} lives in"]))
         out[graphs] = optimise_values(model, tok, adapter, CASES, TEMPLATES, hp, "down_proj", 1, _opts(graphs, suffix))
     assert len(CallEachTime.made) == 1  # captured once: after the eager step, or before any step when warm
@@ -108,7 +108,7 @@ def test_finished_cases_stay_fixed_in_the_graph_batch_and_half_a_batch_recapture
     model, tok, adapter = setup_tiny("gpt2")
     out = {}
     for graphs in (False, True):  # on this tiny model two cases stall after the capture (plateau stop), one goes on
-        hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=14, v_lr=0.5, early_stop_loss=0.0,
+        hp = resolve_settings(None, "rome", None, dict(FAST, v_num_grad_steps=14, v_lr=0.5, early_stop_loss=0.0,
                                           plateau_patience=3, plateau_min_improvement=0.001))
         out[graphs] = optimise_values(model, tok, adapter, CASES, TEMPLATES[:2], hp, "down_proj", 1, _opts(graphs))
     a, b = out[False], out[True]
@@ -126,7 +126,7 @@ def test_every_case_reaching_the_early_stop_in_graph_steps_keeps_its_delta(warm,
     its delta back, also when the last case stops and the loop ends early."""
     _fake_graphs(monkeypatch, warm)
     model, tok, adapter = setup_tiny("gpt2")
-    base = resolve_hparams("rome", dict(FAST, v_num_grad_steps=16, v_lr=0.5, plateau_patience=3,
+    base = resolve_settings(None, "rome", None, dict(FAST, v_num_grad_steps=16, v_lr=0.5, plateau_patience=3,
                                         plateau_min_improvement=0.001))
     first = optimise_values(model, tok, adapter, CASES, TEMPLATES[:2], base, "down_proj", 1, _opts(False, True))
     # on this tiny model two cases stall (plateau stop); the third, the last to stop, falls below the early stop
@@ -167,7 +167,7 @@ def test_real_cuda_graph_matches_eager_steps(arch, monkeypatch):
     model, tok, adapter = setup_tiny(arch)  # a new model: its first graphed optimisation starts with an eager step
     model.cuda()
     out = {}
-    hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=10, v_lr=0.05, kl_factor=0.5, early_stop_loss=0.0))
+    hp = resolve_settings(None, "rome", None, dict(FAST, v_num_grad_steps=10, v_lr=0.05, kl_factor=0.5, early_stop_loss=0.0))
     for graphs in (False, True):
         out[graphs] = optimise_values(model, tok, adapter, CASES, TEMPLATES, hp, "down_proj", 1, _opts(graphs, True))
     assert made == [1]  # captured (a failed capture falls back to eager steps silently but for a warning)

@@ -12,7 +12,7 @@ from torch import nn
 from goldenlayers.cases import EditCase
 from goldenlayers.editing import templates as tmpl
 from goldenlayers.editing.batch import build_rows
-from goldenlayers.editing.hparams import resolve_hparams
+from goldenlayers.editing.hparams import resolve_settings
 from goldenlayers.editing.value_loss import LossIndex, case_losses
 from goldenlayers.models.hooks import gather_positions
 
@@ -72,7 +72,7 @@ def test_templates_are_read_back_from_disk_keyed_by_model_and_settings(monkeypat
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "opt"])
 def test_logits_at_the_read_positions_equal_the_full_logits(arch):
     model, tok, adapter = setup_tiny(arch)
-    hp = resolve_hparams("rome", dict(preserve_prompts=["{} lives in"]))
+    hp = resolve_settings(None, "rome", None, dict(preserve_prompts=["{} lives in"]))
     rows = build_rows(tok, CASES, ["{}", "Short. {}", "A longer text here. {}"], with_target=True,
                       kl_prompt=hp.kl_prompt, preserve_prompts=hp.preserve_prompts)
     ix = LossIndex.of(rows, hp)

@@ -9,7 +9,7 @@ import torch
 from editing_helpers import affine, random_spd, setup_tiny
 
 from goldenlayers.cases import EditCase
-from goldenlayers.editing import context_templates, edit, resolve_hparams
+from goldenlayers.editing import context_templates, edit, resolve_settings
 from goldenlayers.editing.accel import ExecOptions
 from goldenlayers.editing.keys import read_keys, template_weights
 from goldenlayers.editing.values import optimise_values, optimise_values_layers
@@ -40,7 +40,7 @@ def test_templates_are_seeded_cached_and_shaped():
                          [("gpt2", "down_proj", 1), ("gpt2", "block", 2), ("llama", "down_proj", 2), ("opt", "block", 1)])
 def test_batched_v_star_equals_one_at_a_time(arch, site, layer):
     model, tok, adapter = setup_tiny(arch)
-    hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=8, kl_factor=0.5, v_weight_decay=0.1,
+    hp = resolve_settings(None, "rome", None, dict(FAST, v_num_grad_steps=8, kl_factor=0.5, v_weight_decay=0.1,
                                       clamp_norm_factor=1.5))
     templates = context_templates(model, tok, hp.context_templates)
     together = optimise_values(model, tok, adapter, CASES, templates, hp, site, layer)
@@ -64,7 +64,7 @@ def test_v_star_of_several_layers_in_one_batch_equals_layer_by_layer(arch, site,
     pairs stop at once and the others run every step)."""
     model, tok, adapter = setup_tiny(arch)
     model = model.double()
-    hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=8, kl_factor=0.5, v_weight_decay=0.1,
+    hp = resolve_settings(None, "rome", None, dict(FAST, v_num_grad_steps=8, kl_factor=0.5, v_weight_decay=0.1,
                                       clamp_norm_factor=1.5, early_stop_loss=stop))
     templates = context_templates(model, tok, hp.context_templates)
     opts = ExecOptions(suffix_replay=suffix, cuda_graphs=False)
@@ -94,7 +94,7 @@ def test_preservation_prompts_batch_exactly_and_enter_the_loss(arch):
     """Preservation rows (KL at their last token) keep batching exact, also when cases stop early and their rows
     leave the batch (the reference distributions are indexed per row), and leave k* alone."""
     model, tok, adapter = setup_tiny(arch)
-    base = resolve_hparams("rome", dict(FAST, v_num_grad_steps=10, kl_factor=0.5))
+    base = resolve_settings(None, "rome", None, dict(FAST, v_num_grad_steps=10, kl_factor=0.5))
     hp = base.model_copy(update={"preserve_prompts": ["{} is", "About {}:"], "preserve_factor": 2.0})
     templates = context_templates(model, tok, hp.context_templates)
     plain = optimise_values(model, tok, adapter, CASES, templates, base, "down_proj", 1)
@@ -116,7 +116,7 @@ def test_preservation_prompts_batch_exactly_and_enter_the_loss(arch):
 
 def test_cases_that_stop_early_keep_their_v_star_while_others_go_on():
     model, tok, adapter = setup_tiny("gpt2")
-    hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=10))
+    hp = resolve_settings(None, "rome", None, dict(FAST, v_num_grad_steps=10))
     templates = context_templates(model, tok, hp.context_templates)
     first = optimise_values(model, tok, adapter, CASES, templates, hp, "down_proj", 1)
     stop = sorted(first.losses[0])[len(first.losses[0]) // 2]  # a threshold case 0 reaches half-way
@@ -132,7 +132,7 @@ def test_cases_that_stop_early_keep_their_v_star_while_others_go_on():
 def test_plateau_stop_ends_a_stalled_case_after_its_patience():
     model, tok, adapter = setup_tiny("gpt2")
     # clamp 1e-9: delta cannot move, so every loss stays at its first value and only the plateau rule can stop
-    hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=12, clamp_norm_factor=1e-9, v_weight_decay=0.0))
+    hp = resolve_settings(None, "rome", None, dict(FAST, v_num_grad_steps=12, clamp_norm_factor=1e-9, v_weight_decay=0.0))
     templates = context_templates(model, tok, hp.context_templates)
     off = optimise_values(model, tok, adapter, CASES[:2], templates, hp, "down_proj", 1)
     assert off.steps == [12, 12]
@@ -142,7 +142,7 @@ def test_plateau_stop_ends_a_stalled_case_after_its_patience():
     torch.testing.assert_close(on.v_star, off.v_star, rtol=1e-5, atol=1e-6)
     # a case that keeps improving by more than plateau_min_improvement is never stopped by the rule
     moving = optimise_values(model, tok, adapter, CASES[:1], templates,
-                             resolve_hparams("rome", dict(FAST, v_num_grad_steps=6, plateau_patience=1,
+                             resolve_settings(None, "rome", None, dict(FAST, v_num_grad_steps=6, plateau_patience=1,
                                                           plateau_min_improvement=0.0, v_lr=0.05)),
                              "down_proj", 1)
     assert all(b < a for a, b in zip(moving.losses[0], moving.losses[0][1:]))
@@ -151,7 +151,7 @@ def test_plateau_stop_ends_a_stalled_case_after_its_patience():
 
 def test_first_loss_is_the_mean_target_nll_over_templates():
     model, tok, adapter = setup_tiny("llama")
-    hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=1))
+    hp = resolve_settings(None, "rome", None, dict(FAST, v_num_grad_steps=1))
     templates = context_templates(model, tok, hp.context_templates)
     res = optimise_values(model, tok, adapter, CASES[:2], templates, hp, "down_proj", 2)
     for i, case in enumerate(CASES[:2]):
@@ -192,7 +192,7 @@ def test_v_star_edit_raises_the_target_probability():
 def test_memit_and_emmet_edits_solve_their_equations_on_a_model(arch):
     model, tok, adapter = setup_tiny(arch)
     C = {lay: random_spd(adapter.d_ff(model), seed=lay) for lay in (1, 2)}
-    hp = resolve_hparams("memit", W2)
+    hp = resolve_settings(None, "memit", overrides=W2)
     templates = context_templates(model, tok, hp.context_templates)
     weights = template_weights(hp.context_templates, hp.key_averaging)  # the preset's (MEMIT's grouped) k*
     keys = read_keys(model, tok, adapter, CASES, templates, [1], block_out_layer=2, weights=weights)
@@ -236,7 +236,7 @@ def test_suffix_replay_gives_the_full_rows_v_star(arch, monkeypatch):
     for site, layer in (("down_proj", 1), ("block", 2)):
         out = {}
         for suffix in (False, True):
-            hp = resolve_hparams("rome", dict(FAST, v_num_grad_steps=8, v_lr=0.05,
+            hp = resolve_settings(None, "rome", None, dict(FAST, v_num_grad_steps=8, v_lr=0.05,
                                               preserve_prompts=["{} lives in"], early_stop_loss=0.0))
             built.clear()
             out[suffix] = optimise_values(model, tok, adapter, CASES, templates, hp, site, layer,
@@ -284,7 +284,8 @@ def test_suffix_replay_with_a_case_stopping_early():
     model, tok, adapter = setup_tiny("gpt2")
     out = {}
     for suffix in (False, True):
-        hp, opts = resolve_hparams("rome", dict(FAST, v_num_grad_steps=12, v_lr=0.5)), ExecOptions(suffix_replay=suffix)
+        hp = resolve_settings(None, "rome", None, dict(FAST, v_num_grad_steps=12, v_lr=0.5))
+        opts = ExecOptions(suffix_replay=suffix)
         first = optimise_values(model, tok, adapter, CASES, ["{}", "Short. {}"], hp, "down_proj", 1, opts)
         stop = sorted(min(x) for x in first.losses)[1]  # between the cases' best losses: some stop, some not
         hp = hp.model_copy(update=dict(early_stop_loss=stop))

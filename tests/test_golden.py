@@ -14,12 +14,12 @@ from scipy import stats
 from goldenlayers.selection.agreement import agreement
 from goldenlayers.selection.golden import (
     CompareSettings,
-    ScoreMatrix,
     compare_golden,
     gap_matrix,
     golden_layer,
     golden_layers,
     mean_std,
+    means,
     pooled,
     proxy_transfer,
     proxy_union,
@@ -38,7 +38,8 @@ V = [[0.5, 1.0, 1.0],
 def matrix(values, metric="rewrite", dataset="zsre", layers=None):
     values = np.asarray(values, dtype=float)
     layers = list(range(values.shape[1])) if layers is None else layers
-    return ScoreMatrix(metric, [f"c{i}" for i in range(len(values))], layers, values, dataset=dataset, model="tiny")
+    return LayerScores.metric_table(metric, [f"c{i}" for i in range(len(values))], layers, values, dataset=dataset,
+                                    model="tiny")
 
 
 def test_sample_wise_optimal_first_tie_and_golden():
@@ -47,7 +48,7 @@ def test_sample_wise_optimal_first_tie_and_golden():
     assert [r["layer"] for r in opt] == [1, 0, 1, 1]
     assert [r["score"] for r in opt] == [1.0, 1.0, 0.5, 0.75]
     assert golden_layer(m) == 2
-    assert m.means().tolist() == [0.4375, 0.6875, 0.75]
+    assert means(m).tolist() == m.scores.tolist() == [0.4375, 0.6875, 0.75]
     # lower is better: per-case minima (first tie) and the layer with the lowest mean
     assert [r["layer"] for r in sample_wise_optimal(m, higher_is_better=False)] == [0, 1, 0, 0]
     assert golden_layer(m, higher_is_better=False) == 0
@@ -62,7 +63,7 @@ def test_golden_ties_go_to_first_layer_even_with_rounding():
     # picks layer 1; the tie tolerance gives the first layer, as the paper does
     col0, col1 = [0.6, 0.1, 0.8, 0.9, 0.2], [0.9, 0.2, 0.6, 0.1, 0.8]
     m = matrix(np.array([col0, col1]).T)
-    assert m.means()[0] < m.means()[1] and int(np.argmax(m.means())) == 1
+    assert means(m)[0] < means(m)[1] and int(np.argmax(means(m))) == 1
     assert golden_layer(m) == 0
 
 
@@ -118,17 +119,21 @@ def test_from_rows_pivot_drop_and_errors():
     rows = [dict(case_id=c, layer=lay, metric="rewrite", value=v) for c, lay, v in
             [("a", 0, 0.1), ("a", 1, 0.9), ("b", 1, 0.4), ("b", 0, 0.6), ("c", 0, 1.0)]]
     rows.append(dict(case_id="a", layer=0, metric="locality", value=0.0))
-    m = ScoreMatrix.from_rows(rows, "rewrite")
-    assert m.case_ids == ["a", "b"] and m.layers == [0, 1]
-    assert m.values.tolist() == [[0.1, 0.9], [0.6, 0.4]]
-    assert list(m.dropped) == ["c"] and "[1]" in m.dropped["c"]
-    assert m.subset(["b", "zzz"]).values.tolist() == [[0.6, 0.4]]
+    m = LayerScores.from_rows(rows, "rewrite")
+    assert m.case_ids == ["a", "b"] and m.layers == [0, 1] and m.metric == "rewrite" and m.cases == 2
+    assert m.per_case.tolist() == [[0.1, 0.9], [0.6, 0.4]] and m.scores.tolist() == [0.35, 0.65]
+    assert list(m.skipped) == ["c"] and "[1]" in m.skipped["c"]
+    assert m.subset(["b", "zzz"]).per_case.tolist() == [[0.6, 0.4]]
     with pytest.raises(ValueError, match="two 'rewrite' values"):
-        ScoreMatrix.from_rows(rows + [dict(case_id="a", layer=1, metric="rewrite", value=0.2)], "rewrite")
+        LayerScores.from_rows(rows + [dict(case_id="a", layer=1, metric="rewrite", value=0.2)], "rewrite")
     with pytest.raises(ValueError, match="no rows"):
-        ScoreMatrix.from_rows(rows, "fluency")
+        LayerScores.from_rows(rows, "fluency")
     with pytest.raises(ValueError, match=r"no cases \(2 dropped"):
-        ScoreMatrix.from_rows(rows[:1] + rows[2:3], "rewrite")
+        LayerScores.from_rows(rows[:1] + rows[2:3], "rewrite")
+    # a lower-is-better metric keeps its raw values and ranks its layers lowest first
+    flu = LayerScores.from_rows([dict(r, metric="fluency") for r in rows[:4]], "fluency")
+    assert flu.higher_is_better is False and flu.per_case.tolist() == [[0.1, 0.9], [0.6, 0.4]]
+    assert flu.best() == 0 and golden_layer(flu, higher_is_better=False) == 0
 
 
 def test_proxy_transfer_union_and_gap_matrix():
@@ -163,13 +168,12 @@ def test_proxy_transfer_union_and_gap_matrix():
         proxy_transfer(proxy, matrix([[0.1, 0.2]]))
 
 
-def test_score_matrix_from_bruteforce_table():
+def test_golden_layer_reads_a_selector_tables_per_case_matrix():
     table = LayerScores.from_per_case("bruteforce", "zsre", "tiny", [0, 1, 2], V, ["c0", "c1", "c2", "c3"],
                                      meta={"metric": "rewrite"})
-    m = ScoreMatrix.from_table(table)
-    assert m.metric == "rewrite" and golden_layer(m) == table.best() == 2
+    assert table.metric == "rewrite" and golden_layer(table) == table.best() == 2
     with pytest.raises(ValueError, match="per-case"):
-        ScoreMatrix.from_table(LayerScores("lga", "zsre", "tiny", [0, 1], [1.0, 2.0], cases=3))
+        golden_layer(LayerScores("lga", "zsre", "tiny", [0, 1], [1.0, 2.0], cases=3))
 
 
 def bf_table(scores):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from editing_helpers import affine, setup_tiny
 
 from goldenlayers.cases import EditCase, fact_token_index
-from goldenlayers.editing import context_templates, edit, resolve_hparams
+from goldenlayers.editing import context_templates, edit, resolve_settings
 from goldenlayers.editing.hparams import EditHParams
 from goldenlayers.editing.keys import read_keys, template_weights
 from goldenlayers.editing.values import optimise_values
@@ -74,7 +74,7 @@ def test_grouped_and_per_template_k_star_against_one_forward_per_template():
         got = read_keys(model, tok, adapter, [CASE], templates, [layer],
                         weights=template_weights([(4, 3)], averaging)).k_star[layer][0]
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-        hp = resolve_hparams("rome", dict(FAST, key_averaging=averaging, v_num_grad_steps=1))  # k* inside v*
+        hp = resolve_settings(None, "rome", None, dict(FAST, key_averaging=averaging, v_num_grad_steps=1))  # k* inside v*
         vt = optimise_values(model, tok, adapter, [CASE], templates, hp, "down_proj", layer)
         torch.testing.assert_close(vt.k_star[0], want, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(vt.k_bare[0], ks[0], rtol=1e-5, atol=1e-6)
@@ -107,16 +107,16 @@ def test_memit_and_emmet_updates_use_the_grouped_key(method):
 def test_presets_follow_the_reference_they_are_named_after():
     for model_name in ("gpt2-xl", "meta-llama/Llama-2-7b-hf", "google/gemma-3-12b-it", "my/model"):
         for family in ("memit", "emmet"):
-            hp = resolve_hparams(family, None, name=model_name)
+            hp = resolve_settings(None, family, name=model_name)
             assert (hp.context_templates, hp.key_averaging, hp.kl_direction) == (
                 [(10, 5)], "grouped", "current||original"), (model_name, family)
-        rome = resolve_hparams("rome", None, name=model_name)
+        rome = resolve_settings(None, "rome", name=model_name)
         assert (rome.context_templates, rome.key_averaging, rome.kl_direction) == (
             [(5, 10), (10, 10)], "per_template", "current||original")
-    assert resolve_hparams("emmet", None, name="gpt2-xl").emmet_ridge == "batch>1"  # the official EMMET code
+    assert resolve_settings(None, "emmet", name="gpt2-xl").emmet_ridge == "batch>1"  # the official EMMET code
     # the tuned presets keep the direction their measured figures were taken with (docs/editing.md)
     for preset in ("default-small", "default-gpt2-quality", "default-llama-quality"):
-        assert resolve_hparams("rome", None, preset=preset).kl_direction == "original||current"
+        assert resolve_settings(None, "rome", preset).kl_direction == "original||current"
     assert EditHParams().kl_direction == "current||original" and EditHParams().key_averaging == "per_template"
     with pytest.raises(ValueError, match="key_averaging"):
         EditHParams(key_averaging="mean")
@@ -168,7 +168,7 @@ def test_v_star_loss_is_the_reference_loss_with_its_kl_direction():
         init = model(input_ids=torch.tensor([tok(kl_text)["input_ids"]])).logits[0].double().log_softmax(-1)
     init = init[fact_token_index(tok, kl_text, CASE.subject)][None]
     for direction in ("current||original", "original||current"):
-        hp = resolve_hparams("rome", dict(context_templates=[(4, 2)], v_num_grad_steps=3, v_lr=0.05, kl_factor=50.0,
+        hp = resolve_settings(None, "rome", None, dict(context_templates=[(4, 2)], v_num_grad_steps=3, v_lr=0.05, kl_factor=50.0,
                                           v_weight_decay=1e-3, clamp_norm_factor=100.0, kl_direction=direction))
         vt = optimise_values(model, tok, adapter, [CASE], templates, hp, "down_proj", layer)
         delta = (vt.v_star[0] - vt.v_init[0]).double()
@@ -228,7 +228,7 @@ def test_v_star_clamp_projects_onto_the_ball():
     the steps would go further."""
     model, tok, adapter = setup_tiny("gpt2")
     templates = context_templates(model, tok, [])
-    hp = resolve_hparams("rome", dict(context_templates=[], v_num_grad_steps=4, v_lr=1.0, clamp_norm_factor=0.5,
+    hp = resolve_settings(None, "rome", None, dict(context_templates=[], v_num_grad_steps=4, v_lr=1.0, clamp_norm_factor=0.5,
                                       kl_factor=0.0, v_weight_decay=0.0, early_stop_loss=0.0))
     vt = optimise_values(model, tok, adapter, [CASE], templates, hp, "down_proj", 1)
     moved, bound = float((vt.v_star[0] - vt.v_init[0]).norm()), 0.5 * float(vt.v_init[0].norm())

@@ -12,7 +12,7 @@ from transformers import AutoConfig
 from typer.testing import CliRunner
 
 from goldenlayers.cli import app
-from goldenlayers.editing import resolve_hparams
+from goldenlayers.editing import resolve_settings
 from goldenlayers.editing.hparams import preset_choice, preset_for_model
 from goldenlayers.editing.sources import SourceError, open_source
 
@@ -45,11 +45,11 @@ def test_names_match_exactly_after_the_rules_and_the_choice_is_logged(caplog):
     choice = preset_choice(fake_model("llama", 32, 4, name="models/gpt2-xl"))
     assert choice.preset == "gpt2-xl" and choice.reason == "by name: 'models/gpt2-xl' is listed for it"
     with caplog.at_level(logging.INFO, logger="goldenlayers.editing"):
-        hp = resolve_hparams("rome", {"v_num_grad_steps": 7}, model=fake_model("gemma3_text", 640, 18))
+        hp = resolve_settings(fake_model("gemma3_text", 640, 18), "rome", overrides={"v_num_grad_steps": 7})
     assert "editing preset gemma3-small: model_type gemma3_text, d_model 640" in caplog.text
-    small, generic = resolve_hparams("rome", preset="gemma3-small"), resolve_hparams("rome", preset="generic")
+    small, generic = resolve_settings(None, "rome", "gemma3-small"), resolve_settings(None, "rome", "generic")
     assert hp.v_num_grad_steps == 7 and hp.v_lr == small.v_lr < generic.v_lr
-    assert resolve_hparams("rome", preset="llama-small-stats").mom2_adjustment
+    assert resolve_settings(None, "rome", "llama-small-stats").mom2_adjustment
 
 
 def _fake_vital(root, articles: dict) -> None:

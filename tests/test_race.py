@@ -156,12 +156,13 @@ def test_race_on_default_gpt2_picks_a_layer_brute_force_rates_near_the_best():
 
 
 def test_lga_readings_are_registered_and_computed():
-    from goldenlayers.selection.compare import SELECTORS, select_layer
-    from goldenlayers.selection.lga import LGA_VARIANTS, LGASettings, lga_scores
+    from goldenlayers.selection import available_selectors, get_selector, select_layer
+    from goldenlayers.selection.lga import LGA_READINGS, LGASettings, lga_scores
 
-    assert SELECTORS[0] == "race" and set(LGA_VARIANTS) <= set(SELECTORS)
-    assert all(LGASettings(**{k: v for k, v in kw.items() if k != "tukey_k"}).name == name.removesuffix("-nofence")
-               for name, kw in LGA_VARIANTS.items())
+    names = available_selectors()
+    assert names[0] == "race" and [f"lga-{s}" for s in LGA_READINGS] == names[names.index("lga") + 1:][:len(LGA_READINGS)]
+    assert all(get_selector(f"lga-{s}").make_settings() == LGASettings(**kw) for s, kw in LGA_READINGS.items())
+    assert all(LGASettings(**kw).name == f"lga-{s}" for s, kw in LGA_READINGS.items())  # their names in stores
     model, tok = tiny_model("gpt2", n_layers=4), tiny_tokenizer()
     cases = [EditCase(case_id=f"c{i}", dataset="zsre", subject=s, prompt=f"{s} works for", target_new=t,
                       ground_truth=["Nokia"]) for i, (s, t) in enumerate([("Tom Baker", "Acme"), ("Ann Lee", "BMW")])]

@@ -81,7 +81,8 @@ def test_the_five_registries_hold_the_built_ins():
     assert METHODS.get("R_ROME").name == "r-rome"
     assert SELECTORS.get("golden") is SELECTORS.get("bruteforce")
     assert SELECTORS.get("lga").settings_class.__name__ == "LGASettings"
-    assert SELECTORS.get("bruteforce").scores_fn.__name__ == "bruteforce_scores"
+    assert SELECTORS.get("bruteforce").scores_fn.__name__ == "bruteforce_select"
+    assert SELECTORS.get("lga-neg").family == "lga" and SELECTORS.get("lga-neg").defaults == dict(sign=-1)
     assert DATASETS.get("wiki_counterfact").display == "WikiCounterfact"
     assert METRICS.get("fluency").higher_is_better is False and METRICS.get("rewrite").abbr == "RwA"
 

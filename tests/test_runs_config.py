@@ -38,7 +38,7 @@ def test_every_shipped_config_loads_and_plans(path):
     cfg = load_config(path)
     assert path.read_text().splitlines()[0] == f"# goldenlayers run configs/{path.name}"
     jobs = plan(cfg)
-    sel = [n for n in ("lga", "cma") if getattr(cfg.selectors, n)]
+    sel = cfg.selectors.pickers()
     swept = cfg.selectors.bruteforce.methods or [m.name for m in cfg.methods]
     picked = swept if cfg.selectors.bruteforce.split == "proxy" else []  # the test cases at brute force's pick
     per = len(sel) + len(swept) + len(cfg.methods) * len(sel) + len(picked)
@@ -67,7 +67,8 @@ def test_default_grid_runs_on_the_embedded_models():
 
 @pytest.mark.parametrize("data, expected", [
     (dict(BASE, selectors=dict(lga=dict(kk=2))),
-     "selectors.lga.kk: unknown key; allowed: variant, normalize, sign, k, top (did you mean 'k'?)"),
+     "selectors.lga.kk: unknown key; allowed: variant, normalize, sign, absolute, batch_size, max_new_tokens, k, "
+     "top, method (did you mean 'k'?)"),
     (dict(BASE, models=[dict(name="a", dtyp="float16")]),
      "models[0].dtyp: unknown key; allowed: name, path, dtype, device, device_map (did you mean 'dtype'?)"),
     (dict(BASE, methods=[dict(name="rome", hparam={})]), "methods[0].hparam: unknown key; allowed: name, preset, hparams"),
@@ -156,3 +157,19 @@ def test_run_set_goes_to_the_methods_whose_settings_have_the_key():
     assert [dict(m.hparams) for m in new.methods] == [{"v_lr": 0.2}, {"mom2_update_weight": 3, "v_lr": 0.2}]
     with pytest.raises(ConfigError, match=r"--set v_lrr: no configured method has this setting \(did you mean 'v_lr'"):
         with_overrides(cfg, "t.yaml", None, ["v_lrr=1"], None)
+
+
+def test_selectors_are_keyed_by_registered_names_and_validated_by_their_settings_class():
+    from goldenlayers.runs.engine_jobs import selector_name
+
+    cfg = validate_config(dict(BASE, selectors={"cma": dict(window=1), "lga-neg-nofence": {}, "lga": None,
+                                                "race": dict(method="r-rome", eta=2)}))
+    assert cfg.selectors.names() == ["race", "lga-neg-nofence", "cma"]  # the registry's order; null left out
+    assert [j.selector for j in plan(cfg) if j.kind == "select"] == ["race", "lga-neg-nofence", "cma"]
+    neg = cfg.selectors.settings("lga-neg-nofence")  # the reading's fixed settings
+    assert (type(neg).__name__, neg.sign, neg.k) == ("LGASettings", -1, None)
+    assert cfg.selectors.settings("race").eta == 2 and cfg.selectors["race"].method == "r-rome"
+    assert [selector_name(cfg, n) for n in cfg.selectors.names()] == ["race", "lga-neg-nofence", "cma-mlp-w1"]
+    assert problems(dict(BASE, selectors={"lga-ng": {}})) == [
+        "selectors.lga-ng: unknown selector 'lga-ng' (did you mean 'lga-neg' or 'lga'?); available: bruteforce, cma, "
+        "lga, lga-abs, lga-cosine, lga-cosine-neg, lga-max, lga-neg, lga-neg-nofence, lga-nofence, lga-zscore, race"]

@@ -23,7 +23,6 @@ import typer
 
 from goldenlayers.cli.common import PRESET_HELP, STATS_HELP, STATS_TOKENS_HELP, console, fail
 
-SELECTORS = ("race", "lga", "cma", "bruteforce")  # race: the default selector (selection/race.py)
 COMPARE_METRICS = ("rewrite", "rephrase", "locality", "portability")
 
 
@@ -105,13 +104,7 @@ def compare_config(model: str, dataset: str, data_file: str | None, limit: int, 
     """The run config of a comparison; its name is compare-<hash of everything but output_dir>."""
     metrics = [*COMPARE_METRICS, *(["fluency"] if fluency else [])]
     label = model_label(model)
-    sel: dict = {}
-    if "race" in selectors:
-        sel["race"] = {}
-    if "lga" in selectors:
-        sel["lga"] = dict(variant="dot", k=1.5)
-    if "cma" in selectors:
-        sel["cma"] = dict(kind="mlp", window=10)
+    sel: dict = {name: {} for name in selectors if name != "bruteforce"}  # each with its settings' defaults
     if "bruteforce" in selectors or truth:
         sel["bruteforce"] = dict(layers="all", metrics=metrics, split="all" if truth else "proxy", pick="overall",
                                  overall=overall_weights)
@@ -135,7 +128,8 @@ def compare_command(
     limit: int = typer.Option(200, min=1, help="cases in all (proxy + test; N >= 1)"),
     proxy_fraction: float = typer.Option(0.1, help="share of the cases used as the proxy set (between 0 and 1; exactly rounded)"),
     editor: str = typer.Option("r-rome", help="editing method"),
-    selectors: str = typer.Option("race,lga,cma,bruteforce", help="comma-separated selectors"),
+    selectors: str = typer.Option("race,lga,cma,bruteforce", help="comma-separated selectors: any registered one "
+                                  "(race, lga and its readings such as lga-neg, cma, bruteforce; `goldenlayers ls`)"),
     no_fluency: bool = typer.Option(False, "--no-fluency", help="skip the fluency generation"),
     truth: bool = typer.Option(False, "--truth", help="also sweep every layer on the test set (ground truth): adds "
                                "regret, Spearman's rho and cost per selector"),
@@ -165,11 +159,7 @@ def compare_command(
         spec = OverallSpec.parse(overall_weights)
     except ValueError as e:
         fail(e, option="--overall-weights")
-    names = [s.strip() for s in selectors.split(",") if s.strip()]
-    unknown = [s for s in names if s not in SELECTORS]
-    if unknown or not names:
-        fail(f"unknown selector(s) {', '.join(map(repr, unknown)) or '(empty list)'}; choose from "
-             f"{', '.join(SELECTORS)}", option="--selectors")
+    names = selector_names(selectors)
     _check_editor(editor)
     check_model_options(device=device)
     try:
@@ -193,7 +183,7 @@ def compare_command(
 def _execute(cfg, names: list[str], spec, device: str | None, progress: bool) -> int:
     """Run the comparison's jobs one by one, printing each result as it is stored; then Table 2. Returns the
     number of failed jobs."""
-    from goldenlayers.report.data import RunData, selector_family
+    from goldenlayers.report.data import RunData
     from goldenlayers.report.tables import comparison
     from goldenlayers.runs import (
         ConfigMismatchError,
@@ -223,16 +213,38 @@ def _execute(cfg, names: list[str], spec, device: str | None, progress: bool) ->
             if job.kind == "select" or (job.kind == "bruteforce" and job.split == "proxy"):
                 console.print(_selection(cfg, run.store, job), soft_wrap=True)
             if job.kind == "evaluate" or (job.kind == "bruteforce" and job.split == "all"):
-                family = "bruteforce" if job.kind == "bruteforce" else job.selector
                 for r in comparison(RunData(run.store), model, ds, editor, "overall", spec).rows:
-                    if selector_family(r["selector"]) == family and (job.kind == "evaluate" or "regret" in r):
+                    if row_of(cfg, r["selector"], [job.selector]) and (job.kind == "evaluate" or "regret" in r):
                         console.print(row_line(r), soft_wrap=True)
         engine.close()
         cmp = comparison(RunData(run.store), model, ds, editor, "overall", spec)
-        cmp.rows = [r for r in cmp.rows if selector_family(r["selector"]) in names]
+        cmp.rows = [r for r in cmp.rows if row_of(cfg, r["selector"], names)]
         n = split_sizes(run.store, model, ds)
         console.print(render_comparison(cmp, f"{model}: {n[0]} proxy / {n[1]} test cases"))
     return failed
+
+
+def selector_names(option: str) -> list[str]:
+    """The registered selectors of a --selectors list (aliases to their names); one line and exit 2 else."""
+    from goldenlayers.registry import SELECTORS
+
+    names = [s.strip() for s in option.split(",") if s.strip()]
+    unknown = [s for s in names if s not in SELECTORS]
+    if unknown or not names:
+        fail(f"unknown selector(s) {', '.join(map(repr, unknown)) or '(empty list)'}; choose from "
+             f"{', '.join(SELECTORS.registered())}", option="--selectors")
+    return list(dict.fromkeys(SELECTORS.canonical(s) for s in names))
+
+
+def row_of(cfg, stored: str, names: list[str]) -> bool:
+    """Whether a stored row's selector name belongs to one of the configured selectors `names` (brute force:
+    its family, "bruteforce" or "bruteforce-<pick>")."""
+    from goldenlayers.report.data import selector_family
+    from goldenlayers.runs.engine_jobs import selector_name
+
+    if selector_family(stored) == "bruteforce":
+        return "bruteforce" in names
+    return stored in {selector_name(cfg, n) for n in names if n != "bruteforce"}
 
 
 def split_sizes(store, model: str, ds: str) -> tuple[int, int]:

@@ -44,7 +44,7 @@ def demo_config(models: str = DEFAULTS["models"], cases: int = DEFAULTS["cases"]
         models=[dict(name=m.strip()) for m in models.split(",") if m.strip()],
         datasets=[dict(name=dataset, limit=cases)], split=dict(proxy_fraction=0.1, seed=seed),
         methods=[dict(name=editor)],
-        selectors=dict(lga=dict(variant="dot", k=1.5), cma=dict(kind="mlp", window=10, samples=10),
+        selectors=dict(lga=dict(variant="dot", k=1.5), cma=dict(kind="mlp", window=10, noise_samples=10),
                        bruteforce=dict(layers="all", metrics=metrics[:4], split="all" if truth else "proxy",
                                        pick="rewrite")),
         metrics=metrics, seeds=dict(torch=seed, templates=seed, fluency=seed), output_dir=output_dir)
@@ -72,7 +72,7 @@ def _curve_table(data, model: str, dataset: str, editor: str):
     m = data.matrix(model, dataset, editor, "rewrite", "proxy")
     if m is None:
         return f"{model}: no brute-force rows on the proxy set"
-    means = m.means()
+    means = m.scores  # the layer means of the per-case values
     golden = m.layers[int(means.argmax())]
     t = Table(title=f"brute force on the proxy set: mean rewrite accuracy per layer (golden layer {golden})")
     for layer in m.layers:

@@ -46,15 +46,16 @@ def _settings(lm, editor: str, preset: str | None, set_: list[str], stats: str |
 
 def select_command(
     model: str = typer.Option("default-gpt2", help="embedded default name or a local Hugging Face model folder"),
-    method: str = typer.Option("race", help="selector: race (default: successive halving of real edits on the "
-                               "proxy cases), lga and its readings (lga-neg, lga-abs, lga-cosine, ...; `goldenlayers "
-                               "ls`), cma or bruteforce"),
+    method: str = typer.Option("race", help="selector: any registered one (`goldenlayers ls`): race (default: "
+                               "successive halving of real edits on the proxy cases), lga and its readings (lga-neg, "
+                               "lga-abs, lga-cosine, ...), cma or bruteforce"),
     dataset: str = typer.Option("world", help="dataset name (see `goldenlayers ls`)"),
     data_file: str | None = typer.Option(None, help="benchmark file (not needed for --dataset world or realfacts)"),
     limit: int = typer.Option(20, min=1, help="number of proxy cases (N >= 1)"),
     editor: str = typer.Option("r-rome", help="editing method for race and brute force"),
     metric: str = typer.Option("rewrite", help="brute-force metric whose golden layer is chosen"),
-    tukey_k: float = typer.Option(1.5, min=0, help="Tukey fence factor for LGA"),
+    tukey_k: float | None = typer.Option(None, min=0, help="Tukey fence factor of a selector that picks with "
+                                         "Tukey's fences (LGA; default: the reading's, 1.5)"),
     top: int = typer.Option(5, min=1, help="how many ranked layers to print"),
     preset: str | None = typer.Option(None, help=PRESET_HELP),
     set_: list[str] = typer.Option([], "--set", help="override an editing setting: key=value (repeatable)"),
@@ -64,19 +65,22 @@ def select_command(
 ) -> None:
     """Rank the layers of a model for editing with one selector and print the chosen layer and the time spent."""
     from goldenlayers.cli.common import announce_model, cases_and_model, check_model_options
-    from goldenlayers.selection.compare import SELECTORS, select_layer
+    from goldenlayers.registry import SELECTORS, UnknownNameError
+    from goldenlayers.selection import select_layer
 
     announce_model(model)
-    if method not in SELECTORS:
-        fail(f"unknown selector {method!r}; choose one of {', '.join(SELECTORS)}", option="--method")
+    try:
+        entry = SELECTORS.get(method)
+    except UnknownNameError as e:
+        fail(e, option="--method")
+    fences = {"k": tukey_k} if tukey_k is not None and "k" in getattr(entry.settings_class, "model_fields", {}) else {}
     _check_editor(editor)
     check_model_options(device=device)
     cases, lm = cases_and_model(dataset, data_file, limit, model, device)
-    hp, C = (None, None) if method not in ("bruteforce", "race") else \
-        _settings(lm, editor, preset, set_, stats, stats_tokens, model)
+    hp, C = _settings(lm, editor, preset, set_, stats, stats_tokens, model) if entry.edits else (None, None)
     try:
-        sel = select_layer(lm.model, lm.tokenizer, cases, method, editor=editor, metric=metric, tukey_k=tukey_k,
-                           model_name=lm.name, hparams=hp, stats=C)
+        sel = select_layer(lm.model, lm.tokenizer, cases, entry.name, editor=editor, metric=metric,
+                           model_name=lm.name, hparams=hp, stats=C, **fences)
     except (KeyError, ValueError) as e:
         fail(e)
     ranking = sel.table.ranking()[:top]
@@ -87,7 +91,7 @@ def select_command(
         f = sel.pick.fences
         console.print(f"Tukey fences (k={sel.pick.k}): [{f.lower:.4g}, {f.upper:.4g}]; excluded layers: "
                       f"{sel.pick.excluded or 'none'}")
-    if sel.selector == "race":
+    if "rounds" in sel.table.meta:  # a racing selector: why its layer won
         console.print(race_lines(sel.table.meta), soft_wrap=True)
     for cid, why in list(sel.table.skipped.items())[:5]:
         console.print(f"  skipped {cid}: {why}", soft_wrap=True)

@@ -17,7 +17,7 @@ _WHERE = {
     "refused_cases": "api",
     "EditOrderError": "delta", "WeightDelta": "delta", "active_deltas": "delta",
     "PRESETS": "hparams", "EditHParams": "hparams", "StatsSettings": "hparams", "preset_for_model": "hparams",
-    "resolve_hparams": "hparams", "resolve_settings": "hparams",
+    "resolve_settings": "hparams",
     "EditMethod": "registry", "available_methods": "registry", "get_method": "registry",
     "register_method": "registry",
     "KeyCov": "solve", "StatsError": "solve",

@@ -359,12 +359,3 @@ def resolve_settings(model, method: str, preset: str | None = None, overrides: d
         raise KeyError(f"preset {preset!r} has no settings for {m.name} (it has {sorted(PRESETS[preset])})")
     values = {k: v for k, v in PRESETS[preset][m.family].items() if k in cls.model_fields}
     return cls.model_validate({**values, **(overrides or {})})
-
-
-_FAMILY_METHOD = {"rome": "rome", "memit": "memit", "emmet": "emmet"}
-
-
-def resolve_hparams(family: MethodFamily, hparams: EditHParams | dict | None = None, model=None,
-                    preset: str | None = None, name: str | None = None) -> EditHParams:
-    """`resolve_settings` by preset family ("rome", "memit", "emmet"), for scripts and tests written before it."""
-    return resolve_settings(model, _FAMILY_METHOD[family], preset, hparams, name=name)

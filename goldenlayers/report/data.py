@@ -84,7 +84,7 @@ class RunData:
         return _order((r[0] for r in self._q(q, model, dataset, method, selector)), METRICS)
 
     def matrix(self, model: str, dataset: str, method: str, metric: str, split: str | None = None):
-        """Brute-force ScoreMatrix (cases x layers) of one metric; split None = every case. None when empty.
+        """Brute-force LayerScores table of one metric (per-case values, cases x layers); split None = every case. None when empty.
         Cached: the tables and figures ask for the same matrices several times."""
         key = (model, dataset, method, metric, split)
         if key not in self._matrices:
@@ -97,8 +97,7 @@ class RunData:
         rows = self._q(q, model, dataset, method, BRUTEFORCE, metric, *([split] if split else []))
         if not rows:
             return None
-        golden = golden_module()
-        return golden.ScoreMatrix.from_rows(
+        return golden_module().LayerScores.from_rows(
             [dict(case_id=c, layer=layer, metric=metric, value=v) for c, layer, v in rows], metric,
             dataset=dataset, model=model)
 
@@ -210,8 +209,8 @@ def metric_curves(data: RunData, model: str, dataset: str, method: str,
         proxy = data.matrix(model, dataset, method, metric, "proxy")
         pm = None
         if proxy is not None and proxy.layers == test.layers:
-            pm = proxy.means()
-        out[metric] = _curves(metric, test.layers, test.means(), pm)
+            pm = proxy.scores  # the layer means of the per-case values
+        out[metric] = _curves(metric, test.layers, test.scores, pm)
     if out:
         golden = golden_module()
         layers = sorted(set.intersection(*(set(c.layers) for c in out.values())))

@@ -4,8 +4,9 @@ and Appendix A: five datasets, a 10% proxy / 90% test split, R-ROME, EMMET and R
 Every section is a pydantic model with extra="forbid": an unknown key is an error that names its path
 ("selectors.lga.kk: unknown key; allowed: ... (did you mean 'k'?)"). `load_config(path)` reads and validates a
 file, `dump_config(config)` writes the resolved config (every default filled in) with the command that runs it.
-Dataset files follow docs/formats.md; a relative `file` is read from the config's `data_dir`. Dataset, method and
-metric names are checked against their registries (goldenlayers.registry: the names `goldenlayers ls` lists). Method
+Dataset files follow docs/formats.md; a relative `file` is read from the config's `data_dir`. Dataset, method,
+selector and metric names are checked against their registries (goldenlayers.registry: the names `goldenlayers ls`
+lists), and each selector's settings by its own settings class (`selectors: {lga: {k: 1.5}, cma: {window: 10}}`). Method
 `hparams` are overrides on the editor's per-model presets (goldenlayers.editing.hparams), or on the named
 `preset`, checked by the editor when the run executes; `stats` says where the key statistics come from when
 those settings need them.
@@ -13,16 +14,26 @@ those settings need them.
 
 from __future__ import annotations
 
+import functools
 import typing
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from goldenlayers.editing.hparams import StatsSettings
 from goldenlayers.metric_names import FAMILIES, expand_metrics
-from goldenlayers.registry import DATASETS, METHODS, Registry, did_you_mean
+from goldenlayers.registry import DATASETS, METHODS, SELECTORS, Registry, did_you_mean
 from goldenlayers.runs.errors import ConfigError, problems
 from goldenlayers.runs.schema import METRICS, STORED_METRICS
 
@@ -120,42 +131,6 @@ class MethodSpec(_Strict):
         return self
 
 
-class LGASpec(_Strict):
-    """LGA variant (dot | cosine), per-case normalisation, sign; k: Tukey fence factor; top: ranking length."""
-
-    variant: Literal["dot", "cosine"] = "dot"
-    normalize: Literal["none", "max", "zscore"] = "none"
-    sign: Literal[1, -1] = 1
-    k: float = Field(1.5, ge=0)
-    top: int = Field(5, ge=1)
-
-
-class RaceSpec(_Strict):
-    """The race selector (goldenlayers.selection.race): method: the editing method it edits with (None: the
-    first configured method, with that method's preset and hparams); eta, first_cases, first_steps, budget: its
-    RaceSettings. Runs race with C = I (a method whose settings need key statistics is an error there)."""
-
-    method: str | None = None
-    eta: int = Field(3, ge=2)
-    first_cases: int = Field(4, ge=1)
-    first_steps: float = Field(0.25, gt=0, le=1)
-    budget: float = Field(0.03, gt=0)
-
-    @field_validator("method")
-    @classmethod
-    def _method(cls, v: str | None) -> str | None:
-        return None if v is None else known(v, METHODS, "editing method")
-
-
-class CMASpec(_Strict):
-    """window: 10 = ROME's window centre, 1 = a single layer; samples: noise draws per case."""
-
-    kind: Literal["mlp", "attn", "residual"] = "mlp"
-    window: int = Field(10, ge=1)
-    samples: int = Field(10, ge=1)
-    noise_scale: float = Field(3.0, gt=0)
-
-
 class BruteForceSpec(_Strict):
     """layers: "all" or explicit indices; methods: which editing methods to sweep (None: every method); metrics:
     what the sweep scores (None: every configured metric; e.g. leave fluency, 100 sampled tokens per cell, out);
@@ -194,16 +169,98 @@ class BruteForceSpec(_Strict):
         return None if v is None else [known(m, METHODS) for m in v]
 
 
-class SelectorsSpec(_Strict):
-    """Without a `selectors` section a config gets the race selector alone (the default selector)."""
+class _NoSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
-    race: RaceSpec | None = None
-    lga: LGASpec | None = None
-    cma: CMASpec | None = None
-    bruteforce: BruteForceSpec | None = None
+
+@functools.cache
+def _spec_class(settings: type[BaseModel] | None) -> type[BaseModel]:
+    """A selector's config entry: its settings class plus `method`, the editing method of a selector that edits
+    (the race; None: the first configured method, with that method's hparams)."""
+    base = settings or _NoSettings
+
+    def _method(cls, v: str | None) -> str | None:
+        return None if v is None else known(v, METHODS, "editing method")
+
+    return create_model(f"{base.__name__}Entry", __base__=base, __doc__=base.__doc__,
+                        __validators__={"_method": field_validator("method")(_method)},
+                        method=(str | None, None))
+
+
+class SelectorsSpec(RootModel[dict[str, typing.Any]]):
+    """The `selectors` section: {registered selector name (goldenlayers.registry.SELECTORS, readings such as
+    lga-neg included): its settings}, each entry validated by its selector's settings class (plus `method`, see
+    `_spec_class`); `bruteforce` is the run's sweep, validated by BruteForceSpec. A null entry is left out.
+    Without a `selectors` section a config gets the race selector alone (the default selector)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _entries(cls, data):
+        if isinstance(data, SelectorsSpec):
+            return data.root
+        if not isinstance(data, dict):
+            return data  # the dict type reports it
+        from goldenlayers.selection.registry import available_selectors, get_selector
+
+        out, errors = {}, []
+        for key, value in data.items():
+            if value is None:
+                continue
+            try:
+                name = known(str(key), SELECTORS)
+            except ValueError as e:
+                errors.append(dict(type="value_error", loc=(str(key),), input=key, ctx={"error": e}))
+                continue
+            spec = cls.entry_model(name)
+            try:
+                if isinstance(value, BaseModel):
+                    value = value.model_dump(exclude_unset=True)
+                defaults = {} if name == "bruteforce" else get_selector(name).defaults
+                out[name] = spec.model_validate({**defaults, **value} if isinstance(value, dict) else value)
+            except ValidationError as e:
+                errors += [dict(type=err["type"], loc=(name, *err["loc"]), input=err["input"],
+                                **({"ctx": err["ctx"]} if "ctx" in err else {})) for err in e.errors()]
+        if errors:
+            raise ValidationError.from_exception_data("selectors", errors)
+        order = {n: i for i, n in enumerate(available_selectors())}
+        return dict(sorted(out.items(), key=lambda kv: order.get(kv[0], len(order))))
+
+    @staticmethod
+    def entry_model(name: str) -> type[BaseModel] | None:
+        """The model of the entry `name` (for config errors: its allowed keys); None for an unknown name."""
+        from goldenlayers.selection.registry import get_selector
+
+        if name == "bruteforce":
+            return BruteForceSpec
+        key = SELECTORS.canonical(name)
+        return None if key is None else _spec_class(get_selector(key).settings_class)
 
     def names(self) -> list[str]:
-        return [n for n in ("race", "lga", "cma", "bruteforce") if getattr(self, n) is not None]
+        """The configured selectors, in the registry's order (race, lga and its readings, cma, bruteforce, ...)."""
+        return list(self.root)
+
+    def pickers(self) -> list[str]:
+        """The configured selectors that run as a select job: every one but brute force (the sweep)."""
+        return [n for n in self.root if n != "bruteforce"]
+
+    def __getitem__(self, name: str):
+        return self.root[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.root
+
+    @property
+    def bruteforce(self) -> BruteForceSpec | None:
+        return self.root.get("bruteforce")
+
+    def settings(self, name: str):
+        """The typed settings of the configured selector `name` (its settings class, without `method`)."""
+        from goldenlayers.selection.registry import get_selector
+
+        entry = get_selector(name)
+        return entry.make_settings(self.root[name].model_dump(exclude={"method"}))
 
 
 class BatchSpec(_Strict):
@@ -231,7 +288,7 @@ class ExperimentConfig(_Strict):
     datasets: list[DatasetSpec] = Field(min_length=1)
     split: SplitSpec = SplitSpec()
     methods: list[MethodSpec] = Field(min_length=1)
-    selectors: SelectorsSpec = SelectorsSpec(race=RaceSpec())
+    selectors: SelectorsSpec = Field(default_factory=lambda: SelectorsSpec({"race": {}}))
     metrics: list[str] = Field(default_factory=lambda: [m for m in METRICS if m != "overall"])
     seeds: SeedSpec = SeedSpec()
     batch: BatchSpec = BatchSpec()
@@ -255,9 +312,10 @@ class ExperimentConfig(_Strict):
         missing = sorted(set(bf.methods or []) - {m.name for m in self.methods}) if bf else []
         if missing:
             raise ValueError(f"selectors.bruteforce.methods {missing} are not among the configured methods")
-        race = self.selectors.race
-        if race is not None and race.method is not None and race.method not in {m.name for m in self.methods}:
-            raise ValueError(f"selectors.race.method {race.method!r} is not among the configured methods")
+        for name in self.selectors.pickers():
+            method = self.selectors[name].method
+            if method is not None and method not in {m.name for m in self.methods}:
+                raise ValueError(f"selectors.{name}.method {method!r} is not among the configured methods")
         return self
 
     def dataset_file(self, dataset: DatasetSpec, base: str | Path = ".") -> Path | None:

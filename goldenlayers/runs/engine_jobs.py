@@ -1,7 +1,8 @@
 """The three job kinds of a run, executed for real (paper section 4 and Appendix A; docs/equations.md "Layer selection").
 
-- `run_select`: LGA (paper section 5.1) or CMA (ROME's causal tracing, the paper's baseline) scores every layer on
-  the proxy split; one selector row per layer (score, cases, seconds of the whole selector run).
+- `run_select`: a configured selector (any registered one: the race, LGA (paper section 5.1) and its readings, CMA
+  (ROME's causal tracing, the paper's baseline), ...; goldenlayers.selection.registry) scores every layer on the
+  proxy split; one selector row per layer (score, cases, seconds of the whole selector run).
 - `run_cells`: the brute-force sweep (section 4: every case at every configured layer, the ground truth of Tables 1
   and 3-8) and the evaluation at a selector's chosen layer (Tables 2, 9, 10) are the same loop over (case, layer)
   cells: the package's cell loop (`goldenlayers.evaluation.cells.edit_cells`, v* batched) with the real editor
@@ -11,8 +12,9 @@
 - key statistics: when the method's settings need C (mom2_adjustment), the engine passes `run_cells` C of the
   layers that still have cells to do (`method_settings`, then goldenlayers.editing.stats.resolve_key_stats;
   collected once into the shared cache, then read back).
-- `chosen_layer`: the layer a selector chose, recomputed from its stored rows (LGA: the Tukey-fenced pick with the
-  config's k and top; CMA: the argmax), so it is the same in every process and after any resume;
+- `chosen_layer`: the layer a selector chose, recomputed from its stored rows with the selector's own choice (LGA:
+  the Tukey-fenced pick with the config's k and top; otherwise the argmax), so it is the same in every process and
+  after any resume;
   `bruteforce_pick`: likewise brute force's proxy golden layer of `selectors.bruteforce.pick`.
 """
 
@@ -27,60 +29,47 @@ from goldenlayers.selection.table import LayerScores
 
 
 def selector_name(config: ExperimentConfig, family: str) -> str:
-    """The selector label of rows written by `family` ("lga" -> "lga" / "lga-cosine", "cma" -> "cma-mlp-w10",
-    "bruteforce" -> "bruteforce-<pick>" for the test rows edited at its proxy pick)."""
-    if family == "lga":
-        from goldenlayers.selection.lga import LGASettings
+    """The selector label of rows written by the configured selector `family`: its settings' name ("lga",
+    "lga-cosine", "cma-mlp-w10", "race"; goldenlayers.selection.registry.Selector.store_name); "bruteforce" ->
+    "bruteforce-<pick>" for the test rows edited at its proxy pick."""
+    from goldenlayers.selection.registry import get_selector
 
-        s = config.selectors.lga
-        return LGASettings(variant=s.variant, normalize=s.normalize, sign=s.sign).name
-    if family == "cma":
-        s = config.selectors.cma
-        return f"cma-{s.kind}-w{s.window}"
-    if family == "race":
-        return "race"
     if family == "bruteforce":  # the test rows edited at brute force's proxy pick (the sweep's own rows: "bruteforce")
         return f"bruteforce-{config.selectors.bruteforce.pick}"
-    raise ValueError(f"unknown layer selector {family!r}")
+    if family not in config.selectors:
+        raise ValueError(f"layer selector {family!r} is not configured (configured: {config.selectors.names()})")
+    return get_selector(family).store_name(config.selectors.settings(family))
 
 
 def run_select(config: ExperimentConfig, job: Job, model, tok, proxy: list, store: Store, progress: bool) -> None:
-    """Score every layer with the job's selector on the proxy cases and store the rows (skipped when stored)."""
+    """Score every layer with the job's selector (any registered one, looked up in the registry, with its
+    configured settings) on the proxy cases and store the rows (skipped when stored). A selector that edits (the
+    race) edits with its `method` (default: the first configured method, with that method's hparams), C = I."""
+    from dataclasses import replace
+
+    from goldenlayers.selection.registry import SelectionInput, get_selector
+
     name = selector_name(config, job.selector)
     if any(True for _ in store.rows("selectors", selector=name, dataset=job.dataset, model=job.model)):
         return
     if not proxy:
         raise ValueError(f"{job.model} / {job.dataset}: the proxy split is empty; raise split.proxy_fraction")
     torch.manual_seed(config.seeds.torch)
-    if job.selector == "lga":
-        from goldenlayers.selection.lga import lga_scores
-
-        s = config.selectors.lga
-        table = lga_scores(model, tok, proxy, batch_size=config.batch.select, variant=s.variant,
-                           normalize=s.normalize, sign=s.sign, progress=progress, model_name=job.model)
-    elif job.selector == "race":  # edits with selectors.race.method (default: the first method), C = I
-        from dataclasses import replace
-
-        from goldenlayers.selection.race import race_scores
-
-        s = config.selectors.race
-        method = s.method or config.methods[0].name
-        table = race_scores(model, tok, proxy, editor=method, hparams=method_hparams(config, replace(job, method=method)),
-                            batch_size=config.batch.edit, progress=progress, model_name=job.model,
-                            **s.model_dump(exclude={"method"}))
-    else:
-        from goldenlayers.selection.cma import cma_scores
-
-        s = config.selectors.cma
-        table = cma_scores(model, tok, proxy, kind=s.kind, window=s.window, noise_samples=s.samples,
-                           noise_scale=s.noise_scale, seed=config.seeds.torch, progress=progress,
-                           model_name=job.model)
+    method = config.selectors[job.selector].method or config.methods[0].name
+    inp = SelectionInput(model, tok, proxy, model_name=job.model, progress=progress, batch_size=config.batch.edit,
+                         select_batch=config.batch.select, seed=config.seeds.torch, editor=method,
+                         hparams=method_hparams(config, replace(job, method=method)))
+    table = get_selector(job.selector).scores_fn(inp, config.selectors.settings(job.selector))
     rows = [dict(r, selector=name, dataset=job.dataset, model=job.model) for r in table.to_rows()]
     store.add(selectors=rows)
 
 
 def chosen_layer(config: ExperimentConfig, store: Store, model: str, dataset: str, family: str) -> tuple[str, int]:
-    """(selector name, chosen layer) of `family` for model/dataset, from the store's selector rows."""
+    """(selector name, chosen layer) of the configured selector `family` for model/dataset, recomputed from the
+    store's selector rows with the selector's own choice and settings (LGA: the Tukey-fenced pick with its k and
+    top; otherwise the argmax of the stored scores)."""
+    from goldenlayers.selection.registry import get_selector
+
     name = selector_name(config, family)
     rows = list(store.rows("selectors", selector=name, dataset=dataset, model=model))
     if not rows:
@@ -89,9 +78,7 @@ def chosen_layer(config: ExperimentConfig, store: Store, model: str, dataset: st
     rows.sort(key=lambda r: r["layer"])
     table = LayerScores(name, dataset, model, [r["layer"] for r in rows], [r["score"] for r in rows],
                         cases=rows[0]["cases"])
-    if family == "lga":
-        return name, table.pick(k=config.selectors.lga.k, top=config.selectors.lga.top).layer
-    return name, table.best()
+    return name, get_selector(family).choose_layer(table, config.selectors.settings(family))[0]
 
 
 def bruteforce_pick(config: ExperimentConfig, store: Store, model: str, dataset: str, method: str) -> tuple[str, int]:
@@ -99,7 +86,7 @@ def bruteforce_pick(config: ExperimentConfig, store: Store, model: str, dataset:
     rows of `method` on the proxy split (goldenlayers.selection.golden.golden_layers, Overall with the config's
     `selectors.bruteforce.overall` weights)."""
     from goldenlayers.evaluation.overall import OverallSpec
-    from goldenlayers.selection.golden import ScoreMatrix, golden_layers
+    from goldenlayers.selection.golden import golden_layers
 
     bf = config.selectors.bruteforce
     rows = list(store.rows("results", model=model, dataset=dataset, method=method, selector="bruteforce",
@@ -108,7 +95,7 @@ def bruteforce_pick(config: ExperimentConfig, store: Store, model: str, dataset:
         raise RuntimeError(f"no brute-force rows of {method} on the proxy split of {model} / {dataset}: its "
                            "bruteforce job has not finished (or failed; see the jobs table)")
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
-    golden = golden_layers({m: ScoreMatrix.from_rows(rows, m) for m in metrics}, OverallSpec.parse(bf.overall))
+    golden = golden_layers({m: LayerScores.from_rows(rows, m) for m in metrics}, OverallSpec.parse(bf.overall))
     if bf.pick not in golden:
         raise RuntimeError(f"brute force scored no {bf.pick!r} on the proxy split (it scored {', '.join(metrics)})")
     return f"bruteforce-{bf.pick}", golden[bf.pick]

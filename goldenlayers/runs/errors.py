@@ -21,10 +21,15 @@ class ConfigError(ValueError):
 
 
 def _model_at(root: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    """The pydantic model class found by walking `loc` (field names and list indices) from `root`."""
+    """The pydantic model class found by walking `loc` (field names, list indices, and the keys of a section whose
+    model has `entry_model(key)`) from `root`."""
     cls: typing.Any = root
     for part in loc:
         if isinstance(part, int):
+            continue
+        entry_model = getattr(cls, "entry_model", None)
+        if entry_model is not None:  # a section keyed by registered names (selectors): the entry's own model
+            cls = entry_model(part)
             continue
         if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or part not in cls.model_fields:
             return None

@@ -1,7 +1,8 @@
 """What a run executes: the job list of a config and the `execute(run_dir, engine)` seam (docs/runs.md).
 
 For every model and dataset, in this order:
-1. `select`: each configured layer selector (lga, cma) scores every layer on the proxy split;
+1. `select`: each configured layer selector but brute force (race, lga, cma, ...) scores every layer on the proxy
+   split;
 2. `bruteforce`: each swept editing method edits every case (proxy and test; only the proxy cases with
    `selectors.bruteforce.split: proxy`) at every layer;
 3. `evaluate`: each editing method edits the test cases at each selector's chosen layer (with a proxy-only
@@ -50,7 +51,7 @@ class Job:
 def plan(config: ExperimentConfig) -> list[Job]:
     """The jobs of a config, in execution order (see the module docstring)."""
     sel = config.selectors
-    pickers = [n for n in ("race", "lga", "cma") if getattr(sel, n) is not None]
+    pickers = sel.pickers()
     swept = (sel.bruteforce.methods or [m.name for m in config.methods]) if sel.bruteforce else []
     jobs = []
     for model in config.models:

@@ -13,7 +13,8 @@ restoring a window of layers around l (window 10 gives ROME's window centre, win
 `cma_scores_windows` computes several windows from the same runs). Cost per case: about
 1 + S (1 + L x windows) rows, packed into forwards of `batch_size` rows.
 
-`trace_case` gives the full heatmap (kind x token x layer) of one case; `plot_trace` draws it.
+`trace_case` gives the full heatmap (kind x token x layer) of one case; `plot_trace` draws it. `cma_select` is
+the selector's scoring function in the registry's calling convention (goldenlayers.selection.registry).
 """
 
 from __future__ import annotations
@@ -45,20 +46,27 @@ ROME_WINDOWS = {"residual": 1, "mlp": 10, "attn": 10}
 
 
 class CMASettings(BaseModel):
-    """Causal-tracing options. `noise_std`, when given, is the absolute noise std (noise_scale is then unused);
-    otherwise std = noise_scale x embedding_noise_std(basis). batch_size counts rows per forward."""
+    """Causal-tracing options. window: the restored window around each layer (10: ROME's window centre, 1: a
+    single layer). `noise_std`, when given, is the absolute noise std (noise_scale is then unused); otherwise
+    std = noise_scale x embedding_noise_std(basis). batch_size counts rows per forward. seed: of the noise (None:
+    the caller's, `seeds.torch` in a run, else 0)."""
 
     model_config = ConfigDict(extra="forbid")
 
     kind: Kind = "mlp"
-    windows: tuple[int, ...] = (10,)
+    window: int = Field(10, ge=1)
     noise_samples: int = Field(10, ge=1)
     noise_scale: float = Field(3.0, gt=0)
     noise_std: float | None = Field(None, gt=0)
     noise_basis: Literal["subjects", "embeddings"] = "subjects"
     batch_size: int = Field(256, ge=2)
-    seed: int = 0
+    seed: int | None = None
     known_only: bool = True
+
+    @property
+    def name(self) -> str:
+        """The selector's name in tables and run stores: "cma-<kind>-w<window>"."""
+        return f"cma-{self.kind}-w{self.window}"
 
 
 @dataclass
@@ -123,9 +131,9 @@ def cma_scores_windows(model, tok, cases: list[EditCase], kind: str = "mlp", win
                        progress: bool = True, model_name: str | None = None) -> dict[int, LayerScores]:
     """CMA scores for each window from one set of runs: {window: LayerScores (per-case IE at the last subject
     token, kept cases x layers)}. `seconds` is the time of the joint run."""
-    s = CMASettings(kind=kind, windows=tuple(windows), noise_samples=noise_samples, noise_scale=noise_scale,
-                    noise_std=noise_std, noise_basis=noise_basis, batch_size=batch_size, seed=seed,
-                    known_only=known_only)
+    windows = tuple(windows)
+    s = CMASettings(kind=kind, noise_samples=noise_samples, noise_scale=noise_scale, noise_std=noise_std,
+                    noise_basis=noise_basis, batch_size=batch_size, seed=seed, known_only=known_only)
     start = time.perf_counter()
     adapter = adapter or get_adapter(model)
     n_layers = adapter.n_layers(model)
@@ -142,22 +150,23 @@ def cma_scores_windows(model, tok, cases: list[EditCase], kind: str = "mlp", win
             continue
         noise = draw_noise(s.noise_samples, len(t.subject), d_embed, std, s.seed)
         groups = [[(s.kind, j, t.subject[-1]) for j in window_layers(layer, w, n_layers)]
-                  for w in s.windows for layer in layers]
+                  for w in windows for layer in layers]
         pc, pk, pr = restored_probs(model, adapter, t.ids, t.subject, t.answer_token, noise, groups, s.batch_size)
         kept.append(t.case.case_id)
-        ies.append((pr - pk).numpy().reshape(len(s.windows), len(layers)))
+        ies.append((pr - pk).numpy().reshape(len(windows), len(layers)))
         p_clean.append(pc)
         p_corrupt.append(pk)
-    ie = np.stack(ies) if ies else np.zeros((0, len(s.windows), len(layers)))
+    ie = np.stack(ies) if ies else np.zeros((0, len(windows), len(layers)))
     seconds = time.perf_counter() - start
     name = model_name or model_label(model)
-    meta = dict(s.model_dump(), noise_std_used=std, known=len(kept), total=len(cases),
+    meta = dict(s.model_dump(exclude={"window"}), windows=windows, noise_std_used=std, known=len(kept),
+                total=len(cases),
                 p_clean=float(np.mean(p_clean)) if kept else None,
                 p_corrupted=float(np.mean(p_corrupt)) if kept else None)
     return {w: LayerScores.from_per_case(f"cma-{s.kind}-w{w}", dataset_label(c.dataset for c in cases), name,
                                          layers, ie[:, i], kept, seconds=seconds, skipped=dict(skipped),
                                          meta=dict(meta, window=w))
-            for i, w in enumerate(s.windows)}
+            for i, w in enumerate(windows)}
 
 
 def cma_scores(model, tok, cases: list[EditCase], kind: str = "mlp", window: int = 10, noise_samples: int = 10,
@@ -165,6 +174,16 @@ def cma_scores(model, tok, cases: list[EditCase], kind: str = "mlp", window: int
     """CMA layer scores: mean IE of `kind` at the last subject token per window centre (see module doc)."""
     return cma_scores_windows(model, tok, cases, kind, (window,), noise_samples, noise_scale, batch_size, seed,
                               **kw)[window]
+
+
+def cma_select(inp, s: CMASettings) -> LayerScores:
+    """The CMA selector's scoring function (goldenlayers.selection.registry.SelectionInput): `cma_scores` with the
+    settings `s` (seed None: the input's seed)."""
+    return cma_scores(inp.model, inp.tok, list(inp.cases), kind=s.kind, window=s.window,
+                      noise_samples=s.noise_samples, noise_scale=s.noise_scale, batch_size=s.batch_size,
+                      seed=inp.seed if s.seed is None else s.seed, layers=inp.layers, noise_std=s.noise_std,
+                      noise_basis=s.noise_basis, known_only=s.known_only, progress=inp.progress,
+                      model_name=inp.model_name)
 
 
 def trace_case(model, tok, case: EditCase, kinds=KINDS, window: int | dict[str, int] | None = None,

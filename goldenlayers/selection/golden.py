@@ -1,8 +1,9 @@
 """Golden layers vs sample-wise optimal layers, and proxy-to-test transfer (docs/equations.md "Layer selection"; paper
 section 4.1 / Table 1, section 4.2 / Figures 1-2, Appendix B.2 / Tables 3-8).
 
-Input is a per-metric score matrix (cases x layers), built from brute-force rows (case_id, layer, metric,
-value) by `ScoreMatrix.from_rows`. Definitions, for a matrix V (N cases x L layers):
+Input is one metric's LayerScores table (goldenlayers.selection.table, docs/selection.md "The common table"), built
+from brute-force rows (case_id, layer, metric, value) by `LayerScores.from_rows`; everything here reads its
+`per_case` matrix (an error for a table without one). Definitions, for the matrix V (N cases x L layers):
 - sample-wise optimal layer of case i: argbest_l V[i, l], the FIRST tied layer on ties (as the paper reports);
 - golden layer: argbest_l mean_i V[i, l] (first on ties); "best" is max, or min for a lower-is-better metric;
 - golden vs optimal: the two per-case vectors V[i, opt_i] and V[i, golden], mean ± std, Student's t-test
@@ -22,7 +23,7 @@ Nothing here prints; results are small dataclasses with `row()` dicts.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -31,7 +32,7 @@ from scipy import stats
 
 from goldenlayers.evaluation.metrics import LOWER_IS_BETTER
 from goldenlayers.evaluation.overall import OverallSpec, overall
-from goldenlayers.evaluation.result import records
+from goldenlayers.selection.table import LayerScores
 
 TIE_ATOL = 1e-12
 OVERALL = "overall"
@@ -50,82 +51,24 @@ def argbest(values, higher_is_better: bool = True, atol: float = TIE_ATOL) -> in
     return int(np.flatnonzero(close)[0])
 
 
-@dataclass
-class ScoreMatrix:
-    """One metric's per-case, per-layer scores. values: (N, L) float64; case_ids: N labels; layers: L ascending.
-    dropped: case_id -> reason for cases left out (a layer missing, e.g. a failed edit)."""
-
-    metric: str
-    case_ids: list[str]
-    layers: list[int]
-    values: np.ndarray
-    dataset: str = "-"
-    model: str = "-"
-    dropped: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.values = np.asarray(self.values, dtype=np.float64)
-        if self.values.shape != (len(self.case_ids), len(self.layers)):
-            raise ValueError(f"{self.metric}: values of shape {self.values.shape} for {len(self.case_ids)} cases "
-                             f"x {len(self.layers)} layers")
-        if not self.case_ids:
-            raise ValueError(f"{self.metric} ({self.dataset}): no cases ({len(self.dropped)} dropped for lacking "
-                             "a score at some layer)")
-
-    @classmethod
-    def from_rows(cls, rows: Iterable[Mapping], metric: str, *, dataset: str = "-", model: str = "-") -> ScoreMatrix:
-        """Pivot long rows (case_id, layer, metric, value; or EvalRows) of `metric` into a matrix. Layers are the union seen;
-        a case missing any of them is dropped (listed in `dropped`); a repeated (case, layer) is an error."""
-        cells: dict[str, dict[int, float]] = {}
-        for r in records(rows):
-            if r["metric"] != metric:
-                continue
-            per_case = cells.setdefault(str(r["case_id"]), {})
-            layer = int(r["layer"])
-            if layer in per_case:
-                raise ValueError(f"case {r['case_id']!r}: two {metric!r} values at layer {layer}")
-            per_case[layer] = float(r["value"])
-        if not cells:
-            raise ValueError(f"no rows of metric {metric!r}")
-        layers = sorted({layer for per_case in cells.values() for layer in per_case})
-        kept = [c for c in cells if len(cells[c]) == len(layers)]
-        dropped = {c: f"no {metric!r} value at layers {sorted(set(layers) - set(cells[c]))}"
-                   for c in cells if len(cells[c]) != len(layers)}
-        values = np.array([[cells[c][layer] for layer in layers] for c in kept]).reshape(len(kept), len(layers))
-        return cls(metric, kept, layers, values, dataset=dataset, model=model, dropped=dropped)
-
-    @classmethod
-    def from_table(cls, table, metric: str | None = None) -> ScoreMatrix:
-        """From a LayerScores with a per-case matrix (e.g. `bruteforce_scores`; metric from its meta)."""
-        if table.per_case is None or table.case_ids is None:
-            raise ValueError(f"{table.selector}: the table has no per-case matrix with case ids")
-        return cls(metric or table.meta.get("metric", table.selector), list(table.case_ids), table.layers,
-                   table.per_case, dataset=table.dataset, model=table.model, dropped=dict(table.skipped))
-
-    def subset(self, case_ids: Iterable[str], dataset: str | None = None) -> ScoreMatrix:
-        """The rows of `case_ids` (in that order; ids not in the matrix are skipped, e.g. dropped cases)."""
-        index = {c: i for i, c in enumerate(self.case_ids)}
-        keep = [c for c in case_ids if c in index]
-        rows = self.values[[index[c] for c in keep]].reshape(len(keep), len(self.layers))
-        return ScoreMatrix(self.metric, keep, self.layers, rows, dataset=dataset or self.dataset, model=self.model)
-
-    def means(self) -> np.ndarray:
-        """(L,) mean over cases of every layer."""
-        return self.values.mean(axis=0)
-
-
-def sample_wise_optimal(m: ScoreMatrix, higher_is_better: bool = True) -> list[dict]:
-    """Per case: {case_id, layer (first tied best), score}."""
+def sample_wise_optimal(m: LayerScores, higher_is_better: bool = True) -> list[dict]:
+    """Per case of m's per-case matrix: {case_id, layer (first tied best), score}."""
+    values, case_ids = m.matrix()
     return [dict(case_id=c, layer=m.layers[(j := argbest(row, higher_is_better))], score=float(row[j]))
-            for c, row in zip(m.case_ids, m.values, strict=True)]
+            for c, row in zip(case_ids, values, strict=True)]
 
 
-def golden_layer(m: ScoreMatrix, higher_is_better: bool = True) -> int:
-    """The layer with the best mean over cases (first on ties)."""
-    return m.layers[argbest(m.means(), higher_is_better)]
+def golden_layer(m: LayerScores, higher_is_better: bool = True) -> int:
+    """The layer with the best mean over m's cases (first on ties)."""
+    return m.layers[argbest(means(m), higher_is_better)]
 
 
-def layer_means(matrices: Mapping[str, ScoreMatrix]) -> tuple[list[int], dict[str, np.ndarray]]:
+def means(m: LayerScores) -> np.ndarray:
+    """(L,) mean over the cases of m's per-case matrix at every layer."""
+    return m.matrix()[0].mean(axis=0)
+
+
+def layer_means(matrices: Mapping[str, LayerScores]) -> tuple[list[int], dict[str, np.ndarray]]:
     """(layers scored in every matrix, {metric: (L,) mean over that metric's cases at those layers})."""
     ms = dict(matrices)
     if not ms:
@@ -133,7 +76,7 @@ def layer_means(matrices: Mapping[str, ScoreMatrix]) -> tuple[list[int], dict[st
     layers = sorted(set.intersection(*(set(m.layers) for m in ms.values())))
     if not layers:
         raise ValueError(f"the metrics {sorted(ms)} share no scored layer")
-    return layers, {k: m.means()[[m.layers.index(layer) for layer in layers]] for k, m in ms.items()}
+    return layers, {k: means(m)[[m.layers.index(layer) for layer in layers]] for k, m in ms.items()}
 
 
 def overall_curve(means: Mapping[str, np.ndarray], spec: OverallSpec | None = None) -> np.ndarray:
@@ -147,12 +90,12 @@ def best_layer(metric: str, layers: list[int], values) -> int:
     return layers[argbest(values, higher_is_better(metric))]
 
 
-def golden_layers(matrices: Mapping[str, ScoreMatrix], spec: OverallSpec | None = None) -> dict[str, int]:
+def golden_layers(matrices: Mapping[str, LayerScores], spec: OverallSpec | None = None) -> dict[str, int]:
     """{metric: golden layer} for every matrix, plus "overall": the layer whose metric means have the best
     Overall (layers scored in every matrix; first on ties). THE definition of a golden layer in this package."""
     out = {k: golden_layer(m, higher_is_better(k)) for k, m in matrices.items() if k != OVERALL}
-    layers, means = layer_means({k: m for k, m in matrices.items() if k != OVERALL})
-    curve = overall_curve(means, spec)
+    layers, per_layer = layer_means({k: m for k, m in matrices.items() if k != OVERALL})
+    curve = overall_curve(per_layer, spec)
     if np.isfinite(curve).all():
         out[OVERALL] = best_layer(OVERALL, layers, curve)
     return out
@@ -208,14 +151,15 @@ class GoldenComparison:
                     statistical_difference=self.verdict, t=self.t, p=self.p, test=self.test, alpha=self.alpha)
 
 
-def compare_golden(m: ScoreMatrix, settings: CompareSettings | None = None, **overrides) -> GoldenComparison:
+def compare_golden(m: LayerScores, settings: CompareSettings | None = None, **overrides) -> GoldenComparison:
     """Golden vs sample-wise optimal on `m` (keyword overrides of CompareSettings allowed: alpha=0.01, ...)."""
     s = CompareSettings(**{**(settings.model_dump() if settings else {}), **overrides})
-    if len(m.case_ids) < 2:
-        raise ValueError(f"{m.metric} ({m.dataset}): a t-test needs at least 2 cases, got {len(m.case_ids)}")
+    values, case_ids = m.matrix()
+    if len(case_ids) < 2:
+        raise ValueError(f"{m.metric} ({m.dataset}): a t-test needs at least 2 cases, got {len(case_ids)}")
     opt = np.array([r["score"] for r in sample_wise_optimal(m, s.higher_is_better)])
     g = golden_layer(m, s.higher_is_better)
-    gold = m.values[:, m.layers.index(g)]
+    gold = values[:, m.layers.index(g)]
     if np.array_equal(opt, gold):
         t, p = 0.0, 1.0
     else:
@@ -245,38 +189,40 @@ class Transfer:
                 dict(base, set="Test", layer=self.test_layer, score=self.test_score, gap=0.0)]
 
 
-def _check_layers(a: ScoreMatrix, b: ScoreMatrix) -> None:
+def _check_layers(a: LayerScores, b: LayerScores) -> None:
     if a.layers != b.layers:
         raise ValueError(f"{a.metric}: proxy layers {a.layers} differ from test layers {b.layers} ({b.dataset})")
 
 
-def transfer_at(layer: int, test: ScoreMatrix, higher_is_better: bool = True) -> Transfer:
+def transfer_at(layer: int, test: LayerScores, higher_is_better: bool = True) -> Transfer:
     """A chosen layer (from any proxy or selector) scored on `test` against the test set's golden layer."""
-    means = test.means()
-    best = argbest(means, higher_is_better)
-    at = float(means[test.layers.index(layer)])
-    return Transfer(test.metric, test.dataset, test.model, layer, at, test.layers[best], float(means[best]),
-                    abs(float(means[best]) - at))
+    mean = means(test)
+    best = argbest(mean, higher_is_better)
+    at = float(mean[test.layers.index(layer)])
+    return Transfer(test.metric, test.dataset, test.model, layer, at, test.layers[best], float(mean[best]),
+                    abs(float(mean[best]) - at))
 
 
-def proxy_transfer(proxy: ScoreMatrix, test: ScoreMatrix, higher_is_better: bool = True) -> Transfer:
+def proxy_transfer(proxy: LayerScores, test: LayerScores, higher_is_better: bool = True) -> Transfer:
     """Golden layer of `proxy` scored on `test` (one cell pair of Tables 3-8)."""
     _check_layers(proxy, test)
     return transfer_at(golden_layer(proxy, higher_is_better), test, higher_is_better)
 
 
-def pooled(matrices: Iterable[ScoreMatrix], dataset: str | None = None) -> ScoreMatrix:
-    """Stack several matrices of the same metric and layers (e.g. the five proxy sets -> the proxy union).
-    Case ids are prefixed with their dataset so equal ids from different datasets stay distinct."""
+def pooled(matrices: Iterable[LayerScores], dataset: str | None = None) -> LayerScores:
+    """Stack the per-case matrices of several tables of the same metric and layers (e.g. the five proxy sets ->
+    the proxy union). Case ids are prefixed with their dataset so equal ids from different datasets stay
+    distinct."""
     ms = list(matrices)
     for m in ms[1:]:
         _check_layers(ms[0], m)
         if m.metric != ms[0].metric:
             raise ValueError(f"cannot pool metrics {ms[0].metric!r} and {m.metric!r}")
     label = dataset or "+".join(sorted({m.dataset for m in ms}))
-    ids = [f"{m.dataset}/{c}" for m in ms for c in m.case_ids]
-    return ScoreMatrix(ms[0].metric, ids, ms[0].layers, np.vstack([m.values for m in ms]), dataset=label,
-                       model=ms[0].model)
+    ids = [f"{m.dataset}/{c}" for m in ms for c in m.matrix()[1]]
+    return LayerScores.metric_table(ms[0].metric, ids, ms[0].layers, np.vstack([m.matrix()[0] for m in ms]),
+                                    dataset=label, model=ms[0].model, selector=ms[0].selector,
+                                    higher_is_better=ms[0].higher_is_better)
 
 
 @dataclass(frozen=True)
@@ -288,7 +234,7 @@ class UnionTransfer:
     transfers: list[Transfer]
 
 
-def proxy_union(proxies: Mapping[str, ScoreMatrix], tests: Mapping[str, ScoreMatrix],
+def proxy_union(proxies: Mapping[str, LayerScores], tests: Mapping[str, LayerScores],
                 higher_is_better: bool = True) -> UnionTransfer:
     """Golden layer of the union of the proxies, scored on each dataset's test matrix (keys: dataset names)."""
     missing = sorted(set(proxies) ^ set(tests))
@@ -296,7 +242,7 @@ def proxy_union(proxies: Mapping[str, ScoreMatrix], tests: Mapping[str, ScoreMat
         raise ValueError(f"proxy and test matrices must cover the same datasets; unmatched: {missing}")
     union = pooled(proxies.values())
     layer = golden_layer(union, higher_is_better)
-    return UnionTransfer(layer, float(union.means()[union.layers.index(layer)]),
+    return UnionTransfer(layer, float(means(union)[union.layers.index(layer)]),
                          [transfer_at(layer, tests[d], higher_is_better) for d in tests])
 
 
@@ -312,7 +258,7 @@ class GapMatrix:
     union_layer: int | None = None
 
 
-def gap_matrix(tests: Mapping[str, ScoreMatrix], higher_is_better: bool = True,
+def gap_matrix(tests: Mapping[str, LayerScores], higher_is_better: bool = True,
                union_layer: int | None = None) -> GapMatrix:
     """The dataset x layer matrix of the gap to each test set's best layer."""
     ms = list(tests.values())
@@ -320,9 +266,9 @@ def gap_matrix(tests: Mapping[str, ScoreMatrix], higher_is_better: bool = True,
         _check_layers(ms[0], m)
     gaps, optimal = [], {}
     for d, m in tests.items():
-        means = m.means()
-        best = means[argbest(means, higher_is_better)]
-        gap = np.abs(best - means)
+        mean = means(m)
+        best = mean[argbest(mean, higher_is_better)]
+        gap = np.abs(best - mean)
         gaps.append(gap)
         optimal[d] = [layer for layer, g in zip(m.layers, gap, strict=True) if g <= TIE_ATOL]
     return GapMatrix(list(tests), ms[0].layers, np.vstack(gaps), optimal, union_layer)

@@ -20,7 +20,8 @@ gradient vanishes); `normalize` rescales each case's layer vector before averagi
 "zscore": zero mean, unit std over layers); `sign=-1` scores -phi; `absolute=True` scores |phi| (the size of a
 layer's "impact", whatever its sign). The golden-layer estimate is the Tukey-fenced argmax of S (LayerScores.pick).
 
-Readings of the paper as selector names (`LGA_VARIANTS`, docs/selection.md "LGA readings"): `lga` is the reading
+Readings of the paper as selector names (`LGA_READINGS`, registered as "lga-<suffix>" entries of the selector
+registry; docs/selection.md "LGA readings"): `lga` is the reading
 of docs/equations.md "Layer selection" (dot product, argmax); the text does not fix the sign ("higher gradient similarity values denote
 more ... impact" is said of training-sample attribution, where old and new answers pull in opposite directions),
 so `lga-neg` takes the argmax of -S (the layer where the two gradients disagree most); "how strongly each layer
@@ -28,7 +29,8 @@ mediates the interaction" admits the magnitude, `lga-abs`; `lga-cosine` / `lga-c
 norms (which grow towards the output); `lga-max` / `lga-zscore` weigh every case equally; `lga-nofence` /
 `lga-neg-nofence` take the plain argmax (Appendix A's outlier exclusion is a choice, and an extreme layer can be
 the best one). The old answer is `ground_truth[0]` or the model's greedy
-prediction (goldenlayers.selection.answers).
+prediction (goldenlayers.selection.answers). `lga_select` and `lga_pick` are the selector's scoring and choosing
+functions in the registry's calling convention (goldenlayers.selection.registry).
 """
 
 from __future__ import annotations
@@ -46,12 +48,15 @@ from goldenlayers.cases import CaseError, EditCase
 from goldenlayers.models.adapters import ArchAdapter, get_adapter
 from goldenlayers.models.loader import model_device
 from goldenlayers.selection.answers import old_answers
+from goldenlayers.selection.pick import pick_layer
 from goldenlayers.selection.table import LayerScores, dataset_label, model_label
 from goldenlayers.text import encode_answers, model_max_length
 
 
 class LGASettings(BaseModel):
-    """LGA options. batch_size counts cases (each contributes two sequences: old and new answer)."""
+    """LGA options. batch_size counts cases (each contributes two sequences: old and new answer; None: the
+    caller's batch, `batch.select` in a run); k: Tukey fence factor of the pick (None: the plain argmax);
+    top: length of the pick's ranking."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -59,28 +64,29 @@ class LGASettings(BaseModel):
     normalize: Literal["none", "max", "zscore"] = "none"
     sign: Literal[1, -1] = 1
     absolute: bool = False
-    batch_size: int = Field(16, ge=1)
+    batch_size: int | None = Field(None, ge=1)
     max_new_tokens: int = Field(8, ge=1, description="greedy old-answer length limit when ground_truth is absent")
+    k: float | None = Field(1.5, ge=0)
+    top: int = Field(5, ge=1)
 
     @property
     def name(self) -> str:
         parts = ["lga"] + ([self.variant] if self.variant != "dot" else []) + (["abs"] if self.absolute else [])
         parts += [self.normalize] if self.normalize != "none" else []
-        return "-".join(parts + (["neg"] if self.sign < 0 else []))
+        return "-".join(parts + (["neg"] if self.sign < 0 else []) + (["nofence"] if self.k is None else []))
 
 
-# selector name -> LGASettings fields: the readings of the paper's LGA offered by `select` / `compare`
-LGA_VARIANTS: dict[str, dict] = {
-    "lga": {},
-    "lga-neg": dict(sign=-1),
-    "lga-abs": dict(absolute=True),
-    "lga-cosine": dict(variant="cosine"),
-    "lga-cosine-neg": dict(variant="cosine", sign=-1),
-    "lga-max": dict(normalize="max"),
-    "lga-zscore": dict(normalize="zscore"),
-    # Appendix A's Tukey fences left out (tukey_k None: the plain argmax): the fences can exclude the best layer
-    "lga-nofence": dict(tukey_k=None),
-    "lga-neg-nofence": dict(sign=-1, tukey_k=None),
+# "lga-<suffix>" -> LGASettings it fixes: the readings of the paper's LGA, registered as selectors of their own
+LGA_READINGS: dict[str, dict] = {
+    "neg": dict(sign=-1),
+    "abs": dict(absolute=True),
+    "cosine": dict(variant="cosine"),
+    "cosine-neg": dict(variant="cosine", sign=-1),
+    "max": dict(normalize="max"),
+    "zscore": dict(normalize="zscore"),
+    # Appendix A's Tukey fences left out (k None: the plain argmax): the fences can exclude the best layer
+    "nofence": dict(k=None),
+    "neg-nofence": dict(sign=-1, k=None),
 }
 
 
@@ -196,3 +202,17 @@ def lga_scores(model, tok, cases: list[EditCase], adapter: ArchAdapter | None = 
         [c.case_id for c in usable], seconds=time.perf_counter() - start, skipped=skipped,
         meta=dict(settings.model_dump(), predicted_old_answers=len(predicted & {c.case_id for c in usable})),
     )
+
+
+def lga_select(inp, s: LGASettings) -> LayerScores:
+    """The LGA selector's scoring function (goldenlayers.selection.registry.SelectionInput): `lga_scores` with
+    the settings `s`, in batches of s.batch_size cases (None: the input's select_batch)."""
+    return lga_scores(inp.model, inp.tok, list(inp.cases), layers=inp.layers, variant=s.variant,
+                      normalize=s.normalize, sign=s.sign, absolute=s.absolute, max_new_tokens=s.max_new_tokens,
+                      batch_size=s.batch_size or inp.select_batch, progress=inp.progress, model_name=inp.model_name)
+
+
+def lga_pick(table: LayerScores, s: LGASettings):
+    """The LGA selector's choice: the Tukey-fenced argmax with s.k and s.top (a LayerPick), or the plain argmax
+    when s.k is None."""
+    return pick_layer(table, k=s.k, top=s.top) if s.k is not None else table.best()

@@ -196,3 +196,11 @@ def race_scores(model, tok, cases: Sequence[EditCase], editor: str = "r-rome", h
                 brute_force_proxy_cells=len(cases) * len(layers))
     return LayerScores("race", dataset_label(c.dataset for c in cases), model_name or model_label(model), layers,
                        scores, len(cases[:rounds[-1].cases]), seconds=seconds, meta=meta)
+
+
+def race_select(inp, s: RaceSettings) -> LayerScores:
+    """The race selector's scoring function (goldenlayers.selection.registry.SelectionInput): `race_scores` with
+    the input's editor, hparams, key statistics and edit batch."""
+    return race_scores(inp.model, inp.tok, inp.cases, editor=inp.editor, hparams=inp.hparams, stats=inp.stats,
+                       layers=inp.layers, overall_spec=inp.overall_spec, batch_size=inp.batch_size,
+                       progress=inp.progress, model_name=inp.model_name, **s.model_dump())

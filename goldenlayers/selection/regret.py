@@ -26,7 +26,6 @@ from goldenlayers.evaluation.result import records
 from goldenlayers.selection.agreement import agreement
 from goldenlayers.selection.golden import (
     OVERALL,
-    ScoreMatrix,
     best_layer,
     higher_is_better,
     layer_means,
@@ -57,10 +56,11 @@ class GroundTruth:
         self.golden = {m: best_layer(m, self.layers, v) for m, v in [*self.means.items(), (OVERALL, self.overall)]}
 
     @classmethod
-    def from_matrices(cls, matrices: Mapping[str, ScoreMatrix], seconds: float = 0.0,
+    def from_matrices(cls, matrices: Mapping[str, LayerScores], seconds: float = 0.0,
                       spec: OverallSpec | None = None) -> GroundTruth:
+        """From each metric's LayerScores table of per-case values (LayerScores.from_rows)."""
         layers, means = layer_means(matrices)
-        return cls(layers, means, max(len(m.case_ids) for m in matrices.values()), seconds, spec)
+        return cls(layers, means, max(m.cases for m in matrices.values()), seconds, spec)
 
     @classmethod
     def from_rows(cls, rows: Iterable[Mapping], seconds: float | None = None,
@@ -73,7 +73,7 @@ class GroundTruth:
             raise ValueError("the brute-force sweep produced no metric rows")
         if seconds is None:
             seconds = sum({(str(r["case_id"]), int(r["layer"])): float(r.get("seconds", 0.0)) for r in rows}.values())
-        return cls.from_matrices({m: ScoreMatrix.from_rows(rows, m) for m in metrics}, seconds, spec)
+        return cls.from_matrices({m: LayerScores.from_rows(rows, m) for m in metrics}, seconds, spec)
 
     def at(self, layer: int) -> dict[str, float]:
         """{metric: test mean at `layer`} and its "overall"."""
