@@ -60,8 +60,11 @@ def bruteforce_select(inp, settings=None) -> LayerScores:
     n = get_adapter(inp.model).n_layers(inp.model)
     fns = make_default_fns(inp.model, inp.tok, inp.editor, inp.hparams, stats=inp.stats, name=inp.model_name,
                            metrics=inp.metrics)
-    res = edit_cells(list(inp.cases), inp.layers if inp.layers is not None else range(n), progress=inp.progress,
-                     batch_size=inp.batch_size, desc="brute force", **fns.kwargs())
+    cases = list(inp.cases)
+    # a proxy set smaller than a batch: the v* of several layers' (case, layer) pairs in one optimisation
+    res = edit_cells(cases, inp.layers if inp.layers is not None else range(n), progress=inp.progress,
+                     batch_size=inp.batch_size, layer_batch=max(1, inp.batch_size // max(1, len(cases))),
+                     desc="brute force", **fns.kwargs())
     if not res.rows:
         raise ValueError(f"brute force produced no result; failures: {[f.reason for f in res.failures[:3]]}")
     table = bruteforce_scores(res.rows, inp.metric, model=inp.model_name or "-", overall_spec=inp.overall_spec)
