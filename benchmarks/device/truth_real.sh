@@ -5,6 +5,8 @@
 # docs/data/truth/rf-<model>.json, the model's own preset), then benchmarks/bench_regret.py scores every selector
 # (timed on this GPU) against the run's rows for each split seed. Everything worth keeping goes to $OUT/<model>-<method>/
 # (or $RES/..., for a job left running in the background) as it is made; run it again to resume a sweep cut by a time limit.
+# TIME_LAYERS=K re-times the test sweep at K layers just before the selectors (bench_regret.py --time-layers), for a
+# sweep that shared the GPU with other jobs.
 set -u
 source "$(dirname "$0")/env.sh"
 G=$1; METHOD=$2; SEEDS=${3:-0,1,2}; DEADLINE=${DEADLINE:-590}
@@ -40,7 +42,12 @@ python3 -c "import sqlite3, sys; s = sqlite3.connect(sys.argv[1]); b = sqlite3.c
 cp /tmp/m/runs/$NAME/config.yaml $O/config.yaml 2>/dev/null
 [ $RC = 0 ] || [ $RC = 3 ] || exit 0
 [ -n "${NO_SELECT:-}" ] && exit 0
+# the selectors edit with the sweep's own settings: the config's preset and stats source (ROME's *-small-stats and
+# wikipedia-vital; bench_regret's defaults, the model's own preset and no text source, would give C = I or fail)
+read -r PRESET STATS < <(python3 -c "import sys, yaml; c = yaml.safe_load(open(sys.argv[1]))
+print(c['methods'][0].get('preset') or '-', (c.get('stats') or {}).get('source') or '-')" $HERE/configs/$NAME.yaml)
+EXTRA=""; [ "$PRESET" = - ] || EXTRA="--preset $PRESET"; [ "$STATS" = - ] || EXTRA="$EXTRA --stats $STATS"
 timeout $(( DEADLINE - SECONDS - 5 )) python3 $HERE/benchmarks/bench_regret.py --model /tmp/m/$G.gguf --dataset realfacts \
   --data-file /tmp/m/rf-$M.json --limit $N --editor $METHOD --run /tmp/m/runs/$NAME --run-model $M --seeds $SEEDS \
-  --batch-size 64 --out $O/regret.json 2>&1 | grep -v -i "warn\|Loading\|ground truth sweep" > $O/regret.log
+  --batch-size 64 $EXTRA ${TIME_LAYERS:+--time-layers $TIME_LAYERS} --out $O/regret.json 2>&1 | grep -v -i "warn\|Loading\|ground truth sweep" > $O/regret.log
 echo "all done at $SECONDS s" | tee -a $O/device.txt
