@@ -339,7 +339,11 @@ class _Batch:
         self.gen, self.alone, self.broken = None, None, False
 
     def _start(self) -> None:
-        from goldenlayers.editing import edit_each, edit_grid, refused_cases  # lazily: evaluation needs no editors
+        from goldenlayers.editing import (  # lazily: evaluation needs no editors
+            edit_each,
+            edit_grid,
+            refused_cases,
+        )
 
         kw = {k: v for k, v in self.kw.items() if k in ("model", "tok", "method", "hparams", "name")}
         self.alone = set(refused_cases(cases=self.cases, **kw))

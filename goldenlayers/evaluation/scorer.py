@@ -126,7 +126,9 @@ class CaseScorer:
         """context(start, stop) for rows owned by owners[start:stop] (edit indices), or None: unedited rows."""
         if owners is None:
             return None
-        from goldenlayers.editing.row_edits import row_edits  # lazily: scoring unedited models needs no editor
+        from goldenlayers.editing.row_edits import (
+            row_edits,  # lazily: scoring unedited models needs no editor
+        )
         from goldenlayers.models.adapters import get_adapter
 
         adapter = get_adapter(self.model)
