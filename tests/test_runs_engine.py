@@ -296,3 +296,23 @@ def test_cells_are_shared_out_without_overlap():
     parts = [cell_owner(todo, r, 3) for r in range(3)]
     assert set().union(*parts) == set(todo) and sum(map(len, parts)) == len(todo)
     assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_a_layer_two_selectors_chose_is_edited_once(tmp_path, monkeypatch):
+    """LGA and CMA choosing the same layer: CMA's evaluation copies the test cells LGA's edited there (same model,
+    dataset, method, case and layer) instead of editing them again; its rows equal LGA's, relabelled."""
+    from goldenlayers.runs import engine as E
+    from goldenlayers.runs.engine_jobs import selector_name
+
+    monkeypatch.setattr(E, "chosen_layer", lambda config, store, model, dataset, family: (
+        selector_name(config, family), 2))
+    cfg = yaml.safe_load(write_config(tmp_path, "same").read_text())
+    cfg["selectors"] = dict(lga={}, cma=dict(noise_samples=2))
+    (tmp_path / "same.yaml").write_text(yaml.safe_dump(cfg))
+    store, engine = run_inprocess(tmp_path / "same.yaml")
+    assert [e["cells"] for e in engine.log] == [6, 0]  # 6 test cases edited for the first; none for the second
+    with sqlite3.connect(store) as c:
+        got = {s: sorted(c.execute("SELECT case_id, layer, metric, value, pre, seconds FROM results WHERE "
+                                   "selector = ?", (s,))) for s, in c.execute("SELECT DISTINCT selector FROM results")}
+    assert sorted(got) == ["cma-mlp-w10", "lga"] and got["lga"] == got["cma-mlp-w10"]
+    assert len({r[0] for r in got["lga"]}) == 6 and {r[1] for r in got["lga"]} == {2}

@@ -13,6 +13,10 @@ or evaluator:
   runs once per case, lazily, when every earlier edit has been restored.
 - `score_fn(case, pre) -> {metric: value}`: the metrics of that case on the currently edited model; a value is a
   float (post-edit) or a pair (pre-edit value or None, post-edit value).
+- `score_batch_fn(cases, pres, edits)` (optional; SweepFns and `evaluate` give CaseScorer.score_batch) scores a
+  batch of cells together, each under its own edit ({(layer, site): dW}, read off the handle's WeightDelta, whose
+  weights are restored at once): docs/evaluation.md "Scoring many edits in one forward". `pre_batch_fn(cases)`
+  (optional) fills pre_fn's cache for a batch's cases together.
 The loop goes layer-major (per-layer statistics of the editor are reused), in batches of `batch_size` cases,
 restores the weights after every case (even when scoring raises), records failures (`EvalFailure`: case, layer,
 stage, reason) and goes on, skips (case_id, layer) keys in `skip` (resume), and hands every finished (case, layer)
@@ -38,6 +42,7 @@ from goldenlayers.cases import EditCase
 from goldenlayers.evaluation.result import EvalFailure, EvalRow
 
 Key = tuple[str, int | None]  # (case_id, layer)
+MAX_DEFERRED_BYTES = 2 << 30  # edits waiting to be scored together: scored early beyond this many bytes
 
 
 class WeightsNotRestoredError(RuntimeError):
@@ -120,6 +125,16 @@ class _Pre:
             raise value
         return value
 
+    def fill(self, pre_batch_fn, cases: list[EditCase]) -> None:
+        """Let pre_batch_fn compute the pre-edit values of the cases not seen yet together (errors: per case later)."""
+        fresh = [c for c in cases if c.case_id not in self.cache]
+        if pre_batch_fn is None or self.pre_fn is None or not fresh:
+            return
+        try:
+            pre_batch_fn(fresh)
+        except Exception:
+            pass
+
 
 def _edited_layer(handle, layer: int | None) -> int | None:
     if layer is not None:
@@ -128,7 +143,28 @@ def _edited_layer(handle, layer: int | None) -> int | None:
     return layers[0] if isinstance(layers, list) and len(layers) == 1 else None
 
 
-def _one(case, layer, item, apply_fn, score_fn, pre: _Pre, guard, method) -> tuple[list[EvalRow], EvalFailure | None]:
+@dataclass
+class _Deferred:
+    """An applied-and-restored edit whose scoring waits for the batch's `score_batch_fn`."""
+
+    case: EditCase
+    at: int | None
+    pre: object
+    edit: dict
+
+
+def _edit_of(handle) -> dict | None:
+    """The changes {(layer, site): dW} an edit handle records (a WeightDelta's `updates`), as float32 or finer;
+    None when it records none (the cell is then scored on the edited weights)."""
+    updates = getattr(getattr(handle, "delta", None), "updates", None)
+    if not isinstance(updates, Mapping) or not updates:
+        return None
+    return {k: v.float() if v.dtype == torch.float64 else v for k, v in updates.items()}
+
+
+def _one(case, layer, item, apply_fn, score_fn, pre: _Pre, guard, method, defer: bool = False):
+    """Apply, score, restore one cell -> (rows, failure); with `defer`, an edit whose changes the handle records
+    is restored at once and returned as a _Deferred in place of rows (scored later with its batch)."""
     def fail(stage, e, at=layer):
         return [], EvalFailure.of(case, method, at, stage, e)
 
@@ -147,6 +183,11 @@ def _one(case, layer, item, apply_fn, score_fn, pre: _Pre, guard, method) -> tup
         raise TypeError(f"the editor returned {type(handle).__name__}, which has no restore(); the model stays "
                         f"edited by case {case.case_id!r}")
     at = _edited_layer(handle, layer)
+    edit = _edit_of(handle) if defer else None
+    if edit is not None:
+        handle.restore()
+        guard(case, layer)
+        return _Deferred(case, at, cache, edit), None
     try:
         scores = _scores(score_fn(case, cache), case)
     except Exception as e:
@@ -154,8 +195,34 @@ def _one(case, layer, item, apply_fn, score_fn, pre: _Pre, guard, method) -> tup
     finally:
         handle.restore()
         guard(case, layer)
+    return _rows(case, scores, at, method), None
+
+
+def _rows(case, scores, at, method) -> list[EvalRow]:
     return [EvalRow(case.case_id, case.dataset, m, pre_v, post_v, at, method) for m, (pre_v, post_v) in
-            scores.items()], None
+            scores.items()]
+
+
+def _score_deferred(score_batch_fn, finished: list, method: str) -> None:
+    """Score every _Deferred cell of `finished` (entries [case, layer, rows, failure]) in one score_batch_fn call
+    and put its rows or failure in place."""
+    waiting = [entry for entry in finished if isinstance(entry[2], _Deferred)]
+    if not waiting:
+        return
+    cells = [entry[2] for entry in waiting]
+    try:
+        raw = list(score_batch_fn([d.case for d in cells], [d.pre for d in cells], [d.edit for d in cells]))
+        if len(raw) != len(cells):
+            raise RuntimeError(f"score_batch_fn returned {len(raw)} results for {len(cells)} cells")
+    except Exception as e:
+        raw = [e] * len(cells)
+    for entry, d, r in zip(waiting, cells, raw):
+        try:
+            if isinstance(r, Exception):
+                raise r
+            entry[2], entry[3] = _rows(d.case, _scores(r, d.case), d.at, method), None
+        except Exception as e:
+            entry[2], entry[3] = [], EvalFailure.of(d.case, method, d.at, "score", e)
 
 
 def _guard(weights_fn, layer):
@@ -188,12 +255,20 @@ def edit_cells(cases: Sequence[EditCase], layers: Iterable[int | None], score_fn
                edit_fn: Callable | None = None, prepare_fn: Callable | None = None, apply_fn: Callable | None = None,
                prepare_grid_fn: Callable | None = None, layer_batch: int = 1,
                pre_fn: Callable | None = None, weights_fn: Callable | None = None, batch_size: int = 16,
+               score_batch_fn: Callable | None = None, pre_batch_fn: Callable | None = None,
                on_cell: Callable[[Cell], None] | None = None, skip: Iterable[Key] = (), progress: bool = True,
                desc: str = "edit", method: str = "-") -> CellResult:
     """Edit each case at each layer, score it, restore; see the module docstring. Returns all rows and failures
     (rows and failures carry `method`). With `prepare_grid_fn(cases, layers) -> {layer: items}` and
     `layer_batch` > 1, the layers go in groups of `layer_batch` and a batch prepares its cases at every layer of
-    the group at once (the v* of all those (case, layer) pairs in one optimisation); the cells are the same."""
+    the group at once (the v* of all those (case, layer) pairs in one optimisation); the cells are the same.
+    With `score_batch_fn(cases, pres, edits) -> [{metric: value} or Exception]`, each cell's edit is applied,
+    its changes {(layer, site): dW} read from the handle's `delta.updates` and restored at once, and the batch's
+    cells are then scored together (each under its own edit, e.g. CaseScorer.states with per-row edits); a
+    handle that records no changes is scored on the edited weights by score_fn as before.
+    `pre_batch_fn(cases)`, if given, runs once per batch on its cases whose pre-edit values are not cached yet, so
+    that pre_fn can answer from a cache it filled in cross-case batches (CaseScorer.prepare); its errors are left
+    to pre_fn, case by case."""
     batched = prepare_fn is not None and apply_fn is not None
     if (edit_fn is not None) == batched or (prepare_fn is None) != (apply_fn is None):
         raise ValueError("pass either edit_fn, or both prepare_fn and apply_fn")
@@ -222,14 +297,22 @@ def edit_cells(cases: Sequence[EditCase], layers: Iterable[int | None], score_fn
             for start in range(0, len(wanted), batch_size):
                 chunk = wanted[start:start + batch_size]
                 t0 = time.perf_counter()
+                pre.fill(pre_batch_fn, chunk)
                 items = _prepare_grid(prepare_fn, prepare_grid_fn if grid else None, chunk, group)
-                finished = []
+                finished, waiting_bytes = [], 0
                 for layer in group:
                     for case, item in zip(chunk, items[layer], strict=True):
                         if case.case_id in todo[layer]:
-                            finished.append((case, layer, *_one(case, layer, item, apply_fn, score_fn, pre,
-                                                                guards[layer], method)))
+                            finished.append([case, layer, *_one(case, layer, item, apply_fn, score_fn, pre,
+                                                                guards[layer], method, score_batch_fn is not None)])
+                            if isinstance(finished[-1][2], _Deferred):
+                                waiting_bytes += sum(t.numel() * t.element_size()
+                                                     for t in finished[-1][2].edit.values())
+                            if waiting_bytes > MAX_DEFERRED_BYTES:  # bound the memory the waiting edits hold
+                                _score_deferred(score_batch_fn, finished, method)
+                                waiting_bytes = 0
                             bar.update()
+                _score_deferred(score_batch_fn, finished, method)
                 # a batched editor does the shared work (v* of every case) in prepare or in the first apply,
                 # so every cell of the batch gets the batch's mean time; cells are handed on per batch
                 seconds = (time.perf_counter() - t0) / max(1, len(finished))
@@ -256,7 +339,11 @@ class _Batch:
         self.gen, self.alone, self.broken = None, None, False
 
     def _start(self) -> None:
-        from goldenlayers.editing import edit_each, edit_grid, refused_cases  # lazily: evaluation needs no editors
+        from goldenlayers.editing import (  # lazily: evaluation needs no editors
+            edit_each,
+            edit_grid,
+            refused_cases,
+        )
 
         kw = {k: v for k, v in self.kw.items() if k in ("model", "tok", "method", "hparams", "name")}
         self.alone = set(refused_cases(cases=self.cases, **kw))

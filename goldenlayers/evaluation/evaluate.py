@@ -107,6 +107,8 @@ def evaluate(model, tok, cases: Iterable[EditCase], editor: str | Callable | Non
         else:
             def score_fn(case, pre):
                 return scorer.compare(case, pre, scorer.state(case))
+        if "prepare_fn" in editor_kw:  # a method of goldenlayers.editing: its cells are scored batch by batch
+            editor_kw = dict(editor_kw, score_batch_fn=scorer.score_batch)
         cells = edit_cells(cases, layers, score_fn, pre_fn=scorer.pre, batch_size=edit_batch_size, progress=progress,
                            desc=f"evaluate {method}", method=method, **editor_kw)
     finally:

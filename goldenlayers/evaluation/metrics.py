@@ -20,7 +20,8 @@ CounterFact metrics compare (goldenlayers.evaluation.counterfact_rome).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -61,10 +62,13 @@ def check_pair(tok, prompt: str, answer: str, max_length: int | None) -> None:
 
 
 @torch.no_grad()
-def teacher_forced(model, tok, pairs: Sequence[tuple[str, str]], batch_size: int = 16) -> list[Scored]:
+def teacher_forced(model, tok, pairs: Sequence[tuple[str, str]], batch_size: int = 16, *,
+                   context: Callable | None = None) -> list[Scored]:
     """Score (prompt, answer) pairs in batches of `batch_size`; one forward (B, T) -> logits (B, T, V) per batch.
 
     Results do not depend on batch size or padding: positions come from the answer mask of each row.
+    context(start, stop), if given, is a context manager in force during the forward of pairs[start:stop] (per-row
+    edits, goldenlayers.editing.row_edits).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -73,7 +77,8 @@ def teacher_forced(model, tok, pairs: Sequence[tuple[str, str]], batch_size: int
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start: start + batch_size]
         b = encode_answers(tok, [p for p, _ in chunk], [a for _, a in chunk], max_len, device)
-        logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits  # (B, T, V)
+        with context(start, start + len(chunk)) if context is not None else nullcontext():
+            logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits  # (B, T, V)
         pred = logits.argmax(-1)  # (B, T)
         predict = b.predict_mask
         for i in range(len(chunk)):

@@ -12,8 +12,10 @@ metrics (goldenlayers.evaluation.counterfact_rome) read the answers' nll from th
 generation entropy is cached like fluency, under (model identity, case id, "generation_entropy", prompts, seed,
 length, k).
 
-`prepare(cases)` fills the cache for many cases in cross-case batches; `state(case)` measures the current
-(possibly edited) model; `compare(case, pre, post)` turns two states into {metric: (pre, post)}. `pre` and
+`prepare(cases)` fills the cache for many cases in cross-case batches (fluency samples generated together too);
+`state(case)` measures the current (possibly edited) model; `states(cases, edits)` measures many cases, each under
+its own edit applied to its rows only (goldenlayers.editing.row_edits: a batch of cells in a few forwards);
+`compare(case, pre, post)` turns two states into {metric: (pre, post)}. `pre` and
 `score` have the shapes the brute-force sweep takes as pre_fn and score_fn.
 """
 
@@ -26,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from goldenlayers.cases import EditCase
 from goldenlayers.evaluation.counterfact_rome import rome_pairs, rome_values
-from goldenlayers.evaluation.fluency import case_seed, fluency_entropy, sample_text
+from goldenlayers.evaluation.fluency import case_seed, fluency_entropy, sample_texts
 from goldenlayers.evaluation.metrics import METRICS, Scored, category_mean, check_pair, teacher_forced
 from goldenlayers.metric_names import ALL_METRICS, FAMILIES, expand_metrics
 from goldenlayers.text import model_max_length
@@ -115,26 +117,53 @@ class CaseScorer:
         s = self.settings
         return (self.key, case.case_id, "fluency", case.prompt, s.seed, s.fluency_max_tokens, s.fluency_top_k)
 
-    def _fluency(self, case: EditCase) -> float:
-        s = self.settings
-        text = sample_text(self.model, self.tok, case.prompt, case_seed(s.seed, case.case_id), s.fluency_max_tokens,
-                           s.fluency_top_k)
-        return fluency_entropy(text)
-
     def _generation_key(self, case: EditCase) -> tuple:
         s = self.settings
         return (self.key, case.case_id, "generation_entropy", tuple(case.generation_prompts), s.seed,
                 s.fluency_max_tokens, s.fluency_top_k)
 
-    def _generation(self, case: EditCase) -> float | None:
-        """ROME's generation entropy: mean over the case's generation prompts of their samples' entropy."""
-        if "generation_entropy" not in self.settings.metrics or not case.generation_prompts:
+    def _row_context(self, owners: list[int] | None, edits):
+        """context(start, stop) for rows owned by owners[start:stop] (edit indices), or None: unedited rows."""
+        if owners is None:
             return None
+        from goldenlayers.editing.row_edits import (
+            row_edits,  # lazily: scoring unedited models needs no editor
+        )
+        from goldenlayers.models.adapters import get_adapter
+
+        adapter = get_adapter(self.model)
+        return lambda start, stop: row_edits(self.model, adapter, edits, owners[start:stop])
+
+    def _entropies(self, samples: list[tuple[str, int]], owners: list[int] | None = None, edits=()) -> list[float]:
+        """Fluency entropy of each (prompt, seed) sample, generated `batch_size` rows at a time; sample i with edit
+        edits[owners[i]] on its rows only when owners is given."""
+        if not samples:
+            return []
         s = self.settings
-        values = [fluency_entropy(sample_text(self.model, self.tok, p, case_seed(s.seed, f"{case.case_id}:gen{j}"),
-                                              s.fluency_max_tokens, s.fluency_top_k))
-                  for j, p in enumerate(case.generation_prompts)]
-        return sum(values) / len(values)
+        texts = sample_texts(self.model, self.tok, [p for p, _ in samples], [seed for _, seed in samples],
+                             s.fluency_max_tokens, s.fluency_top_k, batch_size=s.batch_size,
+                             context=self._row_context(owners, edits))
+        return [fluency_entropy(t) for t in texts]
+
+    def _fluency_samples(self, cases: list[EditCase]) -> list[tuple[str, int]]:
+        return [(c.prompt, case_seed(self.settings.seed, c.case_id)) for c in cases]
+
+    def _generation_samples(self, case: EditCase) -> list[tuple[str, int]]:
+        """ROME's generation entropy samples: one per generation prompt of the case (none unless measured)."""
+        if "generation_entropy" not in self.settings.metrics:
+            return []
+        return [(p, case_seed(self.settings.seed, f"{case.case_id}:gen{j}"))
+                for j, p in enumerate(case.generation_prompts)]
+
+    def _generations(self, cases: list[EditCase], owners: list[int] | None = None, edits=()) -> list[float | None]:
+        """ROME's generation entropy of each case: the mean of its samples' entropies (None without samples)."""
+        jobs = [(i, sample) for i, c in enumerate(cases) for sample in self._generation_samples(c)]
+        values = self._entropies([sample for _, sample in jobs], None if owners is None else
+                                 [owners[i] for i, _ in jobs], edits)
+        per: dict[int, list[float]] = {}
+        for (i, _), v in zip(jobs, values):
+            per.setdefault(i, []).append(v)
+        return [sum(per[i]) / len(per[i]) if i in per else None for i in range(len(cases))]
 
     def prepare(self, cases: list[EditCase]) -> dict[int, Exception]:
         """Cache the unedited model's results for `cases` (pairs batched across cases). Returns {index: error}."""
@@ -156,23 +185,24 @@ class CaseScorer:
         for key, scored in zip(keys, teacher_forced(self.model, self.tok, [todo[k] for k in keys],
                                                     self.settings.batch_size)):
             self.cache.store[key] = scored
-        if "fluency" in self.settings.metrics:
-            for i, case in enumerate(cases):
-                if i in errors:
-                    continue
-                if self._fluency_key(case) in self.cache.store:
+        fresh: dict[tuple, EditCase] = {}  # samples of the unedited model, generated together
+        for kind, key_of in (("fluency", self._fluency_key), ("generation_entropy", self._generation_key)):
+            if kind not in self.settings.metrics:
+                continue
+            wanted = [c for i, c in enumerate(cases) if i not in errors and (kind == "fluency" or c.generation_prompts)]
+            todo_cases = []
+            for case in wanted:
+                key = key_of(case)
+                if key in self.cache.store or key in fresh:
                     self.cache.hits += 1
                 else:
                     self.cache.misses += 1
-                    self.cache.store[self._fluency_key(case)] = self._fluency(case)
-        for i, case in enumerate(cases):
-            if i in errors or "generation_entropy" not in self.settings.metrics or not case.generation_prompts:
-                continue
-            if self._generation_key(case) in self.cache.store:
-                self.cache.hits += 1
-            else:
-                self.cache.misses += 1
-                self.cache.store[self._generation_key(case)] = self._generation(case)
+                    fresh[key] = case
+                    todo_cases.append(case)
+            values = (self._entropies(self._fluency_samples(todo_cases)) if kind == "fluency"
+                      else self._generations(todo_cases))
+            for case, v in zip(todo_cases, values):
+                self.cache.store[key_of(case)] = v
         return errors
 
     def pre(self, case: EditCase) -> CaseState:
@@ -189,8 +219,51 @@ class CaseScorer:
         """The current (edited) model's state on `case`: nothing cached."""
         pairs = case_pairs(case, self.settings.metrics)
         scored = dict(zip(pairs, teacher_forced(self.model, self.tok, pairs, self.settings.batch_size)))
-        return CaseState(scored, self._fluency(case) if "fluency" in self.settings.metrics else None,
-                         self._generation(case))
+        flu = self._entropies(self._fluency_samples([case]))[0] if "fluency" in self.settings.metrics else None
+        return CaseState(scored, flu, self._generations([case])[0])
+
+    def states(self, cases: list[EditCase], edits: list) -> list[CaseState | Exception]:
+        """The state of each case on the model edited by its own edit, edits[i] = {(layer, site): dW} (what a
+        WeightDelta records), all in a few batched forwards and generations: each row runs with its case's edit
+        only (goldenlayers.editing.row_edits), the weights are never written. A case whose pairs cannot be
+        encoded gets its Exception; if a batch fails as a whole, the cases are measured one by one so that the
+        error stays with its case."""
+        if len(cases) != len(edits):
+            raise ValueError(f"{len(cases)} cases but {len(edits)} edits")
+        out: list[CaseState | Exception | None] = [None] * len(cases)
+        pairs: list[Pair] = []
+        owners: list[int] = []
+        for i, case in enumerate(cases):
+            try:
+                mine = case_pairs(case, self.settings.metrics)
+                for p, a in mine:
+                    check_pair(self.tok, p, a, self.max_len)
+            except Exception as e:
+                out[i] = e
+                continue
+            pairs += mine
+            owners += [i] * len(mine)
+        ok = [i for i in range(len(cases)) if out[i] is None]
+        try:
+            scored = teacher_forced(self.model, self.tok, pairs, self.settings.batch_size,
+                                    context=self._row_context(owners, edits))
+            flu = (self._entropies(self._fluency_samples([cases[i] for i in ok]), ok, edits)
+                   if "fluency" in self.settings.metrics else [None] * len(ok))
+            gen = self._generations([cases[i] for i in ok], ok, edits)
+        except Exception as e:
+            if len(ok) <= 1:
+                for i in ok:
+                    out[i] = e
+                return out
+            for i in ok:
+                out[i] = self.states([cases[i]], [edits[i]])[0]
+            return out
+        by_case: dict[int, dict[Pair, Scored]] = {}
+        for pair, owner, sc in zip(pairs, owners, scored):
+            by_case.setdefault(owner, {})[pair] = sc
+        for j, i in enumerate(ok):
+            out[i] = CaseState(by_case.get(i, {}), flu[j], gen[j])
+        return out
 
     def compare(self, case: EditCase, pre: CaseState, post: CaseState) -> dict[str, tuple[float | None, float]]:
         """{metric: (pre value, post value)} for the metrics `case` supports (locality has no pre value)."""
@@ -215,6 +288,17 @@ class CaseScorer:
         out.update({k: (before[k], after[k]) for k in after})
         if "generation_entropy" in m and post.generation is not None:
             out["generation_entropy"] = (pre.generation, post.generation)
+        return out
+
+    def score_batch(self, cases: list[EditCase], pres: list[CaseState], edits: list) -> list[dict | Exception]:
+        """{metric: (pre, post)} of each case under its own edit (`states`), or the case's Exception: the cell
+        loop's score_batch_fn."""
+        out: list[dict | Exception] = []
+        for case, pre, post in zip(cases, pres, self.states(cases, edits), strict=True):
+            try:
+                out.append(post if isinstance(post, Exception) else self.compare(case, pre, post))
+            except Exception as e:
+                out.append(e)
         return out
 
     def score(self, case: EditCase, pre: CaseState) -> dict[str, float]:

@@ -33,6 +33,7 @@ from goldenlayers.runs.engine_jobs import (
     method_settings,
     run_cells,
     run_select,
+    shared_cells,
 )
 from goldenlayers.runs.plan import Job
 from goldenlayers.runs.rundir import RunDir
@@ -196,6 +197,11 @@ class RunEngine:
             layers, todo = [layer], [c for c in cases if c.case_id not in proxy_ids]
         # every worker reads the same done cells (shards were merged before the job), so they split alike
         done = run.store.done_keys(job.model, job.dataset, job.method, selector)
+        if job.kind != "bruteforce":  # test cells another selector's evaluation edited at this layer: copied
+            shared = shared_cells(run.store, job, selector, layers[0], todo, done)
+            if shared and self.rank == 0:
+                self.out_store(run).add(results=shared)
+            done |= {(r["case_id"], r["layer"]) for r in shared}
         if self.rank == 0:
             run.store.set_planned(job.key, len(todo) * len(layers))
         out = self.out_store(run)

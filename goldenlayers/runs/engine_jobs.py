@@ -16,6 +16,9 @@
   the Tukey-fenced pick with the config's k and top; otherwise the argmax), so it is the same in every process and
   after any resume;
   `bruteforce_pick`: likewise brute force's proxy golden layer of `selectors.bruteforce.pick`.
+- `shared_cells`: an evaluation job does not edit again a test cell that another selector's evaluation already
+  edited at the same layer (same model, dataset, method, case and layer: the edit and its scores do not depend on
+  which selector chose the layer); that cell's rows are copied under this job's selector, seconds included.
 """
 
 from __future__ import annotations
@@ -115,6 +118,27 @@ def method_settings(config: ExperimentConfig, job: Job, model, name: str):
 
     method = next(m for m in config.methods if m.name == job.method)
     return resolve_settings(model, job.method, method.preset, method_hparams(config, job), name=name)
+
+
+def shared_cells(store: Store, job: Job, selector: str, layer: int, cases: list, done: set) -> list[dict]:
+    """Result rows of cells (case, layer) of this evaluation job that another selector's evaluation (never the
+    brute-force sweep, whose metrics differ) already stored, relabelled as this job's selector; one source per case.
+    Empty for a brute-force job."""
+    if job.kind == "bruteforce":
+        return []
+    wanted = {c.case_id for c in cases if (c.case_id, layer) not in done}
+    q = ("SELECT selector, case_id FROM results WHERE model=? AND dataset=? AND method=? AND layer=? AND split='test' "
+         "AND selector NOT IN (?, 'bruteforce') GROUP BY selector, case_id ORDER BY selector, case_id")
+    source: dict[str, str] = {}
+    for other, case_id in store.query(q, (job.model, job.dataset, job.method, layer, selector)):
+        if case_id in wanted:
+            source.setdefault(case_id, other)
+    rows = []
+    for other in sorted(set(source.values())):
+        rows += [dict(r, selector=selector) for r in store.rows("results", model=job.model, dataset=job.dataset,
+                                                                  method=job.method, selector=other, layer=layer)
+                 if source.get(r["case_id"]) == other]
+    return rows
 
 
 def cell_owner(todo: list[tuple[str, int]], rank: int, world: int) -> set[tuple[str, int]]:

@@ -23,10 +23,13 @@ class SweepFns:
     weights_fn: Callable
     method: str = "-"
     prepare_grid_fn: Callable | None = None  # the cases at several layers, v* in one batch (edit_cells' layer_batch)
+    score_batch_fn: Callable | None = None  # a batch of cells scored together, each under its own edit
+    pre_batch_fn: Callable | None = None  # the pre-edit values of a batch's cases computed together
 
     def kwargs(self) -> dict:
         return dict(score_fn=self.score_fn, prepare_fn=self.prepare_fn, apply_fn=self.apply_fn, pre_fn=self.pre_fn,
-                    weights_fn=self.weights_fn, method=self.method, prepare_grid_fn=self.prepare_grid_fn)
+                    weights_fn=self.weights_fn, method=self.method, prepare_grid_fn=self.prepare_grid_fn,
+                    score_batch_fn=self.score_batch_fn, pre_batch_fn=self.pre_batch_fn)
 
 
 def make_default_fns(model, tok, method: str = "r-rome", hparams=None, *, stats=None, metrics=None,
@@ -47,4 +50,4 @@ def make_default_fns(model, tok, method: str = "r-rome", hparams=None, *, stats=
         return scorer.compare(case, pre, scorer.state(case))
 
     return SweepFns(editor.prepare_fn, editor.apply_fn, scorer.pre, score_fn, editor.weights_fn, method,
-                    editor.prepare_grid_fn)
+                    editor.prepare_grid_fn, scorer.score_batch, scorer.prepare)
