@@ -114,3 +114,23 @@ def test_several_gguf_files_in_a_folder_are_named(tmp_path, cache):
     (tmp_path / "b.gguf").write_bytes(b"y")
     with pytest.raises(ValueError, match=r"several GGUF files \(a.gguf, b.gguf\)"):
         load_model(tmp_path)
+
+
+def test_dry_run_reads_a_gguf_models_layers_from_its_metadata(tmp_path, cache):
+    """`run --dry-run` takes a GGUF file as a model (its layer count from the file's metadata, nothing converted)
+    and checks brute-force layers against it."""
+    import yaml
+
+    path, _, model = tiny_gguf(tmp_path / "m", "llama")
+    n = model.config.num_hidden_layers
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(dict(
+        name="g", models=[dict(name="tiny", path=str(path))], datasets=[dict(name="zsre", file="none.json")],
+        methods=[dict(name="r-rome")], selectors=dict(bruteforce=dict(layers=[0, n])),
+        data_dir=str(tmp_path), output_dir=str(tmp_path / "runs"))))
+    res = CliRunner().invoke(app, ["run", str(cfg), "--dry-run"], terminal_width=300)
+    out = " ".join(res.output.split())
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert f"(GGUF, {n} layers; converted when the run loads it)" in out
+    assert f"selectors.bruteforce.layers: [{n}] outside tiny's layers 0..{n - 1}" in out
+    assert not list(cache.rglob("*.safetensors"))  # nothing was converted

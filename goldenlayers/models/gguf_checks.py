@@ -87,6 +87,17 @@ class GGUFFacts:
         return None
 
 
+def gguf_block_count(path: str | Path) -> int | None:
+    """The number of transformer blocks a GGUF file's metadata records (`<architecture>.block_count`), read
+    without its tensors or vocabulary; None when it records none."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path))
+    arch = _field(reader, "general.architecture")
+    n = _field(reader, f"{arch}.block_count") if arch else None
+    return int(n) if n else None
+
+
 def _field(reader, key: str, default=None):
     """A metadata value of the GGUF file: a number, bool, string, or a list of them."""
     from gguf import GGUFValueType

@@ -3,7 +3,7 @@ be resolved without loading weights or editing, so that a run does not fail an h
 
 - models: the embedded default or local folder exists and is a saved model of a supported architecture
   (config.json and safetensors; goldenlayers.models.loader.check_local_folder), its layer count read from
-  config.json; a name that is neither is a Hugging Face name, noted (it is resolved when the run loads it);
+  config.json; a GGUF file (or a folder holding one) has its layer count read from the file's metadata; a name that is neither is a Hugging Face name, noted (it is resolved when the run loads it);
 - datasets: the file exists and has usable records (read with the dataset's limit; skipped records counted), or,
   for `world` without a file, every model has the synthetic world (world.json) to sample from;
 - brute-force layers: inside every model's 0..L-1;
@@ -36,6 +36,7 @@ def _n_layers(config: dict) -> int | None:
 
 def _model(spec: ModelSpec, where: str, notes: list[str], problems: list[str]) -> tuple[Path | None, int | None]:
     """(model folder or None for a hub name, layer count or None) of one model, checked without its weights."""
+    from goldenlayers.models.gguf import find_gguf
     from goldenlayers.models.loader import check_local_folder, resolve_model_path
 
     try:
@@ -50,6 +51,9 @@ def _model(spec: ModelSpec, where: str, notes: list[str], problems: list[str]) -
             notes.append(f"{where}: {spec.source} is not a local folder; taken as a Hugging Face name, resolved "
                          "when the run loads it (not checked here)")
         return None, None
+    gguf = find_gguf(folder) if folder.is_file() or not (folder / "config.json").exists() else None
+    if gguf is not None:
+        return _gguf_model(gguf, where, notes, problems)
     try:
         check_local_folder(str(folder))
         n = _n_layers(json.loads((folder / "config.json").read_text()))
@@ -58,6 +62,21 @@ def _model(spec: ModelSpec, where: str, notes: list[str], problems: list[str]) -
         return None, None
     notes.append(f"{where}: {folder} ({n} layers)")
     return folder, n
+
+
+def _gguf_model(path: Path, where: str, notes: list[str], problems: list[str]) -> tuple[Path | None, int | None]:
+    """A GGUF file: its layer count from the file's metadata (converted when the run loads it)."""
+    from goldenlayers.models.gguf import require_gguf
+    from goldenlayers.models.gguf_checks import gguf_block_count
+
+    try:
+        require_gguf()
+        n = gguf_block_count(path)
+    except Exception as e:  # a missing extra, a file that is not GGUF
+        problems.append(f"{where}: {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        return None, None
+    notes.append(f"{where}: {path} (GGUF, {n} layers; converted when the run loads it)")
+    return path, n
 
 
 def _settings(config: ExperimentConfig, model: ModelSpec, where: str, problems: list[str]) -> list:
