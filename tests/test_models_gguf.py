@@ -134,3 +134,11 @@ def test_dry_run_reads_a_gguf_models_layers_from_its_metadata(tmp_path, cache):
     assert f"(GGUF, {n} layers; converted when the run loads it)" in out
     assert f"selectors.bruteforce.layers: [{n}] outside tiny's layers 0..{n - 1}" in out
     assert not list(cache.rglob("*.safetensors"))  # nothing was converted
+    import shutil
+
+    shutil.copy(path, path.with_name("second.gguf"))  # a folder of two GGUF files: which one is meant?
+    cfg.write_text(cfg.read_text().replace(str(path), str(path.parent)).replace("name: g\n", "name: g2\n"))
+    res = CliRunner().invoke(app, ["run", str(cfg), "--dry-run"], terminal_width=300)
+    out = " ".join(res.output.split())
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert "holds several GGUF files (second.gguf, tiny-llama.gguf); pass one of them" in out

@@ -154,12 +154,15 @@ class _Deferred:
 
 
 def _edit_of(handle) -> dict | None:
-    """The changes {(layer, site): dW} an edit handle records (a WeightDelta's `updates`), as float32 or finer;
-    None when it records none (the cell is then scored on the edited weights)."""
-    updates = getattr(getattr(handle, "delta", None), "updates", None)
-    if not isinstance(updates, Mapping) or not updates:
+    """The changes {(layer, site): dW} an applied edit handle records (a WeightDelta's `updates`, float64), kept in
+    the edited weight's dtype but at least float32 (half the memory of float64 for a float32 model, no precision
+    lost for a float64 one); None when it records none (the cell is then scored on the edited weights)."""
+    delta = getattr(handle, "delta", None)
+    updates, originals = getattr(delta, "updates", None), getattr(delta, "originals", None)
+    if not isinstance(updates, Mapping) or not updates or not isinstance(originals, Mapping):
         return None
-    return {k: v.float() if v.dtype == torch.float64 else v for k, v in updates.items()}
+    return {k: v.to(torch.promote_types(originals[k].dtype, torch.float32)) if k in originals else v
+            for k, v in updates.items()}
 
 
 def _one(case, layer, item, apply_fn, score_fn, pre: _Pre, guard, method, defer: bool = False):

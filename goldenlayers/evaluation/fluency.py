@@ -78,8 +78,10 @@ def _pick(logits: torch.Tensor, top_k: int, gen: torch.Generator) -> int:
 
 
 @torch.no_grad()
-def _sample_rows(model, tok, prompts: Sequence[str], seeds: Sequence[int], max_tokens: int, top_k: int) -> list[str]:
-    """Continue several prompts together: left-padded rows with explicit positions and one generator each."""
+def _sample_rows(model, tok, prompts: Sequence[str], seeds: Sequence[int], max_tokens: int, top_k: int,
+                 positioned: bool) -> list[str]:
+    """Continue several prompts together: left-padded rows with explicit positions (when the model's forward takes
+    them: `positioned`; else a single row) and one generator each."""
     ids = [list(tok(p)["input_ids"]) for p in prompts]
     ctx = model_max_length(model)
     limit = min(max_tokens, ctx) if ctx else max_tokens
@@ -96,7 +98,6 @@ def _sample_rows(model, tok, prompts: Sequence[str], seeds: Sequence[int], max_t
     # each row counts positions from its first real token; a finished row's filler positions stop at the limit
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     step_input, past = tokens, None
-    positioned = _takes_positions(type(model).forward)
     for _ in range(limit - min(len(r) for r in ids)):
         kwargs = cache_kwargs(model, past)
         if positioned:
@@ -125,12 +126,13 @@ def sample_texts(model, tok, prompts: Sequence[str], seeds: Sequence[int], max_t
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    size = batch_size if _takes_positions(type(model).forward) else 1
+    positioned = _takes_positions(type(model).forward)
+    size = batch_size if positioned else 1
     out: list[str] = []
     for start in range(0, len(prompts), size):
         stop = min(start + size, len(prompts))
         with context(start, stop) if context is not None else nullcontext():
-            out += _sample_rows(model, tok, prompts[start:stop], seeds[start:stop], max_tokens, top_k)
+            out += _sample_rows(model, tok, prompts[start:stop], seeds[start:stop], max_tokens, top_k, positioned)
     return out
 
 

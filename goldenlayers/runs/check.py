@@ -3,7 +3,8 @@ be resolved without loading weights or editing, so that a run does not fail an h
 
 - models: the embedded default or local folder exists and is a saved model of a supported architecture
   (config.json and safetensors; goldenlayers.models.loader.check_local_folder), its layer count read from
-  config.json; a GGUF file (or a folder holding one) has its layer count read from the file's metadata; a name that is neither is a Hugging Face name, noted (it is resolved when the run loads it);
+  config.json; a GGUF file (or a folder holding one) has its layer count read from the file's metadata; a name
+  that is neither is a Hugging Face name, noted (it is resolved when the run loads it);
 - datasets: the file exists and has usable records (read with the dataset's limit; skipped records counted), or,
   for `world` without a file, every model has the synthetic world (world.json) to sample from;
 - brute-force layers: inside every model's 0..L-1;
@@ -51,7 +52,11 @@ def _model(spec: ModelSpec, where: str, notes: list[str], problems: list[str]) -
             notes.append(f"{where}: {spec.source} is not a local folder; taken as a Hugging Face name, resolved "
                          "when the run loads it (not checked here)")
         return None, None
-    gguf = find_gguf(folder) if folder.is_file() or not (folder / "config.json").exists() else None
+    try:
+        gguf = find_gguf(folder)  # None for a model folder with config.json
+    except ValueError as e:  # a folder of several GGUF files
+        problems.append(f"{where}: {e}")
+        return None, None
     if gguf is not None:
         return _gguf_model(gguf, where, notes, problems)
     try:
