@@ -79,8 +79,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
 
-    import goldenlayers.selection.bruteforce as bruteforce
     from bench_regret import analyse
+
+    import goldenlayers.selection.bruteforce as bruteforce
     from goldenlayers.datasets.split import split_cases
     from goldenlayers.datasets.synthetic.world import build_world
     from goldenlayers.editing.hparams import PRESETS, EditHParams
